@@ -1,0 +1,296 @@
+//! The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then the Avro datum.
+//!
+//! Schemas are registered (or looked up) once per topic and cached by schema_registry_converter;
+//! after warm-up no record costs a registry call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::topic::{Topic, TopicValue};
+
+/// Where the schema registry is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub url: String,
+    pub timeout: Duration,
+    /// `user:password` for HTTP basic auth, if the registry needs it.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl RegistryConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            timeout: Duration::from_secs(5),
+            basic_auth: None,
+        }
+    }
+}
+
+/// Why a record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("record is not in the Confluent wire format: {0}")]
+    NotWireFormat(&'static str),
+    #[error("schema id {0} is unknown to the registry")]
+    UnknownSchema(u32),
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    #[error("registry refused the schema of subject {subject}: {message}")]
+    Rejected { subject: String, message: String },
+    #[error("avro datum does not match writer schema {id}: {message}")]
+    Undecodable { id: u32, message: String },
+    #[error("record with schema id {id} does not fit topic {topic}: {message}")]
+    Mismatch {
+        id: u32,
+        topic: Topic,
+        message: String,
+    },
+    #[error("could not encode a {topic} record: {message}")]
+    Encode { topic: Topic, message: String },
+}
+
+impl CodecError {
+    /// True when trying again later may succeed; such records must not be dead-lettered.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, CodecError::RegistryUnavailable(_))
+    }
+
+    /// A short, stable reason for dead-letter headers and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CodecError::NotWireFormat(_) => "not_wire_format",
+            CodecError::UnknownSchema(_) => "unknown_schema_id",
+            CodecError::RegistryUnavailable(_) => "registry_unavailable",
+            CodecError::Rejected { .. } => "schema_rejected",
+            CodecError::Undecodable { .. } => "undecodable",
+            CodecError::Mismatch { .. } => "schema_mismatch",
+            CodecError::Encode { .. } => "encode_failed",
+        }
+    }
+}
+
+/// The 5-byte prefix of a Confluent-framed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireHeader {
+    pub schema_id: u32,
+}
+
+impl WireHeader {
+    pub const LEN: usize = 5;
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, CodecError> {
+        match bytes {
+            [0, a, b, c, d, ..] => Ok(Self {
+                schema_id: u32::from_be_bytes([*a, *b, *c, *d]),
+            }),
+            [_, _, _, _, _, ..] => Err(CodecError::NotWireFormat("magic byte is not 0")),
+            _ => Err(CodecError::NotWireFormat("shorter than the 5-byte header")),
+        }
+    }
+}
+
+/// How a writer schema relates to the reader type's own schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterFit {
+    /// Same canonical form: decode straight into the type.
+    Same,
+    /// Another version: resolve the datum against the reader schema first.
+    Resolve,
+}
+
+/// Encodes and decodes topic values against a Confluent-compatible registry.
+pub struct Codec {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    strategies: HashMap<Topic, SubjectNameStrategy>,
+    readers: HashMap<Topic, Arc<Schema>>,
+    fits: RwLock<HashMap<(Topic, u32), WriterFit>>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").finish_non_exhaustive()
+    }
+}
+
+fn reader_schemas() -> &'static HashMap<Topic, Arc<Schema>> {
+    static READERS: OnceLock<HashMap<Topic, Arc<Schema>>> = OnceLock::new();
+    READERS.get_or_init(|| {
+        Topic::ALL
+            .into_iter()
+            .map(|t| {
+                let schema = Schema::parse_str(&t.value_schema_json())
+                    .unwrap_or_else(|e| panic!("value schema of {t} does not parse: {e}"));
+                (t, Arc::new(schema))
+            })
+            .collect()
+    })
+}
+
+impl Codec {
+    pub fn new(config: &RegistryConfig) -> Result<Self, CodecError> {
+        let settings = sr_settings(config)?;
+        let strategies = Topic::ALL
+            .into_iter()
+            .map(|t| {
+                let supplied = SuppliedSchema::new(None, SchemaType::Avro, t.value_schema_json());
+                (
+                    t,
+                    SubjectNameStrategy::TopicNameStrategyWithSchema(
+                        t.name().to_owned(),
+                        false,
+                        supplied,
+                    ),
+                )
+            })
+            .collect();
+        Ok(Self {
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings),
+            strategies,
+            readers: reader_schemas().clone(),
+            fits: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The reader (and writer) schema of a topic's values, as this build knows it.
+    pub fn value_schema(topic: Topic) -> Arc<Schema> {
+        Arc::clone(&reader_schemas()[&topic])
+    }
+
+    /// Registers every topic's value schema, so that start-up fails fast on an incompatible
+    /// registry and no record pays for the first lookup.
+    pub async fn register_all(&self) -> Result<HashMap<Topic, u32>, CodecError> {
+        let mut ids = HashMap::new();
+        for topic in Topic::ALL {
+            ids.insert(topic, self.register(topic).await?);
+        }
+        Ok(ids)
+    }
+
+    /// Registers (or finds) this build's value schema of `topic` and returns its id.
+    pub async fn register(&self, topic: Topic) -> Result<u32, CodecError> {
+        let subject = topic.value_subject();
+        let strategy = self.strategy(topic);
+        let schema = self
+            .encoder
+            .get_schema_and_id(&subject, strategy.clone())
+            .await
+            .map_err(|e| registry_error(e, &subject))?;
+        Ok(schema.id)
+    }
+
+    fn strategy(&self, topic: Topic) -> &SubjectNameStrategy {
+        &self.strategies[&topic]
+    }
+
+    pub async fn encode<T: TopicValue>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let strategy = self.strategy(T::TOPIC);
+        self.encoder
+            .encode_struct(value, strategy)
+            .await
+            .map_err(|e| {
+                if e.retriable {
+                    CodecError::RegistryUnavailable(e.to_string())
+                } else if e.error.contains("Avro bytes") {
+                    CodecError::Encode {
+                        topic: T::TOPIC,
+                        message: e.to_string(),
+                    }
+                } else {
+                    registry_error(e, &T::TOPIC.value_subject())
+                }
+            })
+    }
+
+    pub async fn decode<T: TopicValue>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let header = WireHeader::parse(bytes)?;
+        let id = header.schema_id;
+        let fit = self.fit::<T>(id).await?;
+        let decoded =
+            self.decoder
+                .decode(Some(bytes))
+                .await
+                .map_err(|e| CodecError::Undecodable {
+                    id,
+                    message: e.to_string(),
+                })?;
+        let value = match fit {
+            WriterFit::Same => decoded.value,
+            WriterFit::Resolve => decoded
+                .value
+                .resolve(&self.readers[&T::TOPIC])
+                .map_err(|e| mismatch::<T>(id, e))?,
+        };
+        apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
+    }
+
+    async fn fit<T: TopicValue>(&self, id: u32) -> Result<WriterFit, CodecError> {
+        let key = (T::TOPIC, id);
+        if let Some(fit) = self.fits.read().ok().and_then(|m| m.get(&key).copied()) {
+            return Ok(fit);
+        }
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            if e.retriable {
+                CodecError::RegistryUnavailable(e.to_string())
+            } else {
+                CodecError::UnknownSchema(id)
+            }
+        })?;
+        let reader = &self.readers[&T::TOPIC];
+        let fit = if writer.parsed.canonical_form() == reader.canonical_form() {
+            WriterFit::Same
+        } else {
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+                &writer.parsed,
+                reader,
+            )
+            .map_err(|e| mismatch::<T>(id, e))?;
+            WriterFit::Resolve
+        };
+        if let Ok(mut fits) = self.fits.write() {
+            fits.insert(key, fit);
+        }
+        Ok(fit)
+    }
+}
+
+fn mismatch<T: TopicValue>(id: u32, e: impl std::fmt::Display) -> CodecError {
+    CodecError::Mismatch {
+        id,
+        topic: T::TOPIC,
+        message: e.to_string(),
+    }
+}
+
+fn registry_error(e: SRCError, subject: &str) -> CodecError {
+    if e.retriable {
+        CodecError::RegistryUnavailable(e.to_string())
+    } else {
+        CodecError::Rejected {
+            subject: subject.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn sr_settings(config: &RegistryConfig) -> Result<SrSettings, CodecError> {
+    let mut builder = SrSettings::new_builder(config.url.clone());
+    builder.no_proxy().set_timeout(config.timeout);
+    if let Some((user, password)) = &config.basic_auth {
+        builder.set_basic_authorization(user, Some(password));
+    }
+    builder
+        .build()
+        .map_err(|e| CodecError::RegistryUnavailable(e.to_string()))
+}
