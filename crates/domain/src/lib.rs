@@ -1,1 +1,13 @@
+//! The ride domain: pure rules, no I/O.
+//!
+//! - [`ride`]: the ride state machine and its transitions.
+//! - [`money`]: integer money and the exact commission split.
+//! - [`city`]: the service area and its H3 zones (dispatch regions and matching cells).
 
+pub mod city;
+pub mod money;
+pub mod ride;
+
+pub use city::{City, CityError, Zone};
+pub use money::{Split, split_commission};
+pub use ride::{Applied, RideState, RideStatus, Step, TransitionError};

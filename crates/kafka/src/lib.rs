@@ -1,1 +1,25 @@
+//! Kafka plumbing shared by every BimRide service.
+//!
+//! - [`config`]: client settings from flags and environment, validated at start-up.
+//! - [`topics`]: every topic with its partitions, replication and retention, in one table.
+//! - [`provision`]: creates missing topics, by the Admin API or on the embedded cluster.
+//! - [`embedded`]: librdkafka's in-process mock cluster, reachable over loopback TCP.
+//! - [`producer`]: a typed producer that keeps many sends in flight.
+//! - [`consumer`]: a typed consumer loop that commits after processing and dead-letters what
+//!   it cannot process.
 
+pub mod config;
+pub mod consumer;
+pub mod dead_letter;
+pub mod embedded;
+pub mod metrics;
+pub mod producer;
+pub mod provision;
+pub mod topics;
+
+pub use config::{ConfigError, KafkaConfig};
+pub use consumer::{ConsumerError, ConsumerOptions, HandleError, Handler, Record};
+pub use embedded::EmbeddedCluster;
+pub use producer::{EventProducer, ProduceError};
+pub use provision::{ProvisionError, Provisioner};
+pub use topics::{Cleanup, TopicSpec};

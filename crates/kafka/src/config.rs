@@ -1,0 +1,352 @@
+//! Kafka client settings.
+
+use std::path::PathBuf;
+
+use rdkafka::ClientConfig;
+
+/// How clients reach the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[value(name = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Lz4,
+    Gzip,
+    Snappy,
+}
+
+/// Kafka settings shared by every subcommand.
+#[derive(Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Bootstrap servers of an external cluster. Without it, `bimride up` starts an embedded one.
+    #[arg(long = "brokers", env = "BIMRIDE_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Client id reported to the brokers.
+    #[arg(long, env = "BIMRIDE_CLIENT_ID", default_value = "bimride")]
+    pub client_id: String,
+
+    #[arg(
+        long,
+        env = "BIMRIDE_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext"
+    )]
+    pub security_protocol: SecurityProtocol,
+
+    #[arg(long, env = "BIMRIDE_KAFKA_SASL_MECHANISM", value_enum)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+
+    #[arg(long, env = "BIMRIDE_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+
+    /// Never logged.
+    #[arg(long, env = "BIMRIDE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+
+    /// CA bundle that signed the brokers' certificates.
+    #[arg(long, env = "BIMRIDE_KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+
+    /// Client certificate, for mutual TLS.
+    #[arg(long, env = "BIMRIDE_KAFKA_SSL_CERTIFICATE_LOCATION")]
+    pub ssl_certificate_location: Option<PathBuf>,
+
+    #[arg(long, env = "BIMRIDE_KAFKA_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<PathBuf>,
+
+    /// How long the producer waits to fill a batch.
+    #[arg(long, env = "BIMRIDE_KAFKA_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u32,
+
+    #[arg(
+        long,
+        env = "BIMRIDE_KAFKA_COMPRESSION",
+        value_enum,
+        default_value = "lz4"
+    )]
+    pub compression: Compression,
+
+    /// Partitions of the partitioned topics; ride requests and driver supply share it.
+    #[arg(long, env = "BIMRIDE_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+
+    /// Replication factor of new topics; defaults to min(3, brokers in the cluster).
+    #[arg(long, env = "BIMRIDE_REPLICATION_FACTOR")]
+    pub replication_factor: Option<i32>,
+
+    /// Extra librdkafka properties, `key=value`, comma separated.
+    #[arg(
+        long = "kafka-property",
+        env = "BIMRIDE_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub properties: Vec<String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password and extra properties (which may hold secrets) stay out of logs.
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no Kafka brokers configured: pass --brokers or set BIMRIDE_BROKERS")]
+    NoBrokers,
+    #[error("--security-protocol {0} needs --sasl-mechanism, --sasl-username and --sasl-password")]
+    IncompleteSasl(&'static str),
+    #[error("SASL settings were given but --security-protocol is {0}")]
+    SaslWithoutSaslProtocol(&'static str),
+    #[error("{flag} points at {path}, which does not exist")]
+    MissingFile { flag: &'static str, path: String },
+    #[error("--kafka-property {0:?} is not of the form key=value")]
+    BadProperty(String),
+    #[error("--partitions must be at least 1, got {0}")]
+    BadPartitions(i32),
+    #[error("--replication-factor must be at least 1, got {0}")]
+    BadReplication(i32),
+}
+
+impl KafkaConfig {
+    /// A plaintext configuration for `brokers`, defaults elsewhere; for tests and embedded mode.
+    pub fn for_brokers(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: Some(brokers.into()),
+            client_id: "bimride".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            linger_ms: 5,
+            compression: Compression::Lz4,
+            partitions: 12,
+            replication_factor: None,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Checks everything that can be checked before connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.brokers {
+            Some(b) if !b.trim().is_empty() => {}
+            _ => return Err(ConfigError::NoBrokers),
+        }
+        let sasl_given = self.sasl_mechanism.is_some()
+            || self.sasl_username.is_some()
+            || self.sasl_password.is_some();
+        if self.security_protocol.uses_sasl() {
+            if self.sasl_mechanism.is_none()
+                || self.sasl_username.is_none()
+                || self.sasl_password.is_none()
+            {
+                return Err(ConfigError::IncompleteSasl(self.security_protocol.as_str()));
+            }
+        } else if sasl_given {
+            return Err(ConfigError::SaslWithoutSaslProtocol(
+                self.security_protocol.as_str(),
+            ));
+        }
+        for (flag, path) in [
+            ("--ssl-ca-location", &self.ssl_ca_location),
+            ("--ssl-certificate-location", &self.ssl_certificate_location),
+            ("--ssl-key-location", &self.ssl_key_location),
+        ] {
+            if let Some(p) = path
+                && !p.exists()
+            {
+                return Err(ConfigError::MissingFile {
+                    flag,
+                    path: p.display().to_string(),
+                });
+            }
+        }
+        for p in &self.properties {
+            if !p.contains('=') {
+                return Err(ConfigError::BadProperty(p.clone()));
+            }
+        }
+        if self.partitions < 1 {
+            return Err(ConfigError::BadPartitions(self.partitions));
+        }
+        if let Some(rf) = self.replication_factor
+            && rf < 1
+        {
+            return Err(ConfigError::BadReplication(rf));
+        }
+        Ok(())
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        self.brokers.as_deref().unwrap_or_default()
+    }
+
+    /// Settings every client shares: where, who, and how securely.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap_servers())
+            .set("client.id", &self.client_id)
+            .set("security.protocol", self.security_protocol.as_str())
+            .set("log_level", "4");
+        if let Some(m) = self.sasl_mechanism {
+            c.set("sasl.mechanism", m.as_str());
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p);
+        }
+        for (key, path) in [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+        ] {
+            if let Some(p) = path {
+                c.set(key, p.display().to_string());
+            }
+        }
+        for p in &self.properties {
+            if let Some((k, v)) = p.split_once('=') {
+                c.set(k.trim(), v.trim());
+            }
+        }
+        c
+    }
+
+    /// Producer settings: durable, idempotent, batched, and partitioned as the Java client does.
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.client();
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", self.linger_ms.to_string())
+            .set(
+                "compression.type",
+                match self.compression {
+                    Compression::None => "none",
+                    Compression::Lz4 => "lz4",
+                    Compression::Gzip => "gzip",
+                    Compression::Snappy => "snappy",
+                },
+            )
+            // murmur2 of the key bytes, as Java's default partitioner: every client agrees.
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", "60000");
+        c
+    }
+
+    /// Consumer settings: offsets are stored by the application after processing and
+    /// committed in the background; only committed transactional data is read.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "300000")
+            .set("enable.partition.eof", "false");
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = KafkaConfig::for_brokers("");
+        assert_eq!(c.validate(), Err(ConfigError::NoBrokers));
+        c.brokers = Some("localhost:9092".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.security_protocol = SecurityProtocol::SaslSsl;
+        assert_eq!(c.validate(), Err(ConfigError::IncompleteSasl("sasl_ssl")));
+        c.sasl_mechanism = Some(SaslMechanism::ScramSha512);
+        c.sasl_username = Some("dispatch".into());
+        c.sasl_password = Some("s3cret".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.ssl_ca_location = Some("/no/such/ca.pem".into());
+        assert!(matches!(c.validate(), Err(ConfigError::MissingFile { .. })));
+        c.ssl_ca_location = None;
+        c.properties = vec!["fetch.min.bytes".into()];
+        assert!(matches!(c.validate(), Err(ConfigError::BadProperty(_))));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut c = KafkaConfig::for_brokers("localhost:9092");
+        c.sasl_password = Some("hunter2".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn producer_is_idempotent_and_java_partitioned() {
+        let p = KafkaConfig::for_brokers("b:9092").producer();
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("partitioner"), Some("murmur2_random"));
+    }
+}

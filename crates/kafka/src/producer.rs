@@ -1,0 +1,138 @@
+//! A typed producer: values are encoded, keyed by their topic's rule, and sent without
+//! waiting, so that many sends are in flight at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bimride_events::{Codec, CodecError, TopicValue};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("delivery was cancelled: the producer shut down")]
+    Cancelled,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A send in flight. Await [`Delivery::wait`] to know it is durable.
+#[must_use = "a delivery that is never awaited may fail unnoticed"]
+pub struct Delivery {
+    topic: &'static str,
+    future: DeliveryFuture,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    pub async fn wait(self) -> Result<Delivered, ProduceError> {
+        match self.future.await {
+            Ok(Ok(d)) => {
+                metrics::PRODUCED.with_label_values(&[self.topic]).inc();
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(ProduceError::Cancelled),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+    codec: Arc<Codec>,
+}
+
+impl std::fmt::Debug for EventProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProducer").finish_non_exhaustive()
+    }
+}
+
+impl EventProducer {
+    pub fn new(config: &KafkaConfig, codec: Arc<Codec>) -> Result<Self, ProduceError> {
+        Ok(Self {
+            producer: config.producer().create()?,
+            codec,
+        })
+    }
+
+    pub fn codec(&self) -> &Arc<Codec> {
+        &self.codec
+    }
+
+    pub fn inner(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Encodes and enqueues `value`. Returns once it is queued, not once it is durable.
+    pub async fn send<T: TopicValue>(&self, value: &T) -> Result<Delivery, ProduceError> {
+        let payload = self.codec.encode(value).await?;
+        let topic = T::TOPIC.name();
+        let mut record = FutureRecord::to(topic).key(value.key()).payload(&payload);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => return Ok(Delivery { topic, future }),
+                // A full local queue is back-pressure, not failure: let it drain.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends and waits until the brokers have acknowledged.
+    pub async fn send_and_wait<T: TopicValue>(&self, value: &T) -> Result<Delivered, ProduceError> {
+        self.send(value).await?.wait().await
+    }
+
+    /// Sends every value with all of them in flight at once, then waits for all.
+    pub async fn send_all<'a, T: TopicValue>(
+        &self,
+        values: impl IntoIterator<Item = &'a T>,
+    ) -> Result<Vec<Delivered>, ProduceError> {
+        let mut pending = Vec::new();
+        for v in values {
+            pending.push(self.send(v).await?);
+        }
+        let mut delivered = Vec::with_capacity(pending.len());
+        for d in pending {
+            delivered.push(d.wait().await?);
+        }
+        Ok(delivered)
+    }
+
+    /// Waits until everything queued is delivered or `timeout` passes.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|_| ProduceError::Cancelled)??;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Every topic, with its partitions, replication, cleanup and retention: the one table.
+
+use bimride_events::Topic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    Delete,
+    Compact,
+}
+
+impl Cleanup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cleanup::Delete => "delete",
+            Cleanup::Compact => "compact",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub cleanup: Cleanup,
+    pub retention_ms: Option<i64>,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl TopicSpec {
+    /// The librdkafka/Kafka topic configs of this spec.
+    pub fn configs(&self, brokers: i32) -> Vec<(&'static str, String)> {
+        let mut c = vec![("cleanup.policy", self.cleanup.as_str().to_owned())];
+        if let Some(ms) = self.retention_ms {
+            c.push(("retention.ms", ms.to_string()));
+        }
+        if self.replication >= 3 && brokers >= 3 {
+            c.push(("min.insync.replicas", "2".to_owned()));
+        }
+        c
+    }
+}
+
+/// Every topic BimRide needs, given the partition count of the partitioned topics and the
+/// replication factor. Ride requests and driver supply share `partitions`: co-partitioned.
+pub fn catalogue(partitions: i32, replication: i32) -> Vec<TopicSpec> {
+    let spec =
+        |name: &str, partitions: i32, cleanup: Cleanup, retention_ms: Option<i64>| TopicSpec {
+            name: name.to_owned(),
+            partitions,
+            replication,
+            cleanup,
+            retention_ms,
+        };
+    let mut specs = Vec::new();
+    for topic in Topic::ALL {
+        let (parts, cleanup, retention) = match topic {
+            Topic::RideRequests | Topic::DriverSupply => {
+                (partitions, Cleanup::Delete, Some(7 * DAY_MS))
+            }
+            Topic::RideEvents | Topic::Payments => (partitions, Cleanup::Delete, Some(30 * DAY_MS)),
+            Topic::Notifications => (partitions, Cleanup::Delete, Some(7 * DAY_MS)),
+            // Latest multiplier per cell is all anyone needs.
+            Topic::Surge => (partitions, Cleanup::Compact, None),
+        };
+        specs.push(spec(topic.name(), parts, cleanup, retention));
+        // Dead letters wait for a human: keep them long, and few partitions suffice.
+        specs.push(spec(
+            topic.dead_letter(),
+            3,
+            Cleanup::Delete,
+            Some(90 * DAY_MS),
+        ));
+    }
+    // The registry's log: one partition for a total order, compacted, kept forever.
+    specs.push(TopicSpec {
+        name: bimride_registry_topic().to_owned(),
+        partitions: 1,
+        replication,
+        cleanup: Cleanup::Compact,
+        retention_ms: None,
+    });
+    specs
+}
+
+/// Named here rather than imported so the plumbing does not depend on the registry crate.
+pub const fn bimride_registry_topic() -> &'static str {
+    "_schemas"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_inputs_are_co_partitioned() {
+        let specs = catalogue(12, 3);
+        let parts = |n: &str| specs.iter().find(|s| s.name == n).map(|s| s.partitions);
+        assert_eq!(parts(Topic::RideRequests.name()), Some(12));
+        assert_eq!(
+            parts(Topic::RideRequests.name()),
+            parts(Topic::DriverSupply.name())
+        );
+    }
+
+    #[test]
+    fn every_topic_has_a_dead_letter_topic_and_the_registry_log_is_compacted() {
+        let specs = catalogue(6, 1);
+        for t in Topic::ALL {
+            assert!(specs.iter().any(|s| s.name == t.dead_letter()));
+        }
+        let schemas = specs
+            .iter()
+            .find(|s| s.name == "_schemas")
+            .expect("_schemas");
+        assert_eq!((schemas.partitions, schemas.cleanup), (1, Cleanup::Compact));
+        let surge = specs
+            .iter()
+            .find(|s| s.name == Topic::Surge.name())
+            .expect("surge");
+        assert_eq!(surge.cleanup, Cleanup::Compact);
+    }
+}
