@@ -1,1 +1,41 @@
-fn main() {}
+//! `bimride`: every BimRide service as a subcommand, and `bimride up` for the whole city.
+
+mod cli;
+mod front;
+mod provision;
+mod registry;
+mod shutdown;
+mod up;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bimride")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "bimride failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: cli::Command) -> anyhow::Result<()> {
+    match command {
+        cli::Command::Up(args) => up::run(args).await,
+        cli::Command::Registry(args) => registry::run(args).await,
+        cli::Command::Provision(args) => provision::run(args).await,
+    }
+}

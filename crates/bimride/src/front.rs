@@ -1,0 +1,89 @@
+//! The HTTP front of `bimride up`: system facts, health, readiness and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use bimride_domain::City;
+use bimride_kafka::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+/// What `/v1/system` reports: where other clients can connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemInfo {
+    pub kafka_bootstrap_servers: String,
+    pub schema_registry_url: String,
+    pub embedded: bool,
+    pub city: City,
+    pub version: &'static str,
+}
+
+#[derive(Debug)]
+pub struct FrontState {
+    pub info: SystemInfo,
+    pub kafka: KafkaConfig,
+    pub http: reqwest::Client,
+}
+
+pub fn router(state: Arc<FrontState>) -> Router {
+    Router::new()
+        .route("/v1/system", get(system))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn system(State(s): State<Arc<FrontState>>) -> Json<SystemInfo> {
+    Json(s.info.clone())
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    kafka: bool,
+    schema_registry: bool,
+}
+
+async fn ready(State(s): State<Arc<FrontState>>) -> impl IntoResponse {
+    let kafka = kafka_answers(&s.kafka).await;
+    let schema_registry = s
+        .http
+        .get(format!("{}/subjects", s.info.schema_registry_url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let status = if kafka && schema_registry {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            kafka,
+            schema_registry,
+        }),
+    )
+}
+
+async fn kafka_answers(config: &KafkaConfig) -> bool {
+    let Ok(client) = config.client().create::<BaseConsumer>() else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+async fn metrics() -> impl IntoResponse {
+    let body = prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,52 @@
+//! `bimride registry`: the schema registry against a Kafka cluster.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bimride_kafka::{Cleanup, Provisioner, TopicSpec};
+use bimride_registry::{KafkaJournal, Registry};
+
+use crate::cli::RegistryArgs;
+use crate::shutdown;
+
+pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    args.kafka.validate()?;
+    let shutdown = shutdown::on_signal();
+    let spec = TopicSpec {
+        name: args.topic.clone(),
+        partitions: 1,
+        replication: args.kafka.replication_factor.unwrap_or(3),
+        cleanup: Cleanup::Compact,
+        retention_ms: None,
+    };
+    Provisioner::Admin(&args.kafka)
+        .ensure(std::slice::from_ref(&spec))
+        .await
+        .context("creating the registry topic")?;
+    let server = start(
+        &args.kafka.client(),
+        &args.topic,
+        args.listen,
+        shutdown.clone(),
+    )
+    .await?;
+    server.task.await??;
+    Ok(())
+}
+
+/// Restores the registry from its topic and serves it.
+pub async fn start(
+    client: &rdkafka::ClientConfig,
+    topic: &str,
+    listen: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<bimride_registry::Server> {
+    let (journal, entries) = KafkaJournal::open(client, topic, Duration::from_secs(30))
+        .await
+        .context("replaying the registry log")?;
+    tracing::info!(entries = entries.len(), topic, "registry state restored");
+    let registry = Registry::from_journal(bimride_registry::Journal::Kafka(journal), entries);
+    bimride_registry::serve(registry, listen, shutdown)
+        .await
+        .with_context(|| format!("binding the registry to {listen}"))
+}

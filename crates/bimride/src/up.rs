@@ -1,0 +1,112 @@
+//! `bimride up`: the whole city in one process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bimride_domain::City;
+use bimride_events::{Codec, RegistryConfig};
+use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
+
+use crate::cli::UpArgs;
+use crate::front::{self, FrontState, SystemInfo};
+use crate::{registry, shutdown};
+
+pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let city = City::amsterdam();
+    city.validate()?;
+
+    // The cluster lives until the end of this function, after every client is gone.
+    let cluster = match &args.kafka.brokers {
+        Some(_) => None,
+        None => {
+            let cluster = EmbeddedCluster::start(args.embedded_brokers)
+                .context("starting the embedded Kafka cluster")?;
+            args.kafka.brokers = Some(cluster.bootstrap_servers().to_owned());
+            Some(cluster)
+        }
+    };
+    let kafka = args.kafka;
+    kafka.validate()?;
+
+    let specs = topics::catalogue(kafka.partitions, kafka.replication_factor.unwrap_or(3));
+    let provisioner = match &cluster {
+        Some(c) => Provisioner::Embedded(c),
+        None => Provisioner::Admin(&kafka),
+    };
+    let created = provisioner
+        .ensure(&specs)
+        .await
+        .context("provisioning topics")?;
+    tracing::info!(created = created.len(), "topics ready");
+
+    let mut tasks = Vec::new();
+    let registry_url = match args.schema_registry {
+        Some(url) => url,
+        None => {
+            let server = registry::start(
+                &kafka.client(),
+                bimride_kafka::topics::bimride_registry_topic(),
+                args.registry_listen,
+                shutdown.clone(),
+            )
+            .await?;
+            let url = server.url();
+            tasks.push(server.task);
+            url
+        }
+    };
+
+    let codec = Codec::new(&RegistryConfig::new(&registry_url))?;
+    let ids = codec
+        .register_all()
+        .await
+        .context("registering the event schemas")?;
+    tracing::info!(schemas = ids.len(), "event schemas registered");
+
+    let info = SystemInfo {
+        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
+        schema_registry_url: registry_url.clone(),
+        embedded: cluster.is_some(),
+        city,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let state = Arc::new(FrontState {
+        info: info.clone(),
+        kafka: kafka.clone(),
+        http: reqwest::Client::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding the HTTP front to {}", args.http))?;
+    let http_addr = listener.local_addr()?;
+    let front_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        axum::serve(listener, front::router(state))
+            .with_graceful_shutdown(front_shutdown.cancelled_owned())
+            .await
+    }));
+
+    announce(&info, &format!("http://{http_addr}"));
+    shutdown.cancelled().await;
+    for task in tasks {
+        task.await??;
+    }
+    drop(cluster);
+    tracing::info!("bimride stopped cleanly");
+    Ok(())
+}
+
+/// The addresses a user (or another program) needs, on stdout.
+#[allow(clippy::print_stdout)]
+fn announce(info: &SystemInfo, http: &str) {
+    println!("bimride is up");
+    println!(
+        "  kafka bootstrap servers: {}",
+        info.kafka_bootstrap_servers
+    );
+    println!("  schema registry:         {}", info.schema_registry_url);
+    println!("  http:                    {http}");
+    println!("  system info:             {http}/v1/system");
+    println!("press Ctrl-C to stop");
+}
