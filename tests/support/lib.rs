@@ -1,1 +1,360 @@
+//! Test support: real brokers (the embedded mock cluster, or a tansu process), registries,
+//! and sample events. A missing broker is a failure with a clear message, never a skip.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bimride_events::*;
+use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, TopicSpec, topics};
+use bimride_registry::{Registry, Server};
+use tokio_util::sync::CancellationToken;
+
+/// The tansu binary: `BIMRIDE_TANSU_BIN`, else where `scripts/tansu.sh install` puts it.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BIMRIDE_TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("BIMRIDE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bimride")))
+        .unwrap_or_else(|| PathBuf::from("/tmp/bimride-cache"));
+    cache.join("tansu-0.6.0/bin/tansu")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A tansu broker in its own process, with in-memory storage; killed on drop.
+#[derive(Debug)]
+pub struct Tansu {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&tansu_binary())
+    }
+
+    pub fn start_with(binary: &std::path::Path) -> anyhow::Result<Self> {
+        if !binary.exists() {
+            bail!(
+                "tansu broker not found at {}: run `scripts/tansu.sh install` (scripts/test.sh does) \
+                 or set BIMRIDE_TANSU_BIN",
+                binary.display()
+            );
+        }
+        let port = free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {bootstrap} within 20s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, bootstrap })
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real broker for a test.
+#[derive(Debug)]
+pub enum Broker {
+    Embedded(EmbeddedCluster),
+    Tansu(Tansu),
+}
+
+impl Broker {
+    pub fn embedded() -> Self {
+        Broker::Embedded(EmbeddedCluster::start(3).expect("embedded cluster starts"))
+    }
+
+    /// Panics, failing the test, when tansu is not installed.
+    pub fn tansu() -> Self {
+        Broker::Tansu(Tansu::start().unwrap_or_else(|e| panic!("{e:#}")))
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Embedded(c) => c.bootstrap_servers().to_owned(),
+            Broker::Tansu(t) => t.bootstrap.clone(),
+        }
+    }
+
+    pub fn config(&self) -> KafkaConfig {
+        let mut c = KafkaConfig::for_brokers(self.bootstrap());
+        c.partitions = 6;
+        c.linger_ms = 1;
+        c
+    }
+
+    pub fn provisioner<'a>(&'a self, config: &'a KafkaConfig) -> Provisioner<'a> {
+        match self {
+            Broker::Embedded(c) => Provisioner::Embedded(c),
+            Broker::Tansu(_) => Provisioner::Admin(config),
+        }
+    }
+
+    /// Creates every topic of the catalogue.
+    pub async fn provision(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
+        let specs = topics::catalogue(config.partitions, 1);
+        self.provisioner(config)
+            .ensure(&specs)
+            .await
+            .expect("topics provisioned");
+        specs
+    }
+}
+
+/// A registry on loopback, persisted to `_schemas` on `config`'s cluster.
+pub async fn kafka_registry(config: &KafkaConfig, shutdown: CancellationToken) -> Server {
+    let (journal, entries) =
+        bimride_registry::KafkaJournal::open(&config.client(), "_schemas", Duration::from_secs(20))
+            .await
+            .expect("registry log replays");
+    let registry = Registry::from_journal(bimride_registry::Journal::Kafka(journal), entries);
+    bimride_registry::serve(registry, "127.0.0.1:0".parse().expect("addr"), shutdown)
+        .await
+        .expect("registry serves")
+}
+
+pub fn codec(registry: &Server) -> Arc<Codec> {
+    Arc::new(Codec::new(&RegistryConfig::new(registry.url())).expect("codec"))
+}
+
+fn id(prefix: &str, n: u32) -> String {
+    format!("{prefix}-{n}")
+}
+
+fn head(n: u32) -> (String, Millis) {
+    (
+        uuid::Uuid::new_v4().to_string(),
+        Millis(1_764_000_000_000 + i64::from(n)),
+    )
+}
+
+fn point() -> GeoPoint {
+    GeoPoint {
+        lat: 52.37,
+        lng: 4.90,
+    }
+}
+
+fn vehicle() -> Vehicle {
+    Vehicle {
+        plate: "GX-123-B".into(),
+        model: "Toyota Prius".into(),
+        colour: "white".into(),
+    }
+}
+
+fn eur(amount_minor: i64) -> Money {
+    Money {
+        amount_minor,
+        currency: "EUR".into(),
+    }
+}
+
+pub fn ride_requested(n: u32) -> RideRequested {
+    let (event_id, occurred_at) = head(n);
+    RideRequested {
+        event_id,
+        occurred_at,
+        ride_id: id("ride", n),
+        rider_id: id("rider", n),
+        product: Product::Comfort,
+        pickup: point(),
+        dropoff: GeoPoint {
+            lat: 52.36,
+            lng: 4.88,
+        },
+        region: "861969537ffffff".into(),
+        pickup_cell: "881969536dfffff".into(),
+        quote: eur(1_450),
+        surge_milli: 1_000,
+        idempotency_key: Some(id("key", n)),
+    }
+}
+
+/// One of each ride lifecycle event, for ride `n`.
+pub fn ride_events(n: u32) -> Vec<RideEvent> {
+    let ride_id = id("ride", n);
+    let driver_id = id("driver", n);
+    let h = |k: u32| head(n * 10 + k);
+    vec![
+        OfferSent {
+            event_id: h(0).0,
+            occurred_at: h(0).1,
+            ride_id: ride_id.clone(),
+            offer_id: id("offer", n),
+            driver_id: driver_id.clone(),
+            attempt: 1,
+            pickup_eta_secs: 180,
+            expires_at: Millis(h(0).1.0 + 15_000),
+        }
+        .into(),
+        OfferAnswered {
+            event_id: h(1).0,
+            occurred_at: h(1).1,
+            ride_id: ride_id.clone(),
+            offer_id: id("offer", n),
+            driver_id: driver_id.clone(),
+            answer: OfferAnswer::Accepted,
+        }
+        .into(),
+        DriverAssigned {
+            event_id: h(2).0,
+            occurred_at: h(2).1,
+            ride_id: ride_id.clone(),
+            rider_id: id("rider", n),
+            driver_id: driver_id.clone(),
+            vehicle: vehicle(),
+            pickup_eta_secs: 180,
+            region: "861969537ffffff".into(),
+        }
+        .into(),
+        DriverArrived {
+            event_id: h(3).0,
+            occurred_at: h(3).1,
+            ride_id: ride_id.clone(),
+            driver_id: driver_id.clone(),
+        }
+        .into(),
+        TripStarted {
+            event_id: h(4).0,
+            occurred_at: h(4).1,
+            ride_id: ride_id.clone(),
+            driver_id: driver_id.clone(),
+        }
+        .into(),
+        TripTelemetry {
+            event_id: h(5).0,
+            occurred_at: h(5).1,
+            ride_id: ride_id.clone(),
+            driver_id: driver_id.clone(),
+            position: point(),
+            distance_m: 1_200,
+        }
+        .into(),
+        TripCompleted {
+            event_id: h(6).0,
+            occurred_at: h(6).1,
+            ride_id: ride_id.clone(),
+            rider_id: id("rider", n),
+            driver_id: driver_id.clone(),
+            distance_m: 3_400,
+            duration_secs: 620,
+            dropoff: point(),
+        }
+        .into(),
+        RideCancelled {
+            event_id: h(7).0,
+            occurred_at: h(7).1,
+            ride_id,
+            rider_id: id("rider", n),
+            driver_id: Some(driver_id),
+            by: CancelledBy::Rider,
+            reason: "rider_request".into(),
+        }
+        .into(),
+    ]
+}
+
+pub fn supply_events(n: u32) -> Vec<SupplyEvent> {
+    let (e1, t1) = head(n);
+    let (e2, t2) = head(n + 1);
+    vec![
+        DriverStatusChanged {
+            event_id: e1,
+            occurred_at: t1,
+            driver_id: id("driver", n),
+            status: DriverStatus::Available,
+            position: point(),
+            region: "861969537ffffff".into(),
+            product: Product::Economy,
+            vehicle: vehicle(),
+        }
+        .into(),
+        DriverLocationUpdated {
+            event_id: e2,
+            occurred_at: t2,
+            driver_id: id("driver", n),
+            position: point(),
+            region: "861969537ffffff".into(),
+            cell: "881969536dfffff".into(),
+        }
+        .into(),
+    ]
+}
+
+pub fn surge_updated(n: u32) -> SurgeUpdated {
+    let (event_id, occurred_at) = head(n);
+    SurgeUpdated {
+        event_id,
+        occurred_at,
+        cell: "881969536dfffff".into(),
+        multiplier_milli: 1_400,
+        demand: 14,
+        supply: 10,
+        window_end: occurred_at,
+    }
+}
+
+pub fn fare_charged(n: u32) -> FareCharged {
+    let (event_id, occurred_at) = head(n);
+    FareCharged {
+        event_id,
+        occurred_at,
+        ride_id: id("ride", n),
+        rider_id: id("rider", n),
+        driver_id: Some(id("driver", n)),
+        kind: ChargeKind::Trip,
+        fare: eur(1_500),
+        base_minor: 300,
+        distance_minor: 900,
+        time_minor: 300,
+        surge_milli: 1_000,
+        commission: eur(375),
+        payout: eur(1_125),
+    }
+}
+
+pub fn notification(n: u32) -> Notification {
+    let (event_id, occurred_at) = head(n);
+    Notification {
+        event_id,
+        occurred_at,
+        notification_id: id("note", n),
+        recipient_kind: RecipientKind::Rider,
+        recipient_id: id("rider", n),
+        ride_id: Some(id("ride", n)),
+        template: "driver_assigned".into(),
+        text: "Your driver is on the way".into(),
+    }
+}

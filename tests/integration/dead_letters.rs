@@ -1,0 +1,105 @@
+//! Undecodable records land in the dead-letter topic with their reasons; the rest flow on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bimride_events::*;
+use bimride_kafka::EventProducer;
+use bimride_kafka::dead_letter::DeadLetter;
+use bimride_tests::*;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+async fn garbage_is_dead_lettered(broker: Broker) {
+    let config = broker.config();
+    broker.provision(&config).await;
+    let stop = CancellationToken::new();
+    let registry = kafka_registry(&config, stop.clone()).await;
+    let codec = codec(&registry);
+    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+    let raw: FutureProducer = config.producer().create().expect("raw producer");
+    let topic = Topic::RideEvents.name();
+
+    let good_before = ride_events(1);
+    producer.send_all(&good_before).await.expect("good records");
+    for (key, payload) in [
+        ("ride-x", b"\xde\xad\xbe\xef garbage".to_vec()),
+        ("ride-y", vec![0, 0, 0, 0x30, 0x39, 2, 4, 6]),
+    ] {
+        raw.send(
+            FutureRecord::to(topic).key(key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("poison delivered");
+    }
+    let good_after = ride_events(2);
+    producer.send_all(&good_after).await.expect("good records");
+
+    let expected = good_before.len() + good_after.len();
+    let mut running = crate::start::<RideEvent>(&config, codec, &crate::group("dlq"));
+    let got = running.take(expected, Duration::from_secs(60)).await;
+    assert_eq!(
+        got.len(),
+        expected,
+        "the pipeline keeps flowing past poison"
+    );
+
+    // Read the dead-letter topic back with a plain client.
+    let reader: StreamConsumer = config
+        .consumer(&crate::group("dlq-reader"))
+        .create()
+        .expect("reader");
+    reader
+        .subscribe(&[Topic::RideEvents.dead_letter()])
+        .expect("subscribe");
+    let mut letters = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while letters.len() < 2 {
+        let m = tokio::time::timeout_at(deadline, reader.recv())
+            .await
+            .expect("two dead letters within 30s")
+            .expect("message");
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let letter =
+            DeadLetter::from_headers(m.headers().expect("headers")).expect("dead-letter headers");
+        letters.insert(key, (letter, m.payload().map(<[u8]>::to_vec)));
+    }
+    let (garbage, payload) = &letters["ride-x"];
+    assert_eq!(garbage.reason, "not_wire_format");
+    assert_eq!(garbage.source_topic, topic);
+    assert_eq!(
+        payload.as_deref(),
+        Some(&b"\xde\xad\xbe\xef garbage"[..]),
+        "original bytes kept"
+    );
+    let (unknown, _) = &letters["ride-y"];
+    assert_eq!(unknown.reason, "unknown_schema_id");
+    assert!(unknown.source_offset >= 0 && unknown.dead_lettered_at_ms > 0);
+    assert_ne!(
+        (garbage.source_partition, garbage.source_offset),
+        (unknown.source_partition, unknown.source_offset)
+    );
+    let counted = bimride_kafka::metrics::DEAD_LETTERED
+        .with_label_values(&[topic, "unknown_schema_id"])
+        .get();
+    assert!(counted >= 1, "dead letters are counted");
+    assert!(
+        running.take(1, Duration::from_millis(500)).await.is_empty(),
+        "poison never reaches the handler"
+    );
+    running.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_garbage_is_dead_lettered() {
+    garbage_is_dead_lettered(Broker::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_garbage_is_dead_lettered() {
+    garbage_is_dead_lettered(Broker::tansu()).await;
+}

@@ -1,0 +1,128 @@
+//! Every event type is produced with Avro and consumed back intact.
+
+use std::time::Duration;
+
+use bimride_events::*;
+use bimride_kafka::EventProducer;
+use bimride_tests::*;
+use tokio_util::sync::CancellationToken;
+
+async fn every_event_roundtrips(broker: Broker) {
+    let config = broker.config();
+    broker.provision(&config).await;
+    let stop = CancellationToken::new();
+    let registry = kafka_registry(&config, stop.clone()).await;
+    let codec = codec(&registry);
+    codec.register_all().await.expect("schemas register");
+    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+
+    let requests: Vec<RideRequested> = (0..3).map(ride_requested).collect();
+    let rides: Vec<RideEvent> = (0..3).flat_map(ride_events).collect();
+    let supply: Vec<SupplyEvent> = (0..3).flat_map(supply_events).collect();
+    let surges: Vec<SurgeUpdated> = (0..3).map(surge_updated).collect();
+    let fares: Vec<FareCharged> = (0..3).map(fare_charged).collect();
+    let notes: Vec<Notification> = (0..3).map(notification).collect();
+    producer
+        .send_all(&requests)
+        .await
+        .expect("requests delivered");
+    producer
+        .send_all(&rides)
+        .await
+        .expect("ride events delivered");
+    producer.send_all(&supply).await.expect("supply delivered");
+    producer.send_all(&surges).await.expect("surge delivered");
+    producer.send_all(&fares).await.expect("fares delivered");
+    producer
+        .send_all(&notes)
+        .await
+        .expect("notifications delivered");
+
+    let wait = Duration::from_secs(60);
+    macro_rules! check {
+        ($ty:ty, $sent:expr, $name:literal) => {{
+            let got = crate::consume::<$ty>(
+                &config,
+                codec.clone(),
+                &crate::group($name),
+                $sent.len(),
+                wait,
+            )
+            .await;
+            let mut got: Vec<$ty> = got.into_iter().map(|r| r.value).collect();
+            let mut sent = $sent.clone();
+            got.sort_by(|a, b| a.event_id().cmp(b.event_id()));
+            sent.sort_by(|a, b| a.event_id().cmp(b.event_id()));
+            assert_eq!(got, sent, "{} came back different", $name);
+        }};
+    }
+    check!(RideRequested, requests, "requests");
+    check!(RideEvent, rides, "rides");
+    check!(SupplyEvent, supply, "supply");
+    check!(SurgeUpdated, surges, "surge");
+    check!(FareCharged, fares, "fares");
+    check!(Notification, notes, "notes");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_every_event_roundtrips() {
+    every_event_roundtrips(Broker::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_every_event_roundtrips() {
+    every_event_roundtrips(Broker::tansu()).await;
+}
+
+/// Records of one key keep their order, whatever partition the key lands on.
+async fn one_key_keeps_its_order(broker: Broker) {
+    let config = broker.config();
+    broker.provision(&config).await;
+    let stop = CancellationToken::new();
+    let registry = kafka_registry(&config, stop.clone()).await;
+    let codec = codec(&registry);
+    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+    let rides: Vec<RideEvent> = (0..40).flat_map(ride_events).collect();
+    producer.send_all(&rides).await.expect("delivered");
+    let got = crate::consume::<RideEvent>(
+        &config,
+        codec,
+        &crate::group("order"),
+        rides.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(got.len(), rides.len());
+    for ride in 0..40 {
+        let ride_id = format!("ride-{ride}");
+        let seen: Vec<&str> = got
+            .iter()
+            .filter(|r| r.value.ride_id() == ride_id)
+            .map(|r| r.value.kind())
+            .collect();
+        let sent: Vec<&str> = rides
+            .iter()
+            .filter(|r| r.ride_id() == ride_id)
+            .map(|r| r.kind())
+            .collect();
+        assert_eq!(seen, sent, "{ride_id} out of order");
+        let partitions: std::collections::BTreeSet<i32> = got
+            .iter()
+            .filter(|r| r.value.ride_id() == ride_id)
+            .map(|r| r.partition)
+            .collect();
+        assert_eq!(partitions.len(), 1, "{ride_id} spread over partitions");
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_one_key_keeps_its_order() {
+    one_key_keeps_its_order(Broker::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_one_key_keeps_its_order() {
+    one_key_keeps_its_order(Broker::tansu()).await;
+}
