@@ -8,7 +8,7 @@ use bimride_kafka::EventProducer;
 use bimride_kafka::dead_letter::DeadLetter;
 use bimride_tests::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 

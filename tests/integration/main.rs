@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A consumer loop running in the background, handing every record to `records`.
+#[derive(Debug)]
 pub struct Running<T> {
     pub records: mpsc::UnboundedReceiver<Record<T>>,
     stop: CancellationToken,

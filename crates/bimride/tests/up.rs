@@ -1,0 +1,151 @@
+//! `bimride up` as a user runs it: the real binary, outside clients, and Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bimride_events::{Codec, Millis, RegistryConfig, SurgeUpdated, Topic};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops_on_ctrl_c() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args([
+            "up",
+            "--http",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("BIMRIDE_BROKERS")
+        .env_remove("BIMRIDE_SCHEMA_REGISTRY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bimride starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| !l.starts_with("press Ctrl-C"))
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
+        .await
+        .expect("bimride announces itself within 60s")
+        .expect("stdout read");
+    let field = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {name} line in {lines:?}"))
+    };
+    let http = field("http:");
+    let system: Value = reqwest::get(format!("{http}/v1/system"))
+        .await
+        .expect("system answers")
+        .json()
+        .await
+        .expect("json");
+    let brokers = system["kafka_bootstrap_servers"]
+        .as_str()
+        .expect("brokers")
+        .to_owned();
+    let registry = system["schema_registry_url"]
+        .as_str()
+        .expect("registry")
+        .to_owned();
+    assert_eq!(brokers, field("kafka bootstrap servers:"));
+    assert_eq!(brokers.split(',').count(), 3, "three embedded brokers");
+    assert_eq!(system["city"]["name"], "amsterdam");
+    let ready = reqwest::get(format!("{http}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let subjects: Vec<String> = reqwest::get(format!("{registry}/subjects"))
+        .await
+        .expect("registry answers")
+        .json()
+        .await
+        .expect("json");
+    assert!(subjects.contains(&Topic::RideEvents.value_subject()));
+
+    // An outside client produces a Confluent-framed record and reads it back.
+    let codec = Codec::new(&RegistryConfig::new(&registry)).expect("codec");
+    let surge = SurgeUpdated {
+        event_id: "e-1".into(),
+        occurred_at: Millis(1_764_000_000_000),
+        cell: "881969536dfffff".into(),
+        multiplier_milli: 1_300,
+        demand: 13,
+        supply: 10,
+        window_end: Millis(1_764_000_000_000),
+    };
+    let bytes = codec.encode(&surge).await.expect("encodes");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(Topic::Surge.name())
+                .key(&surge.cell)
+                .payload(&bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "outside-client")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    // A plain reader needs no group membership: assign every partition from the start.
+    let partitions = system_partitions(&consumer).await;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(Topic::Surge.name(), p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("record within 30s")
+        .expect("record")
+        // Detached, so that no message still refers to the consumer when it is dropped.
+        .detach();
+    let decoded: SurgeUpdated = codec
+        .decode(message.payload().expect("payload"))
+        .await
+        .expect("decodes");
+    assert_eq!(decoded, surge);
+    drop(consumer);
+    drop(producer);
+
+    // Ctrl-C: a clean stop with exit code 0.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "bimride exited with {status}");
+}
+
+async fn system_partitions(consumer: &StreamConsumer) -> i32 {
+    let metadata = consumer
+        .fetch_metadata(Some(Topic::Surge.name()), Duration::from_secs(10))
+        .expect("metadata");
+    let count = metadata.topics()[0].partitions().len();
+    i32::try_from(count).expect("partition count")
+}
