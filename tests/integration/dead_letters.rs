@@ -94,12 +94,4 @@ async fn garbage_is_dead_lettered(broker: Broker) {
     stop.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_garbage_is_dead_lettered() {
-    garbage_is_dead_lettered(Broker::embedded()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_garbage_is_dead_lettered() {
-    garbage_is_dead_lettered(Broker::tansu()).await;
-}
+on_both_brokers!(garbage_is_dead_lettered: embedded_garbage_is_dead_lettered, tansu_garbage_is_dead_lettered);

@@ -1,6 +1,21 @@
 //! Integration tests against real brokers: each scenario runs on the embedded mock cluster
 //! and on a tansu broker in its own process.
 
+/// Runs an `async fn scenario(broker: Broker)` as two tests: on the embedded cluster and on tansu.
+macro_rules! on_both_brokers {
+    ($scenario:ident: $embedded:ident, $tansu:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() {
+            $scenario(bimride_tests::Broker::embedded()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tansu() {
+            $scenario(bimride_tests::Broker::tansu()).await;
+        }
+    };
+}
+
 mod dead_letters;
 mod provisioning;
 mod registry;

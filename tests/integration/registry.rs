@@ -96,12 +96,4 @@ async fn registry_survives_a_restart(broker: Broker) {
     second_stop.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_registry_survives_a_restart() {
-    registry_survives_a_restart(Broker::embedded()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_registry_survives_a_restart() {
-    registry_survives_a_restart(Broker::tansu()).await;
-}
+on_both_brokers!(registry_survives_a_restart: embedded_registry_survives_a_restart, tansu_registry_survives_a_restart);

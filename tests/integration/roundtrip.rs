@@ -65,15 +65,7 @@ async fn every_event_roundtrips(broker: Broker) {
     stop.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_every_event_roundtrips() {
-    every_event_roundtrips(Broker::embedded()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_every_event_roundtrips() {
-    every_event_roundtrips(Broker::tansu()).await;
-}
+on_both_brokers!(every_event_roundtrips: embedded_every_event_roundtrips, tansu_every_event_roundtrips);
 
 /// Records of one key keep their order, whatever partition the key lands on.
 async fn one_key_keeps_its_order(broker: Broker) {
@@ -117,12 +109,4 @@ async fn one_key_keeps_its_order(broker: Broker) {
     stop.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_one_key_keeps_its_order() {
-    one_key_keeps_its_order(Broker::embedded()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_one_key_keeps_its_order() {
-    one_key_keeps_its_order(Broker::tansu()).await;
-}
+on_both_brokers!(one_key_keeps_its_order: embedded_one_key_keeps_its_order, tansu_one_key_keeps_its_order);

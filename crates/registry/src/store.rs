@@ -204,16 +204,19 @@ impl Store {
         Ok(versions)
     }
 
+    fn text_of(&self, id: u32) -> String {
+        self.schemas
+            .get(&id)
+            .map(|s| s.text.clone())
+            .unwrap_or_default()
+    }
+
     fn registered(&self, subject: &str, e: VersionEntry) -> Registered {
         Registered {
             subject: subject.to_owned(),
             version: e.version,
             id: e.id,
-            schema: self
-                .schemas
-                .get(&e.id)
-                .map(|s| s.text.clone())
-                .unwrap_or_default(),
+            schema: self.text_of(e.id),
         }
     }
 
@@ -443,11 +446,7 @@ impl Store {
                 subject: subject.to_owned(),
                 version: e.version,
                 id: e.id,
-                schema: self
-                    .schemas
-                    .get(&e.id)
-                    .map(|s| s.text.clone())
-                    .unwrap_or_default(),
+                schema: self.text_of(e.id),
                 deleted: true,
             })),
         }
