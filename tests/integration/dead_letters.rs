@@ -90,7 +90,7 @@ async fn garbage_is_dead_lettered(broker: Broker) {
         running.take(1, Duration::from_millis(500)).await.is_empty(),
         "poison never reaches the handler"
     );
-    running.stop().await;
+    assert!(running.stop().await.is_empty());
     stop.cancel();
 }
 

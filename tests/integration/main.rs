@@ -18,6 +18,7 @@ macro_rules! on_both_brokers {
 
 mod dead_letters;
 mod provisioning;
+mod rebalance;
 mod registry;
 mod roundtrip;
 
@@ -51,13 +52,19 @@ impl<T> Running<T> {
         got
     }
 
-    /// Stops the loop and checks that it ended cleanly.
-    pub async fn stop(self) {
+    /// Stops the loop, checks that it ended cleanly, and returns the records it handled that
+    /// were not taken yet: handled records count as consumed, and their offsets may be committed.
+    pub async fn stop(mut self) -> Vec<Record<T>> {
         self.stop.cancel();
         self.task
             .await
             .expect("consumer task joins")
             .expect("consumer loop ends cleanly");
+        let mut rest = Vec::new();
+        while let Ok(r) = self.records.try_recv() {
+            rest.push(r);
+        }
+        rest
     }
 }
 
@@ -97,8 +104,8 @@ pub async fn consume<T: TopicValue + Clone>(
     timeout: Duration,
 ) -> Vec<Record<T>> {
     let mut running = start::<T>(config, codec, group);
-    let got = running.take(count, timeout).await;
-    running.stop().await;
+    let mut got = running.take(count, timeout).await;
+    got.extend(running.stop().await);
     got
 }
 

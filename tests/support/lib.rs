@@ -358,3 +358,11 @@ pub fn notification(n: u32) -> Notification {
         text: "Your driver is on the way".into(),
     }
 }
+
+/// Sends `tracing` output to the test's stderr, once; for debugging a failing test.
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,rdkafka=info")
+        .try_init();
+}

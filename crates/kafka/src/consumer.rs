@@ -268,10 +268,11 @@ async fn worker<T: TopicValue, H: Handler<T>>(
         // or this worker sees the revoke.
         if !state.revoked.load(Ordering::SeqCst) && process::<T, H>(&shared, &state, &message).await
         {
+            // librdkafka's offset store commits `offset + 1` itself: pass the record's own.
             let stored = shared.consumer.store_offset(
                 message.topic(),
                 message.partition(),
-                message.offset() + 1,
+                message.offset(),
             );
             if let Err(e) = stored {
                 tracing::debug!(partition = message.partition(), error = %e, "offset not stored");
