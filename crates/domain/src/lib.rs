@@ -2,12 +2,15 @@
 //!
 //! - [`ride`]: the ride state machine and its transitions.
 //! - [`money`]: integer money and the exact commission split.
+//! - [`fare`]: fares from distance, time and surge.
 //! - [`city`]: the service area and its H3 zones (dispatch regions and matching cells).
 
 pub mod city;
+pub mod fare;
 pub mod money;
 pub mod ride;
 
 pub use city::{City, CityError, Zone};
+pub use fare::{Fare, Rates};
 pub use money::{Split, split_commission};
 pub use ride::{Applied, RideState, RideStatus, Step, TransitionError};
