@@ -1,0 +1,189 @@
+//! The API's read model of rides, built from the ride topics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
+use bimride_events::{Codec, GeoPoint, Product, RideEvent, RideRequested, TopicValue};
+use bimride_kafka::{ConsumerError, ConsumerOptions, HandleError, KafkaConfig, Record, consumer};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// One step of a ride, as the rider sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub event: &'static str,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RideView {
+    pub ride_id: String,
+    pub rider_id: Option<String>,
+    pub status: RideStatus,
+    pub product: Option<Product>,
+    pub pickup: Option<GeoPoint>,
+    pub dropoff: Option<GeoPoint>,
+    pub quote_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub surge_milli: Option<i32>,
+    pub driver_id: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub history: Vec<HistoryEntry>,
+    #[serde(skip)]
+    state: RideState,
+    #[serde(skip)]
+    seen: HashSet<String>,
+}
+
+impl RideView {
+    fn new(ride_id: &str) -> Self {
+        Self {
+            ride_id: ride_id.to_owned(),
+            rider_id: None,
+            status: RideStatus::Requested,
+            product: None,
+            pickup: None,
+            dropoff: None,
+            quote_minor: None,
+            currency: None,
+            surge_milli: None,
+            driver_id: None,
+            cancel_reason: None,
+            history: Vec::new(),
+            state: RideState::requested(),
+            seen: HashSet::new(),
+        }
+    }
+}
+
+/// Every ride this process has seen on the ride topics.
+#[derive(Debug, Default)]
+pub struct RideBook {
+    rides: RwLock<HashMap<String, RideView>>,
+}
+
+/// The state-machine step of an event; an accepted offer moves nothing until the assignment.
+fn step_of(event: &RideEvent) -> Option<Step> {
+    Some(match event {
+        RideEvent::OfferSent(_) => Step::OfferSent,
+        RideEvent::OfferAnswered(a) if a.answer == bimride_events::OfferAnswer::Accepted => {
+            return None;
+        }
+        RideEvent::OfferAnswered(_) => Step::OfferLapsed,
+        RideEvent::DriverAssigned(_) => Step::Assigned,
+        RideEvent::DriverArrived(_) => Step::DriverArrived,
+        RideEvent::TripStarted(_) => Step::TripStarted,
+        RideEvent::TripTelemetry(_) => Step::Telemetry,
+        RideEvent::TripCompleted(_) => Step::Completed,
+        RideEvent::RideCancelled(_) => Step::Cancelled,
+    })
+}
+
+impl RideBook {
+    pub fn get(&self, ride_id: &str) -> Option<RideView> {
+        self.rides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ride_id)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rides.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_ride(&self, ride_id: &str, event_id: &str, f: impl FnOnce(&mut RideView)) {
+        let mut rides = self.rides.write().unwrap_or_else(|p| p.into_inner());
+        let view = rides
+            .entry(ride_id.to_owned())
+            .or_insert_with(|| RideView::new(ride_id));
+        // Redelivered events change nothing.
+        if view.seen.insert(event_id.to_owned()) {
+            f(view);
+        }
+    }
+
+    pub fn apply_request(&self, e: &RideRequested) {
+        self.with_ride(&e.ride_id, &e.event_id, |v| {
+            v.rider_id = Some(e.rider_id.clone());
+            v.product = Some(e.product);
+            v.pickup = Some(e.pickup);
+            v.dropoff = Some(e.dropoff);
+            v.quote_minor = Some(e.quote.amount_minor);
+            v.currency = Some(e.quote.currency.clone());
+            v.surge_milli = Some(e.surge_milli);
+            v.history.insert(
+                0,
+                HistoryEntry {
+                    event: "requested",
+                    at_ms: e.occurred_at.0,
+                },
+            );
+        });
+    }
+
+    pub fn apply_event(&self, e: &RideEvent) {
+        self.with_ride(e.ride_id(), e.event_id(), |v| {
+            // The read model shows what happened; deciding what may happen is the job of the
+            // services that act on events.
+            match step_of(e).map(|step| v.state.apply(step)) {
+                Some(Ok(Applied::Changed(status))) => v.status = status,
+                Some(Ok(Applied::AlreadyApplied)) | None => {}
+                Some(Err(err)) => {
+                    tracing::warn!(ride_id = %v.ride_id, error = %err, "ride event out of order");
+                }
+            }
+            match e {
+                RideEvent::DriverAssigned(a) => v.driver_id = Some(a.driver_id.clone()),
+                RideEvent::RideCancelled(c) => v.cancel_reason = Some(c.reason.clone()),
+                _ => {}
+            }
+            if !matches!(e, RideEvent::TripTelemetry(_)) {
+                v.history.push(HistoryEntry {
+                    event: e.kind(),
+                    at_ms: e.occurred_at().0,
+                });
+                v.history.sort_by_key(|h| h.at_ms);
+            }
+        });
+    }
+}
+
+/// Feeds `book` from the ride topics until `shutdown`. Every API instance reads every ride, so
+/// `group` must be unique to the instance.
+pub async fn run_projection(
+    config: &KafkaConfig,
+    codec: Arc<Codec>,
+    book: Arc<RideBook>,
+    group: &str,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let requests_book = Arc::clone(&book);
+    let requests = consumer::run::<RideRequested, _>(
+        config,
+        Arc::clone(&codec),
+        ConsumerOptions::new(format!("{group}-requests")),
+        Arc::new(move |r: Record<RideRequested>| {
+            requests_book.apply_request(&r.value);
+            async { Ok::<(), HandleError>(()) }
+        }),
+        shutdown.clone(),
+    );
+    let events = consumer::run::<RideEvent, _>(
+        config,
+        codec,
+        ConsumerOptions::new(format!("{group}-events")),
+        Arc::new(move |r: Record<RideEvent>| {
+            book.apply_event(&r.value);
+            async { Ok::<(), HandleError>(()) }
+        }),
+        shutdown,
+    );
+    let (a, b) = tokio::join!(requests, events);
+    a.and(b)
+}

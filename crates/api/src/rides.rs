@@ -1,0 +1,293 @@
+//! Booking, quoting, tracking and cancelling rides.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use bimride_domain::Zone;
+use bimride_domain::fare::NO_SURGE;
+use bimride_events::{
+    CancelledBy, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent, RideRequested,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::pricing::{self, CURRENCY, Quote};
+
+type Shared = State<Arc<ApiState>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductName {
+    Economy,
+    Comfort,
+    Xl,
+}
+
+impl From<ProductName> for Product {
+    fn from(p: ProductName) -> Self {
+        match p {
+            ProductName::Economy => Product::Economy,
+            ProductName::Comfort => Product::Comfort,
+            ProductName::Xl => Product::Xl,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookRequest {
+    pub rider_id: String,
+    pub pickup: Point,
+    pub dropoff: Point,
+    pub product: ProductName,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuoteBody {
+    pub amount_minor: i64,
+    pub currency: &'static str,
+    pub surge_milli: i32,
+    pub distance_m: i64,
+    pub duration_s: i64,
+    pub breakdown: bimride_domain::Fare,
+}
+
+impl From<Quote> for QuoteBody {
+    fn from(q: Quote) -> Self {
+        Self {
+            amount_minor: q.fare.total_minor,
+            currency: CURRENCY,
+            surge_milli: q.fare.surge_milli,
+            distance_m: q.distance_m,
+            duration_s: q.duration_s,
+            breakdown: q.fare,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Booked {
+    pub ride_id: String,
+    pub status: &'static str,
+    pub quote: QuoteBody,
+    pub region: String,
+    pub pickup_cell: String,
+}
+
+/// Bookings by (rider, Idempotency-Key), so that a retried POST books nothing new. Held in
+/// memory by this instance, bounded; a key lives until it is evicted.
+#[derive(Debug, Default)]
+pub(crate) struct IdempotencyStore {
+    entries: Mutex<HashMap<(String, String), (BookRequest, Booked)>>,
+}
+
+const IDEMPOTENCY_CAPACITY: usize = 100_000;
+
+fn valid_rider_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
+    state
+        .city
+        .locate(p.lat, p.lng)
+        .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))
+}
+
+pub async fn book(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Result<Json<BookRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(request) = body?;
+    if !valid_rider_id(&request.rider_id) {
+        return Err(ApiError::Unprocessable(
+            "rider_id must be 1 to 64 letters, digits, '-' or '_'".into(),
+        ));
+    }
+    let pickup = locate(&state, request.pickup, "pickup")?;
+    locate(&state, request.dropoff, "dropoff")?;
+    let key = idempotency_key(&headers)?;
+    let product = Product::from(request.product);
+    let quote = pricing::quote(
+        product,
+        (request.pickup.lat, request.pickup.lng),
+        (request.dropoff.lat, request.dropoff.lng),
+        NO_SURGE,
+    );
+    let booked = Booked {
+        ride_id: format!("ride-{}", uuid::Uuid::now_v7()),
+        status: "requested",
+        quote: quote.into(),
+        region: pickup.region.to_string(),
+        pickup_cell: pickup.cell.to_string(),
+    };
+    // Claim the key before producing, so that concurrent retries find the same ride.
+    if let Some(key) = &key {
+        let mut entries = state
+            .idempotency
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match entries.get(&(request.rider_id.clone(), key.clone())) {
+            Some((earlier, booked)) if *earlier == request => {
+                return Ok((StatusCode::ACCEPTED, Json(booked.clone())));
+            }
+            Some(_) => return Err(ApiError::IdempotencyKeyReused),
+            None => {
+                if entries.len() >= IDEMPOTENCY_CAPACITY {
+                    entries.clear();
+                }
+                entries.insert(
+                    (request.rider_id.clone(), key.clone()),
+                    (request.clone(), booked.clone()),
+                );
+            }
+        }
+    }
+    let event = RideRequested {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Millis::now(),
+        ride_id: booked.ride_id.clone(),
+        rider_id: request.rider_id.clone(),
+        product,
+        pickup: GeoPoint {
+            lat: request.pickup.lat,
+            lng: request.pickup.lng,
+        },
+        dropoff: GeoPoint {
+            lat: request.dropoff.lat,
+            lng: request.dropoff.lng,
+        },
+        region: booked.region.clone(),
+        pickup_cell: booked.pickup_cell.clone(),
+        quote: Money {
+            amount_minor: booked.quote.amount_minor,
+            currency: CURRENCY.into(),
+        },
+        surge_milli: booked.quote.surge_milli,
+        idempotency_key: key.clone(),
+    };
+    if let Err(e) = state.producer.send_and_wait(&event).await {
+        if let Some(key) = key {
+            state
+                .idempotency
+                .entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(request.rider_id, key));
+        }
+        return Err(ApiError::Unavailable(Box::new(e)));
+    }
+    tracing::info!(ride_id = %booked.ride_id, region = %booked.region, "ride requested");
+    Ok((StatusCode::ACCEPTED, Json(booked)))
+}
+
+pub async fn get_ride(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .rides
+        .get(&id)
+        .map(Json)
+        .ok_or(ApiError::RideNotFound(id))
+}
+
+pub async fn cancel(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let view = state
+        .rides
+        .get(&id)
+        .ok_or_else(|| ApiError::RideNotFound(id.clone()))?;
+    if view.status.is_terminal() {
+        return Err(ApiError::NotCancellable {
+            id,
+            status: view.status.as_str(),
+        });
+    }
+    let event = RideEvent::from(RideCancelled {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Millis::now(),
+        ride_id: id.clone(),
+        rider_id: view.rider_id.clone().unwrap_or_default(),
+        driver_id: view.driver_id.clone(),
+        by: CancelledBy::Rider,
+        reason: "rider_request".into(),
+    });
+    state
+        .producer
+        .send_and_wait(&event)
+        .await
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "ride_id": id, "status": "cancelling" })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteQuery {
+    pub pickup_lat: f64,
+    pub pickup_lng: f64,
+    pub dropoff_lat: f64,
+    pub dropoff_lng: f64,
+    pub product: ProductName,
+}
+
+pub async fn quote(
+    State(state): Shared,
+    query: Result<Query<QuoteQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query?;
+    let pickup = Point {
+        lat: q.pickup_lat,
+        lng: q.pickup_lng,
+    };
+    let dropoff = Point {
+        lat: q.dropoff_lat,
+        lng: q.dropoff_lng,
+    };
+    locate(&state, pickup, "pickup")?;
+    locate(&state, dropoff, "dropoff")?;
+    let quote = pricing::quote(
+        q.product.into(),
+        (pickup.lat, pickup.lng),
+        (dropoff.lat, dropoff.lng),
+        NO_SURGE,
+    );
+    Ok(Json(QuoteBody::from(quote)))
+}
