@@ -37,6 +37,8 @@ pub enum Command {
     /// Run the whole city in one process: an embedded 3-broker Kafka cluster and schema
     /// registry unless --brokers and --schema-registry point elsewhere.
     Up(UpArgs),
+    /// Run the trip API against a Kafka cluster and schema registry.
+    Api(ApiArgs),
     /// Run the schema registry against a Kafka cluster.
     Registry(RegistryArgs),
     /// Create every missing topic on a Kafka cluster, then exit.
@@ -68,6 +70,20 @@ pub struct UpArgs {
     #[arg(long, env = "BIMRIDE_EMBEDDED_BROKERS", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(1..=9))]
     pub embedded_brokers: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    /// URL of the schema registry.
+    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: String,
+
+    /// Where the API listens.
+    #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! `bimride`: every BimRide service as a subcommand, and `bimride up` for the whole city.
 
+mod api;
 mod cli;
 mod front;
 mod provision;
@@ -35,6 +36,7 @@ fn main() -> std::process::ExitCode {
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(args).await,
+        cli::Command::Api(args) => api::run(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
     }

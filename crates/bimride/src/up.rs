@@ -1,15 +1,12 @@
 //! `bimride up`: the whole city in one process.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use bimride_domain::City;
-use bimride_events::{Codec, RegistryConfig};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 
 use crate::cli::UpArgs;
-use crate::front::{self, FrontState, SystemInfo};
-use crate::{registry, shutdown};
+use crate::front::SystemInfo;
+use crate::{api, registry, shutdown};
 
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
@@ -57,38 +54,24 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    let codec = Codec::new(&RegistryConfig::new(&registry_url))?;
-    let ids = codec
-        .register_all()
-        .await
-        .context("registering the event schemas")?;
-    tracing::info!(schemas = ids.len(), "event schemas registered");
-
     let info = SystemInfo {
         kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
         schema_registry_url: registry_url.clone(),
         embedded: cluster.is_some(),
-        city,
+        city: city.clone(),
         version: env!("CARGO_PKG_VERSION"),
     };
-    let state = Arc::new(FrontState {
-        info: info.clone(),
-        kafka: kafka.clone(),
-        http: reqwest::Client::new(),
-    });
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
-    let http_addr = listener.local_addr()?;
-    let front_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        axum::serve(listener, front::router(state))
-            .with_graceful_shutdown(front_shutdown.cancelled_owned())
-            .await
-    }));
+    let front = api::start(&kafka, info.clone(), city, listener, shutdown.clone()).await?;
+    let http_addr = front.addr;
 
     announce(&info, &format!("http://{http_addr}"));
     shutdown.cancelled().await;
+    for task in front.tasks {
+        task.await??;
+    }
     for task in tasks {
         task.await??;
     }

@@ -129,6 +129,42 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     drop(consumer);
     drop(producer);
 
+    // A ride booked over HTTP comes back from the log.
+    let http_client = reqwest::Client::new();
+    let booked: Value = http_client
+        .post(format!("{http}/v1/rides"))
+        .json(&serde_json::json!({
+            "rider_id": "rider-1",
+            "pickup": {"lat": 52.3731, "lng": 4.8922},
+            "dropoff": {"lat": 52.3584, "lng": 4.8811},
+            "product": "comfort"
+        }))
+        .send()
+        .await
+        .expect("booking answers")
+        .json()
+        .await
+        .expect("json");
+    let ride = booked["ride_id"].as_str().expect("ride id");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = http_client
+            .get(format!("{http}/v1/rides/{ride}"))
+            .send()
+            .await
+            .expect("ride answers");
+        if response.status() == 200 {
+            let view: Value = response.json().await.expect("json");
+            assert_eq!(view["status"], "requested");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the booked ride never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Ctrl-C: a clean stop with exit code 0.
     let interrupted = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
