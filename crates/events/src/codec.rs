@@ -8,6 +8,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
+use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -115,12 +118,47 @@ pub struct Codec {
     strategies: HashMap<Topic, SubjectNameStrategy>,
     readers: HashMap<Topic, Arc<Schema>>,
     fits: RwLock<HashMap<(Topic, u32), WriterFit>>,
+    /// Registered ids of this build's schemas; known ids skip the converter entirely.
+    ids: RwLock<HashMap<Topic, u32>>,
 }
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Codec").finish_non_exhaustive()
     }
+}
+
+/// A topic's own schema, compiled once: the writer and reader this build uses for it.
+struct Compiled {
+    writer: GenericDatumWriter<'static>,
+    reader: GenericDatumReader<'static>,
+}
+
+fn compiled() -> &'static HashMap<Topic, Compiled> {
+    static COMPILED: OnceLock<HashMap<Topic, Compiled>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        reader_schemas()
+            .iter()
+            .map(|(topic, schema)| {
+                // Six schemas live for the whole process; leaking them lets the compiled
+                // reader and writer borrow them without a self-referential struct.
+                let schema: &'static Schema = Box::leak(Box::new(schema.as_ref().clone()));
+                let resolve = || {
+                    ResolvedSchema::try_from(schema)
+                        .unwrap_or_else(|e| panic!("value schema of {topic} does not resolve: {e}"))
+                };
+                let writer = GenericDatumWriter::builder(schema)
+                    .resolved_schemata(resolve())
+                    .build()
+                    .unwrap_or_else(|e| panic!("writer for {topic}: {e}"));
+                let reader = GenericDatumReader::builder(schema)
+                    .resolved_writer_schemata(resolve())
+                    .build()
+                    .unwrap_or_else(|e| panic!("reader for {topic}: {e}"));
+                (*topic, Compiled { writer, reader })
+            })
+            .collect()
+    })
 }
 
 fn reader_schemas() -> &'static HashMap<Topic, Arc<Schema>> {
@@ -160,6 +198,7 @@ impl Codec {
             strategies,
             readers: reader_schemas().clone(),
             fits: RwLock::new(HashMap::new()),
+            ids: RwLock::new(HashMap::new()),
         })
     }
 
@@ -187,7 +226,17 @@ impl Codec {
             .get_schema_and_id(&subject, strategy.clone())
             .await
             .map_err(|e| registry_error(e, &subject))?;
+        if let Ok(mut ids) = self.ids.write() {
+            ids.insert(topic, schema.id);
+        }
         Ok(schema.id)
+    }
+
+    fn known_id(&self, topic: Topic) -> Option<u32> {
+        self.ids
+            .read()
+            .ok()
+            .and_then(|ids| ids.get(&topic).copied())
     }
 
     fn strategy(&self, topic: Topic) -> &SubjectNameStrategy {
@@ -195,44 +244,50 @@ impl Codec {
     }
 
     pub async fn encode<T: TopicValue>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let strategy = self.strategy(T::TOPIC);
-        self.encoder
-            .encode_struct(value, strategy)
-            .await
-            .map_err(|e| {
-                if e.retriable {
-                    CodecError::RegistryUnavailable(e.to_string())
-                } else if e.error.contains("Avro bytes") {
-                    CodecError::Encode {
-                        topic: T::TOPIC,
-                        message: e.to_string(),
-                    }
-                } else {
-                    registry_error(e, &T::TOPIC.value_subject())
-                }
-            })
+        let id = match self.known_id(T::TOPIC) {
+            Some(id) => id,
+            None => self.register(T::TOPIC).await?,
+        };
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(0);
+        bytes.extend_from_slice(&id.to_be_bytes());
+        compiled()[&T::TOPIC]
+            .writer
+            .write_ser(&mut bytes, value)
+            .map_err(|e| CodecError::Encode {
+                topic: T::TOPIC,
+                message: e.to_string(),
+            })?;
+        Ok(bytes)
     }
 
     pub async fn decode<T: TopicValue>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let header = WireHeader::parse(bytes)?;
         let id = header.schema_id;
-        let fit = self.fit::<T>(id).await?;
-        let decoded =
-            self.decoder
-                .decode(Some(bytes))
-                .await
+        match self.fit::<T>(id).await? {
+            // The common case: written with this build's schema, read straight into the type.
+            WriterFit::Same => compiled()[&T::TOPIC]
+                .reader
+                .read_deser::<T>(&mut &bytes[WireHeader::LEN..])
                 .map_err(|e| CodecError::Undecodable {
                     id,
                     message: e.to_string(),
+                }),
+            // Another version: decode with the writer's schema, resolve, then read.
+            WriterFit::Resolve => {
+                let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
+                    CodecError::Undecodable {
+                        id,
+                        message: e.to_string(),
+                    }
                 })?;
-        let value = match fit {
-            WriterFit::Same => decoded.value,
-            WriterFit::Resolve => decoded
-                .value
-                .resolve(&self.readers[&T::TOPIC])
-                .map_err(|e| mismatch::<T>(id, e))?,
-        };
-        apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
+                let value = decoded
+                    .value
+                    .resolve(&self.readers[&T::TOPIC])
+                    .map_err(|e| mismatch::<T>(id, e))?;
+                apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
+            }
+        }
     }
 
     async fn fit<T: TopicValue>(&self, id: u32) -> Result<WriterFit, CodecError> {
