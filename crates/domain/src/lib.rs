@@ -3,10 +3,12 @@
 //! - [`ride`]: the ride state machine and its transitions.
 //! - [`money`]: integer money and the exact commission split.
 //! - [`fare`]: fares from distance, time and surge.
+//! - [`matching`]: nearest-driver matching, reservations, and the cross-border strategy.
 //! - [`city`]: the service area and its H3 zones (dispatch regions and matching cells).
 
 pub mod city;
 pub mod fare;
+pub mod matching;
 pub mod money;
 pub mod ride;
 
