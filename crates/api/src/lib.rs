@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use bimride_domain::City;
 use bimride_kafka::EventProducer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use book::RideBook;
 pub use error::ApiError;
@@ -42,13 +44,30 @@ impl ApiState {
     }
 }
 
-/// The API's routes, ready to be served or called with `oneshot` in tests.
-pub fn app(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/rides", post(rides::book))
-        .route("/v1/rides/{id}", get(rides::get_ride))
-        .route("/v1/rides/{id}/cancel", post(rides::cancel))
-        .route("/v1/quote", get(rides::quote))
+/// The API's routes and the OpenAPI document generated from their handlers.
+pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::new()
+        .routes(routes!(rides::book))
+        .routes(routes!(rides::get_ride))
+        .routes(routes!(rides::cancel))
+        .routes(routes!(rides::quote))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .split_for_parts();
+    openapi.info.title = "BimRide trip API".into();
+    openapi.info.version = env!("CARGO_PKG_VERSION").into();
+    (router, openapi)
+}
+
+/// The API's routes plus `/openapi.json`, ready to be served or called with `oneshot`.
+pub fn app(state: Arc<ApiState>) -> Router {
+    let (router, openapi) = routes(state);
+    let document = Arc::new(openapi);
+    router.route(
+        "/openapi.json",
+        get(move || {
+            let document = Arc::clone(&document);
+            async move { axum::Json(document.as_ref().clone()) }
+        }),
+    )
 }

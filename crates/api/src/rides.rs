@@ -21,14 +21,16 @@ use crate::pricing::{self, CURRENCY, Quote};
 
 type Shared = State<Arc<ApiState>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+/// A WGS84 position.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Point {
     pub lat: f64,
     pub lng: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+/// The ride product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProductName {
     Economy,
@@ -46,7 +48,8 @@ impl From<ProductName> for Product {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// A booking.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookRequest {
     pub rider_id: String,
@@ -55,13 +58,15 @@ pub struct BookRequest {
     pub product: ProductName,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A fare estimate, in minor units.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuoteBody {
     pub amount_minor: i64,
     pub currency: &'static str,
     pub surge_milli: i32,
     pub distance_m: i64,
     pub duration_s: i64,
+    #[schema(value_type = Object)]
     pub breakdown: bimride_domain::Fare,
 }
 
@@ -78,7 +83,8 @@ impl From<Quote> for QuoteBody {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An accepted booking.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Booked {
     pub ride_id: String,
     pub status: &'static str,
@@ -124,6 +130,18 @@ fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
         .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))
 }
 
+#[utoipa::path(
+    post, path = "/v1/rides", tag = "rides",
+    request_body = BookRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the same ride")),
+    responses(
+        (status = 202, description = "Ride requested", body = Booked),
+        (status = 400, description = "Malformed request", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 503, description = "Kafka unavailable", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn book(
     State(state): Shared,
     headers: HeaderMap,
@@ -213,6 +231,14 @@ pub async fn book(
     Ok((StatusCode::ACCEPTED, Json(booked)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/rides/{id}", tag = "rides",
+    params(("id" = String, Path, description = "Ride id")),
+    responses(
+        (status = 200, description = "The ride's state and history, from the ride topics", body = Object),
+        (status = 404, description = "Unknown ride", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn get_ride(
     State(state): Shared,
     Path(id): Path<String>,
@@ -224,6 +250,15 @@ pub async fn get_ride(
         .ok_or(ApiError::RideNotFound(id))
 }
 
+#[utoipa::path(
+    post, path = "/v1/rides/{id}/cancel", tag = "rides",
+    params(("id" = String, Path, description = "Ride id")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = Object),
+        (status = 404, description = "Unknown ride", body = crate::error::ErrorBody),
+        (status = 409, description = "The ride is finished", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): Shared,
     Path(id): Path<String>,
@@ -258,7 +293,8 @@ pub async fn cancel(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteQuery {
     pub pickup_lat: f64,
@@ -268,6 +304,15 @@ pub struct QuoteQuery {
     pub product: ProductName,
 }
 
+#[utoipa::path(
+    get, path = "/v1/quote", tag = "rides",
+    params(QuoteQuery),
+    responses(
+        (status = 200, description = "A fare estimate", body = QuoteBody),
+        (status = 400, description = "Malformed request", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn quote(
     State(state): Shared,
     query: Result<Query<QuoteQuery>, QueryRejection>,

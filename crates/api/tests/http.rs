@@ -260,3 +260,55 @@ async fn quotes_price_a_trip_without_booking() {
     assert_eq!(body["amount_minor"].as_i64(), Some(parts.max(1_000)));
     api.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let api = api().await;
+    let (status, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .keys()
+                .filter(|m| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
+                .map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    documented.sort();
+    let expected: Vec<(String, String)> = [
+        ("/v1/quote", "get"),
+        ("/v1/rides", "post"),
+        ("/v1/rides/{id}", "get"),
+        ("/v1/rides/{id}/cancel", "post"),
+    ]
+    .iter()
+    .map(|(p, m)| (p.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(documented, expected);
+    // Every documented operation is served: a route that did not exist would answer 404 or
+    // 405 without the API's JSON error body.
+    for (path, method) in &documented {
+        let url = format!("{}{}", api.url, path.replace("{id}", "ride-unknown"));
+        let request = match method.as_str() {
+            "get" => api.http.get(url),
+            _ => api.http.post(url).json(&json!({})),
+        };
+        let response = request.send().await.expect("answers");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            status != 404 || body["error"]["code"] == "ride_not_found",
+            "{method} {path}: {status} {body}"
+        );
+    }
+    api.shutdown().await;
+}
