@@ -74,8 +74,7 @@ pub async fn start(
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     args.kafka.validate()?;
     let shutdown = shutdown::on_signal();
-    let city = City::amsterdam();
-    city.validate()?;
+    let city = args.city.city()?;
     let info = SystemInfo {
         kafka_bootstrap_servers: args.kafka.bootstrap_servers().to_owned(),
         schema_registry_url: args.schema_registry.clone(),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use bimride_domain::City;
 use bimride_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -45,10 +46,55 @@ pub enum Command {
     Provision(ProvisionArgs),
 }
 
+/// The service area. The defaults are Amsterdam.
+#[derive(Debug, Clone, Args)]
+pub struct CityArgs {
+    #[arg(long = "city", env = "BIMRIDE_CITY", default_value = "amsterdam")]
+    pub name: String,
+    /// Latitude of the centre, in degrees.
+    #[arg(long = "city-lat", env = "BIMRIDE_CITY_LAT", default_value_t = 52.3676)]
+    pub lat: f64,
+    /// Longitude of the centre, in degrees.
+    #[arg(long = "city-lng", env = "BIMRIDE_CITY_LNG", default_value_t = 4.9041)]
+    pub lng: f64,
+    /// Radius of the service area, in km.
+    #[arg(
+        long = "city-radius-km",
+        env = "BIMRIDE_CITY_RADIUS_KM",
+        default_value_t = 8.0
+    )]
+    pub radius_km: f64,
+    /// H3 resolution of dispatch regions (the partition key).
+    #[arg(long, env = "BIMRIDE_REGION_RESOLUTION", default_value_t = 6)]
+    pub region_resolution: u8,
+    /// H3 resolution of matching and surge cells.
+    #[arg(long, env = "BIMRIDE_CELL_RESOLUTION", default_value_t = 8)]
+    pub cell_resolution: u8,
+}
+
+impl CityArgs {
+    /// The validated city.
+    pub fn city(&self) -> Result<City, bimride_domain::CityError> {
+        let city = City {
+            name: self.name.clone(),
+            centre_lat: self.lat,
+            centre_lng: self.lng,
+            radius_km: self.radius_km,
+            region_resolution: self.region_resolution,
+            cell_resolution: self.cell_resolution,
+        };
+        city.validate()?;
+        Ok(city)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub city: CityArgs,
 
     /// URL of an external schema registry. Without it, one is started on --registry-listen.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
@@ -76,6 +122,9 @@ pub struct UpArgs {
 pub struct ApiArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub city: CityArgs,
 
     /// URL of the schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
@@ -115,5 +164,49 @@ pub fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn up(args: &[&str]) -> UpArgs {
+        let argv = ["bimride", "up"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Up(up) => up,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_city_is_amsterdam_and_a_bad_one_is_refused() {
+        let city = up(&[]).city.city().expect("default city");
+        assert_eq!(city, City::amsterdam());
+        let err = up(&["--city-radius-km=-3"])
+            .city
+            .city()
+            .expect_err("negative radius");
+        assert!(err.to_string().contains("radius"), "{err}");
+        let err = up(&["--region-resolution", "9"])
+            .city
+            .city()
+            .expect_err("finer regions");
+        assert!(err.to_string().contains("resolution"), "{err}");
+        let paris = up(&[
+            "--city",
+            "paris",
+            "--city-lat",
+            "48.8566",
+            "--city-lng",
+            "2.3522",
+        ]);
+        assert_eq!(paris.city.city().expect("paris").name, "paris");
     }
 }

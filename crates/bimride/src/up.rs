@@ -1,7 +1,6 @@
 //! `bimride up`: the whole city in one process.
 
 use anyhow::Context;
-use bimride_domain::City;
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 
 use crate::cli::UpArgs;
@@ -10,8 +9,7 @@ use crate::{api, registry, shutdown};
 
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let city = City::amsterdam();
-    city.validate()?;
+    let city = args.city.city()?;
 
     // The cluster lives until the end of this function, after every client is gone.
     let cluster = match &args.kafka.brokers {
