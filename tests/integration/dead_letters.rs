@@ -4,21 +4,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bimride_events::*;
-use bimride_kafka::EventProducer;
 use bimride_kafka::dead_letter::DeadLetter;
 use bimride_tests::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio_util::sync::CancellationToken;
 
 async fn garbage_is_dead_lettered(broker: Broker) {
-    let config = broker.config();
-    broker.provision(&config).await;
-    let stop = CancellationToken::new();
-    let registry = kafka_registry(&config, stop.clone()).await;
-    let codec = codec(&registry);
-    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+    let Pipeline {
+        config,
+        codec,
+        producer,
+        ..
+    } = &Pipeline::start(&broker).await;
     let raw: FutureProducer = config.producer().create().expect("raw producer");
     let topic = Topic::RideEvents.name();
 
@@ -39,7 +37,7 @@ async fn garbage_is_dead_lettered(broker: Broker) {
     producer.send_all(&good_after).await.expect("good records");
 
     let expected = good_before.len() + good_after.len();
-    let mut running = crate::start::<RideEvent>(&config, codec, &crate::group("dlq"));
+    let mut running = crate::start::<RideEvent>(config, codec.clone(), &crate::group("dlq"));
     let got = running.take(expected, Duration::from_secs(60)).await;
     assert_eq!(
         got.len(),
@@ -91,7 +89,6 @@ async fn garbage_is_dead_lettered(broker: Broker) {
         "poison never reaches the handler"
     );
     assert!(running.stop().await.is_empty());
-    stop.cancel();
 }
 
 on_both_brokers!(garbage_is_dead_lettered: embedded_garbage_is_dead_lettered, tansu_garbage_is_dead_lettered);

@@ -5,17 +5,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bimride_events::*;
-use bimride_kafka::EventProducer;
 use bimride_tests::*;
-use tokio_util::sync::CancellationToken;
 
 async fn members_join_and_leave_without_losing_records(broker: Broker) {
-    let config = broker.config();
-    broker.provision(&config).await;
-    let stop = CancellationToken::new();
-    let registry = kafka_registry(&config, stop.clone()).await;
-    let codec = codec(&registry);
-    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+    let Pipeline {
+        config,
+        codec,
+        producer,
+        ..
+    } = &Pipeline::start(&broker).await;
     let sent: Vec<RideEvent> = (0..75).flat_map(ride_events).collect();
     let expected: HashSet<String> = sent.iter().map(|e| e.event_id().to_owned()).collect();
     let group = crate::group("rebalance");
@@ -25,7 +23,7 @@ async fn members_join_and_leave_without_losing_records(broker: Broker) {
         .send_all(first_half)
         .await
         .expect("first half delivered");
-    let mut a = crate::start::<RideEvent>(&config, codec.clone(), &group);
+    let mut a = crate::start::<RideEvent>(config, codec.clone(), &group);
     let mut seen: Vec<String> = a
         .take(first_half.len() / 2, Duration::from_secs(60))
         .await
@@ -35,7 +33,7 @@ async fn members_join_and_leave_without_losing_records(broker: Broker) {
     assert!(!seen.is_empty(), "the first member consumes");
 
     // A second member joins: the group rebalances while records are in flight.
-    let mut b = crate::start::<RideEvent>(&config, codec.clone(), &group);
+    let mut b = crate::start::<RideEvent>(config, codec.clone(), &group);
     delivered.extend(
         producer
             .send_all(second_half)
@@ -89,7 +87,6 @@ async fn members_join_and_leave_without_losing_records(broker: Broker) {
         missing.len()
     );
     assert!(got.is_subset(&expected), "only records that were sent");
-    stop.cancel();
 }
 
 on_both_brokers!(

@@ -3,18 +3,16 @@
 use std::time::Duration;
 
 use bimride_events::*;
-use bimride_kafka::EventProducer;
 use bimride_tests::*;
-use tokio_util::sync::CancellationToken;
 
 async fn every_event_roundtrips(broker: Broker) {
-    let config = broker.config();
-    broker.provision(&config).await;
-    let stop = CancellationToken::new();
-    let registry = kafka_registry(&config, stop.clone()).await;
-    let codec = codec(&registry);
+    let Pipeline {
+        config,
+        codec,
+        producer,
+        ..
+    } = &Pipeline::start(&broker).await;
     codec.register_all().await.expect("schemas register");
-    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
 
     let requests: Vec<RideRequested> = (0..3).map(ride_requested).collect();
     let rides: Vec<RideEvent> = (0..3).flat_map(ride_events).collect();
@@ -62,24 +60,23 @@ async fn every_event_roundtrips(broker: Broker) {
     check!(SurgeUpdated, surges, "surge");
     check!(FareCharged, fares, "fares");
     check!(Notification, notes, "notes");
-    stop.cancel();
 }
 
 on_both_brokers!(every_event_roundtrips: embedded_every_event_roundtrips, tansu_every_event_roundtrips);
 
 /// Records of one key keep their order, whatever partition the key lands on.
 async fn one_key_keeps_its_order(broker: Broker) {
-    let config = broker.config();
-    broker.provision(&config).await;
-    let stop = CancellationToken::new();
-    let registry = kafka_registry(&config, stop.clone()).await;
-    let codec = codec(&registry);
-    let producer = EventProducer::new(&config, codec.clone()).expect("producer");
+    let Pipeline {
+        config,
+        codec,
+        producer,
+        ..
+    } = &Pipeline::start(&broker).await;
     let rides: Vec<RideEvent> = (0..40).flat_map(ride_events).collect();
     producer.send_all(&rides).await.expect("delivered");
     let got = crate::consume::<RideEvent>(
-        &config,
-        codec,
+        config,
+        codec.clone(),
         &crate::group("order"),
         rides.len(),
         Duration::from_secs(60),
@@ -106,7 +103,6 @@ async fn one_key_keeps_its_order(broker: Broker) {
             .collect();
         assert_eq!(partitions.len(), 1, "{ride_id} spread over partitions");
     }
-    stop.cancel();
 }
 
 on_both_brokers!(one_key_keeps_its_order: embedded_one_key_keeps_its_order, tansu_one_key_keeps_its_order);

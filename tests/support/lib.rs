@@ -144,6 +144,42 @@ pub async fn kafka_registry(config: &KafkaConfig, shutdown: CancellationToken) -
         .expect("registry serves")
 }
 
+/// What most scenarios need: provisioned topics, a registry persisted to `_schemas`, a codec
+/// and a producer. Dropping it stops the registry.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub config: KafkaConfig,
+    pub stop: CancellationToken,
+    pub registry: Server,
+    pub codec: Arc<Codec>,
+    pub producer: bimride_kafka::EventProducer,
+}
+
+impl Pipeline {
+    pub async fn start(broker: &Broker) -> Self {
+        let config = broker.config();
+        broker.provision(&config).await;
+        let stop = CancellationToken::new();
+        let registry = kafka_registry(&config, stop.clone()).await;
+        let codec = codec(&registry);
+        let producer =
+            bimride_kafka::EventProducer::new(&config, Arc::clone(&codec)).expect("producer");
+        Self {
+            config,
+            stop,
+            registry,
+            codec,
+            producer,
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 pub fn codec(registry: &Server) -> Arc<Codec> {
     Arc::new(Codec::new(&RegistryConfig::new(registry.url())).expect("codec"))
 }

@@ -54,7 +54,7 @@ pub async fn start(
     let api = bimride_api::app(ApiState::new(producer, city, rides));
     let system = front::router(Arc::new(FrontState {
         info,
-        kafka: kafka.clone(),
+        kafka: Arc::new(kafka.client().create()?),
         http: reqwest::Client::new(),
     }));
     let addr = listener.local_addr()?;

@@ -9,7 +9,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use bimride_domain::City;
-use bimride_kafka::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
@@ -23,11 +22,19 @@ pub struct SystemInfo {
     pub version: &'static str,
 }
 
-#[derive(Debug)]
 pub struct FrontState {
     pub info: SystemInfo,
-    pub kafka: KafkaConfig,
+    /// One client for readiness probes, made at start-up rather than per request.
+    pub kafka: Arc<BaseConsumer>,
     pub http: reqwest::Client,
+}
+
+impl std::fmt::Debug for FrontState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontState")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn router(state: Arc<FrontState>) -> Router {
@@ -50,7 +57,7 @@ struct Readiness {
 }
 
 async fn ready(State(s): State<Arc<FrontState>>) -> impl IntoResponse {
-    let kafka = kafka_answers(&s.kafka).await;
+    let kafka = kafka_answers(Arc::clone(&s.kafka)).await;
     let schema_registry = s
         .http
         .get(format!("{}/subjects", s.info.schema_registry_url))
@@ -72,10 +79,8 @@ async fn ready(State(s): State<Arc<FrontState>>) -> impl IntoResponse {
     )
 }
 
-async fn kafka_answers(config: &KafkaConfig) -> bool {
-    let Ok(client) = config.client().create::<BaseConsumer>() else {
-        return false;
-    };
+async fn kafka_answers(client: Arc<BaseConsumer>) -> bool {
+    // A metadata request blocks, so it runs off the async runtime.
     tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(2)).is_ok())
         .await
         .unwrap_or(false)

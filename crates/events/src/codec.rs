@@ -116,7 +116,6 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategies: HashMap<Topic, SubjectNameStrategy>,
-    readers: HashMap<Topic, Arc<Schema>>,
     fits: RwLock<HashMap<(Topic, u32), WriterFit>>,
     /// Registered ids of this build's schemas; known ids skip the converter entirely.
     ids: RwLock<HashMap<Topic, u32>>,
@@ -196,7 +195,6 @@ impl Codec {
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             strategies,
-            readers: reader_schemas().clone(),
             fits: RwLock::new(HashMap::new()),
             ids: RwLock::new(HashMap::new()),
         })
@@ -283,7 +281,7 @@ impl Codec {
                 })?;
                 let value = decoded
                     .value
-                    .resolve(&self.readers[&T::TOPIC])
+                    .resolve(&reader_schemas()[&T::TOPIC])
                     .map_err(|e| mismatch::<T>(id, e))?;
                 apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
             }
@@ -302,7 +300,7 @@ impl Codec {
                 CodecError::UnknownSchema(id)
             }
         })?;
-        let reader = &self.readers[&T::TOPIC];
+        let reader = &reader_schemas()[&T::TOPIC];
         let fit = if writer.parsed.canonical_form() == reader.canonical_form() {
             WriterFit::Same
         } else {
