@@ -17,6 +17,7 @@ macro_rules! on_both_brokers {
 }
 
 mod dead_letters;
+mod dispatch;
 mod provisioning;
 mod rebalance;
 mod registry;

@@ -14,7 +14,7 @@ async fn every_event_roundtrips(broker: Broker) {
     } = &Pipeline::start(&broker).await;
     codec.register_all().await.expect("schemas register");
 
-    let requests: Vec<RideRequested> = (0..3).map(ride_requested).collect();
+    let requests: Vec<DispatchEvent> = (0..3).map(|n| ride_requested(n).into()).collect();
     let rides: Vec<RideEvent> = (0..3).flat_map(ride_events).collect();
     let supply: Vec<SupplyEvent> = (0..3).flat_map(supply_events).collect();
     let surges: Vec<SurgeUpdated> = (0..3).map(surge_updated).collect();
@@ -54,7 +54,7 @@ async fn every_event_roundtrips(broker: Broker) {
             assert_eq!(got, sent, "{} came back different", $name);
         }};
     }
-    check!(RideRequested, requests, "requests");
+    check!(DispatchEvent, requests, "requests");
     check!(RideEvent, rides, "rides");
     check!(SupplyEvent, supply, "supply");
     check!(SurgeUpdated, surges, "surge");

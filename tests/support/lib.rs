@@ -253,6 +253,9 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             attempt: 1,
             pickup_eta_secs: 180,
             expires_at: Millis(h(0).1.0 + 15_000),
+            region: "861969537ffffff".into(),
+            pickup: Some(point()),
+            dropoff: None,
         }
         .into(),
         OfferAnswered {
@@ -262,6 +265,7 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             offer_id: id("offer", n),
             driver_id: driver_id.clone(),
             answer: OfferAnswer::Accepted,
+            region: "861969537ffffff".into(),
         }
         .into(),
         DriverAssigned {
@@ -317,6 +321,7 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             driver_id: Some(driver_id),
             by: CancelledBy::Rider,
             reason: "rider_request".into(),
+            region: String::new(),
         }
         .into(),
     ]
@@ -401,4 +406,89 @@ pub fn trace() {
         .with_test_writer()
         .with_env_filter("info,rdkafka=info")
         .try_init();
+}
+
+/// The trip API on a real socket with its ride projection, until `stop`.
+#[derive(Debug)]
+pub struct ApiServer {
+    pub url: String,
+    pub rides: Arc<bimride_api::RideBook>,
+    pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Pipeline {
+    pub async fn serve_api(
+        &self,
+        city: bimride_domain::City,
+        stop: CancellationToken,
+    ) -> ApiServer {
+        let rides = Arc::new(bimride_api::RideBook::default());
+        let (config, codec, book, projection_stop) = (
+            self.config.clone(),
+            Arc::clone(&self.codec),
+            Arc::clone(&rides),
+            stop.clone(),
+        );
+        let group = format!("test-api-{}", uuid::Uuid::new_v4());
+        let projection = tokio::spawn(async move {
+            bimride_api::book::run_projection(&config, codec, book, &group, projection_stop)
+                .await
+                .context("projection")
+        });
+        let state = bimride_api::ApiState::new(self.producer.clone(), city, Arc::clone(&rides));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, bimride_api::app(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("server")
+        });
+        ApiServer {
+            url,
+            rides,
+            tasks: vec![projection, server],
+        }
+    }
+
+    /// A dispatch instance until `stop`.
+    pub fn spawn_dispatch(
+        &self,
+        city: bimride_domain::City,
+        settings: bimride_dispatch::DispatchSettings,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
+        tokio::spawn(async move {
+            bimride_dispatch::run(&config, codec, city, settings, stop)
+                .await
+                .context("dispatch")
+        })
+    }
+
+    /// A simulated fleet (and riders, if the settings book any) until `stop`.
+    pub fn spawn_simulator(
+        &self,
+        city: bimride_domain::City,
+        settings: bimride_simulator::SimSettings,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
+        tokio::spawn(async move {
+            bimride_simulator::run(&config, codec, city, settings, stop)
+                .await
+                .context("simulator")
+        })
+    }
+}
+
+/// Waits for every task and fails the test if one failed.
+pub async fn join_all(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    for t in tasks {
+        t.await
+            .expect("task joins")
+            .unwrap_or_else(|e| panic!("task failed: {e:#}"));
+    }
 }

@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
-use bimride_events::{Codec, GeoPoint, Product, RideEvent, RideRequested, TopicValue};
+use bimride_events::{
+    Codec, DispatchEvent, GeoPoint, Product, RideEvent, RideRequested, TopicValue,
+};
 use bimride_kafka::{ConsumerError, ConsumerOptions, HandleError, KafkaConfig, Record, consumer};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,8 @@ pub struct HistoryEntry {
 pub struct RideView {
     pub ride_id: String,
     pub rider_id: Option<String>,
+    /// The dispatch region of the pickup.
+    pub region: Option<String>,
     pub status: RideStatus,
     pub product: Option<Product>,
     pub pickup: Option<GeoPoint>,
@@ -41,6 +45,7 @@ impl RideView {
         Self {
             ride_id: ride_id.to_owned(),
             rider_id: None,
+            region: None,
             status: RideStatus::Requested,
             product: None,
             pickup: None,
@@ -111,6 +116,7 @@ impl RideBook {
     pub fn apply_request(&self, e: &RideRequested) {
         self.with_ride(&e.ride_id, &e.event_id, |v| {
             v.rider_id = Some(e.rider_id.clone());
+            v.region = Some(e.region.clone());
             v.product = Some(e.product);
             v.pickup = Some(e.pickup);
             v.dropoff = Some(e.dropoff);
@@ -164,12 +170,15 @@ pub async fn run_projection(
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let requests_book = Arc::clone(&book);
-    let requests = consumer::run::<RideRequested, _>(
+    let requests = consumer::run::<DispatchEvent, _>(
         config,
         Arc::clone(&codec),
         ConsumerOptions::new(format!("{group}-requests")),
-        Arc::new(move |r: Record<RideRequested>| {
-            requests_book.apply_request(&r.value);
+        // Dispatch's decisions on this topic reach the book through the ride events.
+        Arc::new(move |r: Record<DispatchEvent>| {
+            if let DispatchEvent::Requested(request) = &r.value {
+                requests_book.apply_request(request);
+            }
             async { Ok::<(), HandleError>(()) }
         }),
         shutdown.clone(),

@@ -10,8 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use bimride_domain::Zone;
 use bimride_domain::fare::NO_SURGE;
+use bimride_domain::ride::RideStatus;
 use bimride_events::{
-    CancelledBy, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent, RideRequested,
+    CancelledBy, DispatchEvent, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent,
+    RideRequested,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +195,7 @@ pub async fn book(
             }
         }
     }
-    let event = RideRequested {
+    let event = DispatchEvent::from(RideRequested {
         event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: Millis::now(),
         ride_id: booked.ride_id.clone(),
@@ -215,7 +217,7 @@ pub async fn book(
         },
         surge_milli: booked.quote.surge_milli,
         idempotency_key: key.clone(),
-    };
+    });
     if let Err(e) = state.producer.send_and_wait(&event).await {
         if let Some(key) = key {
             state
@@ -256,7 +258,7 @@ pub async fn get_ride(
     responses(
         (status = 202, description = "Cancellation requested", body = Object),
         (status = 404, description = "Unknown ride", body = crate::error::ErrorBody),
-        (status = 409, description = "The ride is finished", body = crate::error::ErrorBody),
+        (status = 409, description = "The trip has started or the ride is finished", body = crate::error::ErrorBody),
     )
 )]
 pub async fn cancel(
@@ -267,13 +269,7 @@ pub async fn cancel(
         .rides
         .get(&id)
         .ok_or_else(|| ApiError::RideNotFound(id.clone()))?;
-    if view.status.is_terminal() {
-        return Err(ApiError::NotCancellable {
-            id,
-            status: view.status.as_str(),
-        });
-    }
-    let event = RideEvent::from(RideCancelled {
+    let mut cancel = RideCancelled {
         event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: Millis::now(),
         ride_id: id.clone(),
@@ -281,12 +277,29 @@ pub async fn cancel(
         driver_id: view.driver_id.clone(),
         by: CancelledBy::Rider,
         reason: "rider_request".into(),
-    });
-    state
-        .producer
-        .send_and_wait(&event)
-        .await
-        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+        region: String::new(),
+    };
+    let sent = match view.status {
+        // Dispatch owns a ride until it has a driver: the request goes to the region's owner,
+        // which decides, so a cancellation never races an assignment.
+        RideStatus::Requested | RideStatus::Offered => {
+            cancel.region = view.region.clone().unwrap_or_default();
+            state
+                .producer
+                .send_and_wait(&DispatchEvent::from(cancel))
+                .await
+        }
+        RideStatus::Assigned | RideStatus::DriverArrived => {
+            state.producer.send_and_wait(&RideEvent::from(cancel)).await
+        }
+        status @ (RideStatus::InProgress | RideStatus::Completed | RideStatus::Cancelled) => {
+            return Err(ApiError::NotCancellable {
+                id,
+                status: status.as_str(),
+            });
+        }
+    };
+    sent.map_err(|e| ApiError::Unavailable(Box::new(e)))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "ride_id": id, "status": "cancelling" })),

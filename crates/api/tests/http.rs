@@ -16,6 +16,8 @@ struct Api {
     http: reqwest::Client,
     stop: CancellationToken,
     projection: tokio::task::JoinHandle<Result<(), bimride_kafka::ConsumerError>>,
+    /// Dispatch decides what happens to a cancellation before a driver is assigned.
+    dispatch: tokio::task::JoinHandle<Result<(), bimride_dispatch::DispatchError>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cluster: EmbeddedCluster,
 }
@@ -50,6 +52,13 @@ async fn api() -> Api {
         let (config, codec, rides, stop) = projection;
         book::run_projection(&config, codec, rides, "api-test", stop).await
     });
+    let dispatch = {
+        let (config, codec, stop) = (config.clone(), Arc::clone(&codec), stop.clone());
+        tokio::spawn(async move {
+            let settings = bimride_dispatch::DispatchSettings::default();
+            bimride_dispatch::run(&config, codec, City::amsterdam(), settings, stop).await
+        })
+    };
     let producer = EventProducer::new(&config, codec).expect("producer");
     let state = ApiState::new(producer, City::amsterdam(), rides);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -67,6 +76,7 @@ async fn api() -> Api {
         http: reqwest::Client::new(),
         stop,
         projection,
+        dispatch,
         server,
         cluster,
     }
@@ -94,6 +104,10 @@ impl Api {
             .await
             .expect("projection joins")
             .expect("projection stops cleanly");
+        self.dispatch
+            .await
+            .expect("dispatch joins")
+            .expect("dispatch stops cleanly");
         drop(self.cluster);
     }
 

@@ -2,8 +2,10 @@
 
 use std::net::SocketAddr;
 
+use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
 use bimride_kafka::KafkaConfig;
+use bimride_simulator::SimSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -44,6 +46,10 @@ pub enum Command {
     Registry(RegistryArgs),
     /// Create every missing topic on a Kafka cluster, then exit.
     Provision(ProvisionArgs),
+    /// Run a dispatch instance: it owns the regions of the partitions it is assigned.
+    Dispatch(DispatchArgs),
+    /// Run a simulated fleet of drivers, and riders booking through the API.
+    Simulate(SimulateArgs),
 }
 
 /// The service area. The defaults are Amsterdam.
@@ -70,6 +76,9 @@ pub struct CityArgs {
     /// H3 resolution of matching and surge cells.
     #[arg(long, env = "BIMRIDE_CELL_RESOLUTION", default_value_t = 8)]
     pub cell_resolution: u8,
+    /// Rings of cells dispatch searches around a pickup; drivers and dispatch must agree.
+    #[arg(long, env = "BIMRIDE_MATCH_RINGS", default_value_t = 3)]
+    pub match_rings: u32,
 }
 
 impl CityArgs {
@@ -82,6 +91,7 @@ impl CityArgs {
             radius_km: self.radius_km,
             region_resolution: self.region_resolution,
             cell_resolution: self.cell_resolution,
+            match_rings: self.match_rings,
         };
         city.validate()?;
         Ok(city)
@@ -116,6 +126,45 @@ pub struct UpArgs {
     #[arg(long, env = "BIMRIDE_EMBEDDED_BROKERS", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(1..=9))]
     pub embedded_brokers: i32,
+
+    #[command(flatten)]
+    pub dispatch: DispatchSettings,
+
+    /// The simulated city; its riders book through this process's own API.
+    #[command(flatten)]
+    pub sim: SimSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub city: CityArgs,
+
+    /// URL of the schema registry.
+    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: String,
+
+    #[command(flatten)]
+    pub dispatch: DispatchSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub city: CityArgs,
+
+    /// URL of the schema registry.
+    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: String,
+
+    #[command(flatten)]
+    pub sim: SimSettings,
 }
 
 #[derive(Debug, Args)]

@@ -2,10 +2,12 @@
 
 mod api;
 mod cli;
+mod dispatch;
 mod front;
 mod provision;
 mod registry;
 mod shutdown;
+mod simulate;
 mod up;
 
 use clap::Parser;
@@ -39,5 +41,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
+        cli::Command::Dispatch(args) => dispatch::run(args).await,
+        cli::Command::Simulate(args) => simulate::run(args).await,
     }
 }

@@ -1,6 +1,9 @@
 //! `bimride up`: the whole city in one process.
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use bimride_events::{Codec, RegistryConfig};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 
 use crate::cli::UpArgs;
@@ -10,6 +13,7 @@ use crate::{api, registry, shutdown};
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let city = args.city.city()?;
+    args.dispatch.validate()?;
 
     // The cluster lives until the end of this function, after every client is gone.
     let cluster = match &args.kafka.brokers {
@@ -62,12 +66,46 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
-    let front = api::start(&kafka, info.clone(), city, listener, shutdown.clone()).await?;
+    let front = api::start(
+        &kafka,
+        info.clone(),
+        city.clone(),
+        listener,
+        shutdown.clone(),
+    )
+    .await?;
     let http_addr = front.addr;
+
+    let codec = Arc::new(Codec::new(&RegistryConfig::new(&registry_url))?);
+    let dispatch = {
+        let (kafka, codec, city, settings, shutdown) = (
+            kafka.clone(),
+            Arc::clone(&codec),
+            city.clone(),
+            args.dispatch,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            bimride_dispatch::run(&kafka, codec, city, settings, shutdown)
+                .await
+                .context("dispatch")
+        })
+    };
+    let mut sim = args.sim;
+    sim.api_url = format!("http://{http_addr}");
+    sim.validate()?;
+    let simulator = {
+        let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            bimride_simulator::run(&kafka, codec, city, sim, shutdown)
+                .await
+                .context("simulator")
+        })
+    };
 
     announce(&info, &format!("http://{http_addr}"));
     shutdown.cancelled().await;
-    for task in front.tasks {
+    for task in front.tasks.into_iter().chain([dispatch, simulator]) {
         task.await??;
     }
     for task in tasks {

@@ -12,6 +12,9 @@ pub struct City {
     pub radius_km: f64,
     pub region_resolution: u8,
     pub cell_resolution: u8,
+    /// How many rings of cells around a pickup dispatch searches. Driver supply fans out to
+    /// every region this disc touches, so dispatch and drivers must agree on it.
+    pub match_rings: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,6 +44,7 @@ impl City {
             radius_km: 8.0,
             region_resolution: 6,
             cell_resolution: 8,
+            match_rings: 3,
         }
     }
 
@@ -58,7 +62,17 @@ impl City {
                 "region resolution must be coarser than cell resolution, both at most 15".into(),
             ));
         }
+        if !(1..=8).contains(&self.match_rings) {
+            return Err(CityError::InvalidCity(
+                "match rings must be between 1 and 8".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The H3 resolution of dispatch regions.
+    pub fn region_res(&self) -> Resolution {
+        Self::resolution(self.region_resolution)
     }
 
     fn resolution(r: u8) -> Resolution {

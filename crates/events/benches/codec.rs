@@ -7,8 +7,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tokio_util::sync::CancellationToken;
 
-fn sample_request() -> RideRequested {
-    RideRequested {
+fn sample_request() -> DispatchEvent {
+    DispatchEvent::Requested(RideRequested {
         event_id: "0195f2a4-7c1e-7d3a-9a61-3c8a2f0e9b11".into(),
         occurred_at: Millis(1_764_000_000_000),
         ride_id: "ride-0195f2a4-7c1e".into(),
@@ -30,7 +30,7 @@ fn sample_request() -> RideRequested {
         },
         surge_milli: 1_250,
         idempotency_key: Some("b2c1f1f0".into()),
-    }
+    })
 }
 
 fn sample_assigned() -> RideEvent {
@@ -74,7 +74,7 @@ fn codec(c: &mut Criterion) {
     // Warm the decoder's cache so the loop measures codec work only.
     rt.block_on(async {
         let b = codec.encode(&request).await.expect("encode");
-        codec.decode::<RideRequested>(&b).await.expect("decode");
+        codec.decode::<DispatchEvent>(&b).await.expect("decode");
         let b = codec.encode(&assigned).await.expect("encode");
         codec.decode::<RideEvent>(&b).await.expect("decode");
     });
@@ -83,7 +83,7 @@ fn codec(c: &mut Criterion) {
     group.bench_function("avro_wire/ride_requested", |b| {
         b.to_async(&rt).iter(|| async {
             let bytes = codec.encode(black_box(&request)).await.expect("encode");
-            black_box(codec.decode::<RideRequested>(&bytes).await.expect("decode"))
+            black_box(codec.decode::<DispatchEvent>(&bytes).await.expect("decode"))
         })
     });
     group.bench_function("avro_wire/ride_event_union", |b| {
@@ -95,7 +95,7 @@ fn codec(c: &mut Criterion) {
     group.bench_function("baseline_serde_json/ride_requested", |b| {
         b.iter(|| {
             let bytes = serde_json::to_vec(black_box(&request)).expect("encode");
-            black_box(serde_json::from_slice::<RideRequested>(&bytes).expect("decode"))
+            black_box(serde_json::from_slice::<DispatchEvent>(&bytes).expect("decode"))
         })
     });
     group.finish();

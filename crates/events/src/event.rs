@@ -137,7 +137,7 @@ pub struct RideRequested {
 }
 
 /// Dispatch offered a ride to one driver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "io.bimride.events")]
 pub struct OfferSent {
     pub event_id: String,
@@ -148,6 +148,11 @@ pub struct OfferSent {
     pub attempt: i32,
     pub pickup_eta_secs: i32,
     pub expires_at: Millis,
+    #[avro(default = r#""""#)]
+    #[serde(default)]
+    pub region: String,
+    pub pickup: Option<GeoPoint>,
+    pub dropoff: Option<GeoPoint>,
 }
 
 /// A driver answered an offer, or it expired.
@@ -160,6 +165,9 @@ pub struct OfferAnswered {
     pub offer_id: String,
     pub driver_id: String,
     pub answer: OfferAnswer,
+    #[avro(default = r#""""#)]
+    #[serde(default)]
+    pub region: String,
 }
 
 /// Dispatch confirmed a driver for a ride.
@@ -233,6 +241,9 @@ pub struct RideCancelled {
     pub driver_id: Option<String>,
     pub by: CancelledBy,
     pub reason: String,
+    #[avro(default = r#""""#)]
+    #[serde(default)]
+    pub region: String,
 }
 
 /// A driver's availability changed.

@@ -10,4 +10,4 @@ pub mod topic;
 
 pub use codec::{Codec, CodecError, RegistryConfig, WireHeader};
 pub use event::*;
-pub use topic::{RideEvent, SupplyEvent, Topic, TopicValue};
+pub use topic::{DispatchEvent, RideEvent, SupplyEvent, Topic, TopicValue};

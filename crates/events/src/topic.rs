@@ -57,8 +57,8 @@ impl Topic {
     pub fn members(self) -> &'static [&'static Contract] {
         use contract::*;
         match self {
-            Topic::RideRequests => &[&RIDE_REQUESTED],
-            Topic::DriverSupply => &[&DRIVER_STATUS, &DRIVER_LOCATION],
+            Topic::RideRequests => &[&RIDE_REQUESTED, &RIDE_CANCELLED, &DRIVER_ASSIGNED],
+            Topic::DriverSupply => &[&DRIVER_STATUS, &DRIVER_LOCATION, &OFFER_ANSWERED],
             Topic::RideEvents => &[
                 &OFFER_SENT,
                 &OFFER_ANSWERED,
@@ -117,7 +117,6 @@ macro_rules! single {
     };
 }
 
-single!(RideRequested, Topic::RideRequests, region);
 single!(SurgeUpdated, Topic::Surge, cell);
 single!(FareCharged, Topic::Payments, ride_id);
 single!(Notification, Topic::Notifications, recipient_id);
@@ -158,10 +157,21 @@ macro_rules! union_value {
 }
 
 union_value! {
-    /// Driver supply: status and location, keyed by dispatch region.
+    /// The dispatch log, keyed by region: riders' requests and cancellations, and dispatch's
+    /// own assignments and cancellations, which a new owner of the region replays.
+    DispatchEvent on Topic::RideRequests, key = region {
+        Requested(RideRequested),
+        Cancelled(RideCancelled),
+        Assigned(DriverAssigned),
+    }
+}
+
+union_value! {
+    /// Driver supply, keyed by dispatch region: status, location, and answers to offers.
     SupplyEvent on Topic::DriverSupply, key = region {
         Status(DriverStatusChanged),
         Location(DriverLocationUpdated),
+        Answer(OfferAnswered),
     }
 }
 

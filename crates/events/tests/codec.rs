@@ -18,7 +18,13 @@ struct Fixture {
 /// One registry and codec for the whole file: proptest cases run many times.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+    FIXTURE.get_or_init(new_fixture)
+}
+
+/// A registry and codec of its own, for a test that counts registry calls while the other
+/// tests run in parallel.
+fn new_fixture() -> Fixture {
+    {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -41,7 +47,7 @@ fn fixture() -> &'static Fixture {
             registry,
             codec,
         }
-    })
+    }
 }
 
 fn roundtrip<T: TopicValue + PartialEq + std::fmt::Debug>(value: &T) -> T {
@@ -96,74 +102,70 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn offer_sent()(event_id in id(), occurred_at in millis(), ride_id in id(), offer_id in id(),
+        driver_id in id(), attempt in any::<i32>(), pickup_eta_secs in any::<i32>(), expires_at in millis(),
+        region in id(), pickup in proptest::option::of(point()), dropoff in proptest::option::of(point()))
+        -> OfferSent {
+        OfferSent { event_id, occurred_at, ride_id, offer_id, driver_id, attempt, pickup_eta_secs,
+            expires_at, region, pickup, dropoff }
+    }
+}
+
+prop_compose! {
+    fn offer_answered()(event_id in id(), occurred_at in millis(), ride_id in id(), offer_id in id(),
+        driver_id in id(),
+        answer in prop_oneof![Just(OfferAnswer::Accepted), Just(OfferAnswer::Declined), Just(OfferAnswer::Expired)],
+        region in id()) -> OfferAnswered {
+        OfferAnswered { event_id, occurred_at, ride_id, offer_id, driver_id, answer, region }
+    }
+}
+
+prop_compose! {
+    fn driver_assigned()(event_id in id(), occurred_at in millis(), ride_id in id(), rider_id in id(),
+        driver_id in id(), vehicle in vehicle(), pickup_eta_secs in any::<i32>(), region in id())
+        -> DriverAssigned {
+        DriverAssigned { event_id, occurred_at, ride_id, rider_id, driver_id, vehicle, pickup_eta_secs, region }
+    }
+}
+
+prop_compose! {
+    fn ride_cancelled()(event_id in id(), occurred_at in millis(), ride_id in id(), rider_id in id(),
+        driver_id in proptest::option::of(id()),
+        by in prop_oneof![Just(CancelledBy::Rider), Just(CancelledBy::Driver), Just(CancelledBy::System)],
+        reason in text(), region in id()) -> RideCancelled {
+        RideCancelled { event_id, occurred_at, ride_id, rider_id, driver_id, by, reason, region }
+    }
+}
+
+prop_compose! {
+    fn trip_step()(event_id in id(), occurred_at in millis(), ride_id in id(), driver_id in id())
+        -> (String, Millis, String, String) {
+        (event_id, occurred_at, ride_id, driver_id)
+    }
+}
+
+prop_compose! {
+    fn trip_telemetry()(head in trip_step(), position in point(), distance_m in any::<i64>()) -> TripTelemetry {
+        let (event_id, occurred_at, ride_id, driver_id) = head;
+        TripTelemetry { event_id, occurred_at, ride_id, driver_id, position, distance_m }
+    }
+}
+
+prop_compose! {
+    fn trip_completed()(head in trip_step(), rider_id in id(), distance_m in any::<i64>(),
+        duration_secs in any::<i64>(), dropoff in point()) -> TripCompleted {
+        let (event_id, occurred_at, ride_id, driver_id) = head;
+        TripCompleted { event_id, occurred_at, ride_id, rider_id, driver_id, distance_m, duration_secs, dropoff }
+    }
+}
+
 fn ride_event() -> impl Strategy<Value = RideEvent> {
-    let head = || (id(), millis(), id(), id());
     prop_oneof![
-        (head(), id(), any::<i32>(), any::<i32>(), millis()).prop_map(
-            |(
-                (event_id, occurred_at, ride_id, driver_id),
-                offer_id,
-                attempt,
-                pickup_eta_secs,
-                expires_at,
-            )| {
-                OfferSent {
-                    event_id,
-                    occurred_at,
-                    ride_id,
-                    offer_id,
-                    driver_id,
-                    attempt,
-                    pickup_eta_secs,
-                    expires_at,
-                }
-                .into()
-            }
-        ),
-        (
-            head(),
-            id(),
-            prop_oneof![
-                Just(OfferAnswer::Accepted),
-                Just(OfferAnswer::Declined),
-                Just(OfferAnswer::Expired)
-            ]
-        )
-            .prop_map(
-                |((event_id, occurred_at, ride_id, driver_id), offer_id, answer)| {
-                    OfferAnswered {
-                        event_id,
-                        occurred_at,
-                        ride_id,
-                        offer_id,
-                        driver_id,
-                        answer,
-                    }
-                    .into()
-                }
-            ),
-        (head(), id(), vehicle(), any::<i32>(), id()).prop_map(
-            |(
-                (event_id, occurred_at, ride_id, driver_id),
-                rider_id,
-                vehicle,
-                pickup_eta_secs,
-                region,
-            )| {
-                DriverAssigned {
-                    event_id,
-                    occurred_at,
-                    ride_id,
-                    rider_id,
-                    driver_id,
-                    vehicle,
-                    pickup_eta_secs,
-                    region,
-                }
-                .into()
-            }
-        ),
-        head().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
+        offer_sent().prop_map(RideEvent::from),
+        offer_answered().prop_map(RideEvent::from),
+        driver_assigned().prop_map(RideEvent::from),
+        trip_step().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
             DriverArrived {
                 event_id,
                 occurred_at,
@@ -172,7 +174,7 @@ fn ride_event() -> impl Strategy<Value = RideEvent> {
             }
             .into()
         }),
-        head().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
+        trip_step().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
             TripStarted {
                 event_id,
                 occurred_at,
@@ -181,64 +183,17 @@ fn ride_event() -> impl Strategy<Value = RideEvent> {
             }
             .into()
         }),
-        (head(), point(), any::<i64>()).prop_map(
-            |((event_id, occurred_at, ride_id, driver_id), position, distance_m)| {
-                TripTelemetry {
-                    event_id,
-                    occurred_at,
-                    ride_id,
-                    driver_id,
-                    position,
-                    distance_m,
-                }
-                .into()
-            }
-        ),
-        (head(), id(), any::<i64>(), any::<i64>(), point()).prop_map(
-            |(
-                (event_id, occurred_at, ride_id, driver_id),
-                rider_id,
-                distance_m,
-                duration_secs,
-                dropoff,
-            )| {
-                TripCompleted {
-                    event_id,
-                    occurred_at,
-                    ride_id,
-                    rider_id,
-                    driver_id,
-                    distance_m,
-                    duration_secs,
-                    dropoff,
-                }
-                .into()
-            }
-        ),
-        (
-            head(),
-            proptest::option::of(id()),
-            prop_oneof![
-                Just(CancelledBy::Rider),
-                Just(CancelledBy::Driver),
-                Just(CancelledBy::System)
-            ],
-            text()
-        )
-            .prop_map(
-                |((event_id, occurred_at, ride_id, rider_id), driver_id, by, reason)| {
-                    RideCancelled {
-                        event_id,
-                        occurred_at,
-                        ride_id,
-                        rider_id,
-                        driver_id,
-                        by,
-                        reason,
-                    }
-                    .into()
-                }
-            ),
+        trip_telemetry().prop_map(RideEvent::from),
+        trip_completed().prop_map(RideEvent::from),
+        ride_cancelled().prop_map(RideEvent::from),
+    ]
+}
+
+fn dispatch_event() -> impl Strategy<Value = DispatchEvent> {
+    prop_oneof![
+        ride_requested().prop_map(DispatchEvent::from),
+        ride_cancelled().prop_map(DispatchEvent::from),
+        driver_assigned().prop_map(DispatchEvent::from),
     ]
 }
 
@@ -249,45 +204,46 @@ fn supply_event() -> impl Strategy<Value = SupplyEvent> {
         Just(DriverStatus::EnRoute),
         Just(DriverStatus::OnTrip)
     ];
-    prop_oneof![
-        (
-            id(),
-            millis(),
-            id(),
-            status,
-            point(),
-            id(),
-            product(),
-            vehicle()
-        )
-            .prop_map(
-                |(event_id, occurred_at, driver_id, status, position, region, product, vehicle)| {
-                    DriverStatusChanged {
-                        event_id,
-                        occurred_at,
-                        driver_id,
-                        status,
-                        position,
-                        region,
-                        product,
-                        vehicle,
-                    }
-                    .into()
-                }
-            ),
-        (id(), millis(), id(), point(), id(), id()).prop_map(
-            |(event_id, occurred_at, driver_id, position, region, cell)| {
-                DriverLocationUpdated {
+    let status_changed = (
+        id(),
+        millis(),
+        id(),
+        status,
+        point(),
+        id(),
+        product(),
+        vehicle(),
+    )
+        .prop_map(
+            |(event_id, occurred_at, driver_id, status, position, region, product, vehicle)| {
+                SupplyEvent::from(DriverStatusChanged {
                     event_id,
                     occurred_at,
                     driver_id,
+                    status,
                     position,
                     region,
-                    cell,
-                }
-                .into()
-            }
-        ),
+                    product,
+                    vehicle,
+                })
+            },
+        );
+    let location = (id(), millis(), id(), point(), id(), id()).prop_map(
+        |(event_id, occurred_at, driver_id, position, region, cell)| {
+            SupplyEvent::from(DriverLocationUpdated {
+                event_id,
+                occurred_at,
+                driver_id,
+                position,
+                region,
+                cell,
+            })
+        },
+    );
+    prop_oneof![
+        status_changed,
+        location,
+        offer_answered().prop_map(SupplyEvent::from)
     ]
 }
 
@@ -322,7 +278,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn ride_requested_roundtrips(e in ride_requested()) { prop_assert_eq!(roundtrip(&e), e); }
+    fn dispatch_events_roundtrip(e in dispatch_event()) { prop_assert_eq!(roundtrip(&e), e); }
 
     #[test]
     fn ride_events_roundtrip(e in ride_event()) { prop_assert_eq!(roundtrip(&e), e); }
@@ -342,14 +298,14 @@ proptest! {
 
 #[test]
 fn no_registry_calls_after_warm_up() {
-    let f = fixture();
+    let f = &new_fixture();
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let events: Vec<RideEvent> = (0..200)
         .map(|_| ride_event().new_tree(&mut runner).expect("value").current())
         .collect();
-    let requests: Vec<RideRequested> = (0..200)
+    let requests: Vec<DispatchEvent> = (0..200)
         .map(|_| {
-            ride_requested()
+            dispatch_event()
                 .new_tree(&mut runner)
                 .expect("value")
                 .current()
@@ -396,12 +352,14 @@ fn bad_records_get_precise_errors() {
         assert_eq!(unknown.expect_err("error").reason(), "unknown_schema_id");
         // A valid header whose datum is cut short.
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let e = ride_requested()
-            .new_tree(&mut runner)
-            .expect("value")
-            .current();
+        let e = DispatchEvent::from(
+            ride_requested()
+                .new_tree(&mut runner)
+                .expect("value")
+                .current(),
+        );
         let bytes = f.codec.encode(&e).await.expect("encodes");
-        let cut = f.codec.decode::<RideRequested>(&bytes[..8]).await;
+        let cut = f.codec.decode::<DispatchEvent>(&bytes[..8]).await;
         assert!(
             matches!(cut, Err(CodecError::Undecodable { .. })),
             "{cut:?}"

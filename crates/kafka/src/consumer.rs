@@ -79,6 +79,8 @@ pub struct ConsumerOptions {
     /// How long a revoke waits for the record in progress; below `session.timeout.ms`.
     pub drain_timeout: Duration,
     pub retry_backoff: Duration,
+    /// Where a group with no committed offset starts: the newest record instead of the oldest.
+    pub from_latest: bool,
 }
 
 impl ConsumerOptions {
@@ -88,6 +90,7 @@ impl ConsumerOptions {
             queue_per_partition: 256,
             drain_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(200),
+            from_latest: false,
         }
     }
 }
@@ -183,9 +186,11 @@ where
         drain_timeout: options.drain_timeout,
         partitions: Mutex::new(HashMap::new()),
     };
-    let consumer: StreamConsumer<LoopContext> = config
-        .consumer(&options.group)
-        .create_with_context(context)?;
+    let mut client = config.consumer(&options.group);
+    if options.from_latest {
+        client.set("auto.offset.reset", "latest");
+    }
+    let consumer: StreamConsumer<LoopContext> = client.create_with_context(context)?;
     consumer.subscribe(&[topic])?;
     let dlq: FutureProducer = config.producer().create()?;
     let shared = Arc::new(Shared {

@@ -1,0 +1,627 @@
+//! The dispatch decisions for the regions one instance owns: pure state, no I/O.
+//!
+//! Inputs are the records of the co-partitioned dispatch log (requests, cancellations and
+//! dispatch's own assignments) and driver supply (status, location and answers to offers),
+//! plus the passing of time. Outputs are ride events and dispatch-log records to publish.
+//!
+//! - A request is offered to the nearest free driver; a decline or a lapse re-offers it to
+//!   the next one. Rides wait oldest first.
+//! - A driver is reserved from the offer until the end of the ride, so it is never offered
+//!   two rides at once, and a ride holds at most one driver.
+//! - A ride still unassigned after `max_wait` is cancelled with the reason `no_driver`.
+//! - Assignments and system cancellations are also written to the dispatch log, so that a new
+//!   owner of the region learns them by replaying it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bimride_domain::City;
+use bimride_domain::matching::{Driver, Supply};
+use bimride_events::{
+    CancelledBy, DispatchEvent, DriverAssigned, DriverStatus, DriverStatusChanged, Millis,
+    OfferAnswer, OfferAnswered, OfferSent, Product, RideCancelled, RideEvent, RideRequested,
+    SupplyEvent, Vehicle,
+};
+use h3o::CellIndex;
+
+/// The reason given when no driver could be found in time.
+pub const NO_DRIVER: &str = "no_driver";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a driver has to answer an offer.
+    pub offer_timeout_ms: i64,
+    /// How long a ride waits for a driver before it is cancelled with `no_driver`.
+    pub max_wait_ms: i64,
+}
+
+/// What the engine asks the service to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Ride(RideEvent),
+    Log(DispatchEvent),
+}
+
+/// Whether a record is replayed to rebuild state, or processed live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Rebuilding after an assignment: learn the state, decide and publish nothing.
+    Replay,
+    Live,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("ride {ride}: pickup cell {cell:?} is not an H3 cell")]
+    BadCell { ride: String, cell: String },
+    #[error("driver {driver}: {reason}")]
+    BadPosition { driver: String, reason: String },
+}
+
+/// Counts of what happened, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub offers: u64,
+    pub declined: u64,
+    pub expired: u64,
+    pub assigned: u64,
+    pub no_driver: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Offer {
+    offer_id: String,
+    driver_id: String,
+    expires_at: Millis,
+    eta_secs: i32,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Waiting {
+        offer: Option<Offer>,
+        tried: BTreeSet<String>,
+        attempt: i32,
+    },
+    Assigned {
+        driver_id: String,
+    },
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct Ride {
+    request: RideRequested,
+    cell: CellIndex,
+    partition: i32,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone)]
+struct DriverInfo {
+    vehicle: Vehicle,
+    product: Product,
+    status: DriverStatus,
+    partitions: BTreeSet<i32>,
+    /// Event time of the last status saying the driver is free of any ride.
+    free_since: Millis,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    city: City,
+    timing: Timing,
+    supply: Supply,
+    drivers: HashMap<String, DriverInfo>,
+    rides: HashMap<String, Ride>,
+    /// Rides waiting for a driver, oldest first.
+    waiting: BTreeSet<(Millis, String)>,
+    /// Driver of each assignment in force, with its event time.
+    assignments: HashMap<String, (String, Millis)>,
+    tally: Tally,
+}
+
+pub fn product_code(p: Product) -> u8 {
+    match p {
+        Product::Economy => 0,
+        Product::Comfort => 1,
+        Product::Xl => 2,
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Engine {
+    pub fn new(city: City, timing: Timing) -> Self {
+        Self {
+            city,
+            timing,
+            supply: Supply::default(),
+            drivers: HashMap::new(),
+            rides: HashMap::new(),
+            waiting: BTreeSet::new(),
+            assignments: HashMap::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    pub fn tally(&self) -> Tally {
+        self.tally
+    }
+
+    /// Rides waiting for a driver.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn drivers(&self) -> usize {
+        self.drivers.len()
+    }
+
+    /// Applies one dispatch-log record from `partition`.
+    pub fn on_dispatch(
+        &mut self,
+        partition: i32,
+        event: DispatchEvent,
+        now: Millis,
+        mode: Mode,
+    ) -> Result<Vec<Output>, EngineError> {
+        match event {
+            DispatchEvent::Requested(r) => self.on_request(partition, r, now, mode),
+            DispatchEvent::Assigned(a) => {
+                self.on_assigned_marker(partition, a);
+                Ok(Vec::new())
+            }
+            DispatchEvent::Cancelled(c) => Ok(self.on_cancel(c, now, mode)),
+        }
+    }
+
+    /// Applies one driver-supply record from `partition`.
+    pub fn on_supply(
+        &mut self,
+        partition: i32,
+        event: SupplyEvent,
+        now: Millis,
+        mode: Mode,
+    ) -> Result<Vec<Output>, EngineError> {
+        match event {
+            SupplyEvent::Status(s) => self.on_status(partition, s, now, mode),
+            SupplyEvent::Location(l) => {
+                if let Some(info) = self.drivers.get(&l.driver_id) {
+                    let available = info.status == DriverStatus::Available;
+                    let product = product_code(info.product);
+                    let cell = self.locate(&l.driver_id, l.position.lat, l.position.lng)?;
+                    self.put_driver(
+                        &l.driver_id,
+                        Driver {
+                            position: (l.position.lat, l.position.lng),
+                            cell,
+                            product,
+                            available,
+                        },
+                    );
+                }
+                Ok(Vec::new())
+            }
+            // Answers are decisions in flight: a new owner re-offers instead of replaying them.
+            SupplyEvent::Answer(a) if mode == Mode::Live => Ok(self.on_answer(a, now)),
+            SupplyEvent::Answer(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Records a driver's position, keeping it reserved while an assignment is in force.
+    fn put_driver(&mut self, id: &str, driver: Driver) {
+        self.supply.upsert(id, driver);
+        if let Some((ride, _)) = self.assignments.get(id) {
+            let _ = self.supply.reserve(ride, id);
+        }
+    }
+
+    fn locate(&self, driver: &str, lat: f64, lng: f64) -> Result<CellIndex, EngineError> {
+        self.city
+            .locate(lat, lng)
+            .map(|z| z.cell)
+            .map_err(|e| EngineError::BadPosition {
+                driver: driver.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn on_request(
+        &mut self,
+        partition: i32,
+        r: RideRequested,
+        now: Millis,
+        mode: Mode,
+    ) -> Result<Vec<Output>, EngineError> {
+        if self.rides.contains_key(&r.ride_id) {
+            return Ok(Vec::new());
+        }
+        let cell: CellIndex = r.pickup_cell.parse().map_err(|_| EngineError::BadCell {
+            ride: r.ride_id.clone(),
+            cell: r.pickup_cell.clone(),
+        })?;
+        self.waiting.insert((r.occurred_at, r.ride_id.clone()));
+        let ride_id = r.ride_id.clone();
+        self.rides.insert(
+            ride_id.clone(),
+            Ride {
+                request: r,
+                cell,
+                partition,
+                phase: Phase::Waiting {
+                    offer: None,
+                    tried: BTreeSet::new(),
+                    attempt: 0,
+                },
+            },
+        );
+        Ok(match mode {
+            Mode::Live => self.try_offer(&ride_id, now).into_iter().collect(),
+            Mode::Replay => Vec::new(),
+        })
+    }
+
+    fn on_assigned_marker(&mut self, partition: i32, a: DriverAssigned) {
+        let Some(ride) = self.rides.get_mut(&a.ride_id) else {
+            // The request is older than the replay window: only the driver's state matters.
+            self.hold_driver(&a.driver_id, &a.ride_id, a.occurred_at);
+            return;
+        };
+        ride.partition = partition;
+        if let Phase::Assigned { driver_id } = &ride.phase
+            && *driver_id == a.driver_id
+        {
+            return;
+        }
+        let key = (ride.request.occurred_at, a.ride_id.clone());
+        ride.phase = Phase::Assigned {
+            driver_id: a.driver_id.clone(),
+        };
+        self.waiting.remove(&key);
+        self.supply.release(&a.ride_id);
+        self.hold_driver(&a.driver_id, &a.ride_id, a.occurred_at);
+    }
+
+    /// Keeps `driver` reserved for `ride` until a later status says the driver is free.
+    fn hold_driver(&mut self, driver: &str, ride: &str, at: Millis) {
+        let free_after = self.drivers.get(driver).is_some_and(|d| d.free_since > at);
+        if free_after {
+            return;
+        }
+        self.assignments
+            .insert(driver.to_owned(), (ride.to_owned(), at));
+        // Reserving can fail when the driver is unknown here (supply not replayed yet); the
+        // assignment map still keeps the driver out of matching once it appears.
+        let _ = self.supply.reserve(ride, driver);
+    }
+
+    fn on_cancel(&mut self, c: RideCancelled, now: Millis, mode: Mode) -> Vec<Output> {
+        let ride_id = c.ride_id.clone();
+        let phase = self.rides.get(&ride_id).map(|r| r.phase.clone());
+        let driver = match &phase {
+            Some(Phase::Assigned { driver_id }) => Some(driver_id.clone()),
+            _ => None,
+        };
+        self.close(&ride_id);
+        if let Some(d) = &driver {
+            self.assignments.remove(d);
+        }
+        // Dispatch's own cancellations are markers; a rider's request is acted on here.
+        if mode == Mode::Replay
+            || c.by != CancelledBy::Rider
+            || matches!(phase, Some(Phase::Closed))
+        {
+            return Vec::new();
+        }
+        vec![Output::Ride(RideEvent::RideCancelled(RideCancelled {
+            event_id: new_id(),
+            occurred_at: now,
+            driver_id: driver.or(c.driver_id),
+            region: String::new(),
+            ..c
+        }))]
+    }
+
+    /// Takes a ride out of matching and frees whatever it held.
+    fn close(&mut self, ride_id: &str) {
+        if let Some(ride) = self.rides.get_mut(ride_id) {
+            self.waiting
+                .remove(&(ride.request.occurred_at, ride_id.to_owned()));
+            ride.phase = Phase::Closed;
+        }
+        self.supply.release(ride_id);
+    }
+
+    fn on_status(
+        &mut self,
+        partition: i32,
+        s: DriverStatusChanged,
+        _now: Millis,
+        _mode: Mode,
+    ) -> Result<Vec<Output>, EngineError> {
+        let free = matches!(s.status, DriverStatus::Available | DriverStatus::Offline);
+        if s.status == DriverStatus::Offline {
+            self.supply.remove(&s.driver_id);
+        } else {
+            let cell = self.locate(&s.driver_id, s.position.lat, s.position.lng)?;
+            self.put_driver(
+                &s.driver_id,
+                Driver {
+                    position: (s.position.lat, s.position.lng),
+                    cell,
+                    product: product_code(s.product),
+                    available: s.status == DriverStatus::Available,
+                },
+            );
+        }
+        let info = self
+            .drivers
+            .entry(s.driver_id.clone())
+            .or_insert_with(|| DriverInfo {
+                vehicle: s.vehicle.clone(),
+                product: s.product,
+                status: s.status,
+                partitions: BTreeSet::new(),
+                free_since: Millis(i64::MIN),
+            });
+        info.vehicle = s.vehicle;
+        info.product = s.product;
+        info.status = s.status;
+        info.partitions.insert(partition);
+        if free {
+            info.free_since = info.free_since.max(s.occurred_at);
+            // A free status after an assignment means that ride is over for the driver.
+            if let Some((ride, at)) = self.assignments.get(&s.driver_id).cloned()
+                && at < s.occurred_at
+            {
+                self.assignments.remove(&s.driver_id);
+                if self.supply.ride_of(&s.driver_id) == Some(ride.as_str()) {
+                    self.supply.release(&ride);
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_answer(&mut self, a: OfferAnswered, now: Millis) -> Vec<Output> {
+        let Some(ride) = self.rides.get(&a.ride_id) else {
+            return Vec::new();
+        };
+        let Phase::Waiting { offer, .. } = &ride.phase else {
+            return Vec::new();
+        };
+        let current = offer.as_ref().is_some_and(|o| o.offer_id == a.offer_id);
+        match a.answer {
+            OfferAnswer::Accepted if current => self.assign(&a.ride_id, &a.driver_id, now),
+            // An answer to an offer made by the region's previous owner: taken if the driver
+            // is free and this instance has no offer of its own out for the ride.
+            OfferAnswer::Accepted
+                if offer.is_none()
+                    && self.supply.ride_of(&a.driver_id).is_none()
+                    && !self.assignments.contains_key(&a.driver_id)
+                    && self.supply.reserve(&a.ride_id, &a.driver_id).is_ok() =>
+            {
+                self.assign(&a.ride_id, &a.driver_id, now)
+            }
+            OfferAnswer::Declined | OfferAnswer::Expired if current => {
+                self.tally.declined += 1;
+                let mut out = self.lapse(&a.ride_id, a.answer, now);
+                out.extend(self.try_offer(&a.ride_id, now));
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn assign(&mut self, ride_id: &str, driver_id: &str, now: Millis) -> Vec<Output> {
+        let Some(ride) = self.rides.get_mut(ride_id) else {
+            return Vec::new();
+        };
+        let eta = match &ride.phase {
+            Phase::Waiting { offer: Some(o), .. } if o.driver_id == driver_id => o.eta_secs,
+            _ => 0,
+        };
+        let Some(info) = self.drivers.get(driver_id) else {
+            self.supply.release(ride_id);
+            return Vec::new();
+        };
+        ride.phase = Phase::Assigned {
+            driver_id: driver_id.to_owned(),
+        };
+        self.waiting
+            .remove(&(ride.request.occurred_at, ride_id.to_owned()));
+        self.assignments
+            .insert(driver_id.to_owned(), (ride_id.to_owned(), now));
+        self.tally.assigned += 1;
+        let assigned = DriverAssigned {
+            event_id: new_id(),
+            occurred_at: now,
+            ride_id: ride_id.to_owned(),
+            rider_id: ride.request.rider_id.clone(),
+            driver_id: driver_id.to_owned(),
+            vehicle: info.vehicle.clone(),
+            pickup_eta_secs: eta,
+            region: ride.request.region.clone(),
+        };
+        vec![
+            Output::Log(DispatchEvent::Assigned(assigned.clone())),
+            Output::Ride(RideEvent::DriverAssigned(assigned)),
+        ]
+    }
+
+    /// Ends the current offer of a waiting ride and frees its driver for others.
+    fn lapse(&mut self, ride_id: &str, answer: OfferAnswer, now: Millis) -> Vec<Output> {
+        let Some(ride) = self.rides.get_mut(ride_id) else {
+            return Vec::new();
+        };
+        let Phase::Waiting { offer, tried, .. } = &mut ride.phase else {
+            return Vec::new();
+        };
+        let Some(o) = offer.take() else {
+            return Vec::new();
+        };
+        tried.insert(o.driver_id.clone());
+        self.supply.release(ride_id);
+        vec![Output::Ride(RideEvent::OfferAnswered(OfferAnswered {
+            event_id: new_id(),
+            occurred_at: now,
+            ride_id: ride_id.to_owned(),
+            offer_id: o.offer_id,
+            driver_id: o.driver_id,
+            answer,
+            region: ride.request.region.clone(),
+        }))]
+    }
+
+    /// Offers a waiting ride with no offer out to the best driver not yet tried.
+    fn try_offer(&mut self, ride_id: &str, now: Millis) -> Option<Output> {
+        let ride = self.rides.get(ride_id)?;
+        let Phase::Waiting {
+            offer: None, tried, ..
+        } = &ride.phase
+        else {
+            return None;
+        };
+        let r = &ride.request;
+        let found = self.supply.best(
+            (r.pickup.lat, r.pickup.lng),
+            ride.cell,
+            product_code(r.product),
+            self.city.match_rings,
+            tried,
+        )?;
+        self.supply.reserve(ride_id, &found.driver_id).ok()?;
+        let ride = self.rides.get_mut(ride_id)?;
+        let Phase::Waiting { offer, attempt, .. } = &mut ride.phase else {
+            return None;
+        };
+        *attempt += 1;
+        let sent = OfferSent {
+            event_id: new_id(),
+            occurred_at: now,
+            ride_id: ride_id.to_owned(),
+            offer_id: new_id(),
+            driver_id: found.driver_id.clone(),
+            attempt: *attempt,
+            pickup_eta_secs: found.pickup_eta_secs,
+            expires_at: Millis(now.0 + self.timing.offer_timeout_ms),
+            region: ride.request.region.clone(),
+            pickup: Some(ride.request.pickup),
+            dropoff: Some(ride.request.dropoff),
+        };
+        *offer = Some(Offer {
+            offer_id: sent.offer_id.clone(),
+            driver_id: found.driver_id,
+            expires_at: sent.expires_at,
+            eta_secs: found.pickup_eta_secs,
+        });
+        self.tally.offers += 1;
+        Some(Output::Ride(RideEvent::OfferSent(sent)))
+    }
+
+    /// Expires offers, gives up on rides that waited too long, and offers waiting rides to
+    /// drivers who have become free. Oldest rides go first.
+    pub fn tick(&mut self, now: Millis) -> Vec<Output> {
+        let mut out = Vec::new();
+        let waiting: Vec<(Millis, String)> = self.waiting.iter().cloned().collect();
+        for (requested_at, ride_id) in waiting {
+            let Some(Ride {
+                phase: Phase::Waiting { offer, .. },
+                ..
+            }) = self.rides.get(&ride_id)
+            else {
+                continue;
+            };
+            if offer.as_ref().is_some_and(|o| o.expires_at <= now) {
+                self.tally.expired += 1;
+                out.extend(self.lapse(&ride_id, OfferAnswer::Expired, now));
+            }
+            let offered = matches!(
+                self.rides.get(&ride_id).map(|r| &r.phase),
+                Some(Phase::Waiting { offer: Some(_), .. })
+            );
+            if offered {
+                continue;
+            }
+            if now.0 - requested_at.0 >= self.timing.max_wait_ms {
+                out.extend(self.give_up(&ride_id, now));
+            } else {
+                out.extend(self.try_offer(&ride_id, now));
+            }
+        }
+        out
+    }
+
+    fn give_up(&mut self, ride_id: &str, now: Millis) -> Vec<Output> {
+        let Some(ride) = self.rides.get(ride_id) else {
+            return Vec::new();
+        };
+        let cancelled = RideCancelled {
+            event_id: new_id(),
+            occurred_at: now,
+            ride_id: ride_id.to_owned(),
+            rider_id: ride.request.rider_id.clone(),
+            driver_id: None,
+            by: CancelledBy::System,
+            reason: NO_DRIVER.into(),
+            region: ride.request.region.clone(),
+        };
+        self.close(ride_id);
+        self.tally.no_driver += 1;
+        vec![
+            Output::Log(DispatchEvent::Cancelled(cancelled.clone())),
+            Output::Ride(RideEvent::RideCancelled(RideCancelled {
+                region: String::new(),
+                ..cancelled
+            })),
+        ]
+    }
+
+    /// Forgets the rides and drivers of partitions this instance no longer owns. Their new
+    /// owner rebuilds them from the log.
+    pub fn revoke(&mut self, partitions: &BTreeSet<i32>) {
+        let lost: Vec<String> = self
+            .rides
+            .iter()
+            .filter(|(_, r)| partitions.contains(&r.partition))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for ride_id in lost {
+            self.close(&ride_id);
+            if let Some(ride) = self.rides.remove(&ride_id)
+                && let Phase::Assigned { driver_id } = ride.phase
+            {
+                self.assignments.remove(&driver_id);
+            }
+        }
+        let gone: Vec<String> = self
+            .drivers
+            .iter_mut()
+            .filter_map(|(id, d)| {
+                for p in partitions {
+                    d.partitions.remove(p);
+                }
+                d.partitions.is_empty().then(|| id.clone())
+            })
+            .collect();
+        for id in gone {
+            self.drivers.remove(&id);
+            self.supply.remove(&id);
+            if let Some((ride, _)) = self.assignments.remove(&id) {
+                self.supply.release(&ride);
+            }
+        }
+    }
+
+    /// Forgets settled rides requested before `before`; late records about them are ignored.
+    pub fn forget_settled(&mut self, before: Millis) {
+        self.rides.retain(|_, r| {
+            !(r.request.occurred_at < before && !matches!(r.phase, Phase::Waiting { .. }))
+        });
+    }
+}
+
+/// Which partitions of the dispatch inputs this instance owns, by topic.
+pub type Owned = BTreeMap<String, BTreeSet<i32>>;

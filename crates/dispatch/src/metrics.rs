@@ -1,0 +1,56 @@
+//! Dispatch metrics. Labels are outcomes only, never ride or driver ids.
+
+use std::sync::LazyLock;
+
+use bimride_events::RideEvent;
+use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
+
+use crate::engine::Output;
+
+pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "bimride_dispatch_decisions_total",
+        "Dispatch decisions published, by kind: offer, declined, expired, assigned, cancelled.",
+        &["decision"]
+    )
+    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
+});
+
+pub static WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "bimride_dispatch_waiting_rides",
+        "Rides waiting for a driver in this instance's regions."
+    )
+    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
+});
+
+pub static DRIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "bimride_dispatch_known_drivers",
+        "Drivers known in this instance's regions."
+    )
+    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
+});
+
+pub static OWNED_PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "bimride_dispatch_owned_partitions",
+        "Partitions of the dispatch inputs this instance owns."
+    )
+    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
+});
+
+pub fn count(output: &Output) {
+    let decision = match output {
+        Output::Log(_) => return,
+        Output::Ride(RideEvent::OfferSent(_)) => "offer",
+        Output::Ride(RideEvent::OfferAnswered(a)) => match a.answer {
+            bimride_events::OfferAnswer::Declined => "declined",
+            _ => "expired",
+        },
+        Output::Ride(RideEvent::DriverAssigned(_)) => "assigned",
+        Output::Ride(RideEvent::RideCancelled(_)) => "cancelled",
+        Output::Ride(_) => "other",
+    };
+    DECISIONS.with_label_values(&[decision]).inc();
+}

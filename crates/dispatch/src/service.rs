@@ -1,0 +1,476 @@
+//! Dispatch on Kafka: one consumer in the dispatch group reads both co-partitioned inputs,
+//! feeds the engine, and publishes what it decides.
+//!
+//! - The range assignor gives a member the same partition numbers of both topics, so an
+//!   instance sees all the demand and all the supply of the regions it owns.
+//! - On assignment, the new partitions' state is rebuilt from the log before live records
+//!   are processed: requests and supply within the replay window up to the committed offset,
+//!   plus the assignments and cancellations already written past it.
+//! - A record's offset is stored only once everything it caused is acknowledged, in order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bimride_domain::City;
+use bimride_events::{Codec, DispatchEvent, Millis, SupplyEvent, Topic};
+use bimride_kafka::dead_letter::{self, DeadLetter};
+use bimride_kafka::producer::Delivery;
+use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError, Mode, Output, Timing};
+use crate::{DispatchSettings, metrics};
+
+const REQUESTS: &str = Topic::RideRequests.name();
+const SUPPLY: &str = Topic::DriverSupply.name();
+/// Records whose effects are still being acknowledged; past this the loop stops reading.
+const MAX_IN_FLIGHT: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("publishing a decision failed: {0}")]
+    Publish(#[from] ProduceError),
+    #[error("rebuilding state failed: {0}")]
+    Rebuild(String),
+}
+
+#[derive(Debug)]
+enum Change {
+    Assigned(BTreeSet<i32>),
+    Revoked(BTreeSet<i32>),
+}
+
+struct Ctx {
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+fn partitions(list: &TopicPartitionList) -> BTreeSet<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(error = %e, "commit on revoke failed");
+            }
+            let _ = self.changes.send(Change::Revoked(partitions(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let _ = self.changes.send(Change::Assigned(partitions(list)));
+        }
+    }
+}
+
+type Acked = Pin<Box<dyn Future<Output = Result<(String, i32, i64), ProduceError>> + Send>>;
+
+struct Dispatcher {
+    consumer: Arc<StreamConsumer<Ctx>>,
+    codec: Arc<Codec>,
+    producer: EventProducer,
+    kafka: KafkaConfig,
+    settings: DispatchSettings,
+    engine: Engine,
+    owned: BTreeSet<i32>,
+}
+
+/// Runs one dispatch instance until `shutdown` is cancelled.
+pub async fn run(
+    kafka: &KafkaConfig,
+    codec: Arc<Codec>,
+    city: City,
+    settings: DispatchSettings,
+    shutdown: CancellationToken,
+) -> Result<(), DispatchError> {
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let consumer: StreamConsumer<Ctx> = kafka
+        .consumer(&settings.group)
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(Ctx { changes: tx })?;
+    consumer.subscribe(&[REQUESTS, SUPPLY])?;
+    let timing = Timing {
+        offer_timeout_ms: settings.offer_timeout_ms as i64,
+        max_wait_ms: settings.max_wait_ms as i64,
+    };
+    let mut d = Dispatcher {
+        consumer: Arc::new(consumer),
+        producer: EventProducer::new(kafka, Arc::clone(&codec))?,
+        codec,
+        kafka: kafka.clone(),
+        engine: Engine::new(city, timing),
+        settings,
+        owned: BTreeSet::new(),
+    };
+    tracing::info!(group = %d.settings.group, "dispatch started");
+    let mut acks: FuturesOrdered<Acked> = FuturesOrdered::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(d.settings.tick_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let consumer = Arc::clone(&d.consumer);
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            Some(acked) = acks.next(), if !acks.is_empty() => match acked {
+                Ok((topic, partition, offset)) => {
+                    // librdkafka commits `offset + 1` itself.
+                    let _ = d.consumer.store_offset(&topic, partition, offset);
+                }
+                Err(e) => break Err(e.into()),
+            },
+            _ = ticker.tick() => {
+                let now = Millis::now();
+                let outputs = d.engine.tick(now);
+                d.engine.forget_settled(Millis(now.0 - d.settings.replay_window_secs as i64 * 1000));
+                // Timer decisions have no input offset: a new owner re-derives them.
+                let pending = d.publish(outputs).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = wait_all(pending).await {
+                        tracing::warn!(error = %e, "timer decision not acknowledged");
+                    }
+                });
+                metrics::WAITING.set(d.engine.waiting() as i64);
+                metrics::DRIVERS.set(d.engine.drivers() as i64);
+            }
+            m = consumer.recv(), if acks.len() < MAX_IN_FLIGHT => {
+                while let Ok(change) = changes.try_recv() {
+                    d.apply_change(change).await?;
+                }
+                match m {
+                    Ok(m) => {
+                        let m = m.detach();
+                        if let Some(acked) = d.process(m).await? {
+                            acks.push_back(acked);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+        }
+    };
+    // Let what was decided land, then commit what it covers.
+    while let Some(acked) = acks.next().await {
+        if let Ok((topic, partition, offset)) = acked {
+            let _ = d.consumer.store_offset(&topic, partition, offset);
+        }
+    }
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+            .await
+            .map_err(|e| DispatchError::Rebuild(e.to_string()))?;
+    if let Err(e) = committed
+        && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+    {
+        tracing::warn!(error = %e, "final commit failed");
+    }
+    tracing::info!(tally = ?d.engine.tally(), "dispatch stopped");
+    result
+}
+
+async fn wait_all(pending: Vec<Delivery>) -> Result<(), ProduceError> {
+    for p in pending {
+        p.wait().await?;
+    }
+    Ok(())
+}
+
+enum Input {
+    Dispatch(DispatchEvent),
+    Supply(SupplyEvent),
+}
+
+impl Dispatcher {
+    async fn apply_change(&mut self, change: Change) -> Result<(), DispatchError> {
+        match change {
+            Change::Revoked(parts) => {
+                self.engine.revoke(&parts);
+                self.owned.retain(|p| !parts.contains(p));
+                tracing::info!(partitions = ?parts, "regions handed off");
+            }
+            Change::Assigned(parts) => {
+                let new: BTreeSet<i32> = parts.difference(&self.owned).copied().collect();
+                self.owned.extend(parts.iter().copied());
+                if !new.is_empty() {
+                    let replayed = self.rebuild(&new).await?;
+                    tracing::info!(partitions = ?new, replayed, waiting = self.engine.waiting(), drivers = self.engine.drivers(), "regions taken over and rebuilt");
+                }
+            }
+        }
+        metrics::OWNED_PARTITIONS.set(self.owned.len() as i64);
+        Ok(())
+    }
+
+    async fn decode(&self, topic: &str, bytes: &[u8]) -> Result<Input, bimride_events::CodecError> {
+        Ok(if topic == REQUESTS {
+            Input::Dispatch(self.codec.decode(bytes).await?)
+        } else {
+            Input::Supply(self.codec.decode(bytes).await?)
+        })
+    }
+
+    fn apply(
+        &mut self,
+        partition: i32,
+        input: Input,
+        mode: Mode,
+    ) -> Result<Vec<Output>, EngineError> {
+        let now = Millis::now();
+        match input {
+            Input::Dispatch(e) => self.engine.on_dispatch(partition, e, now, mode),
+            Input::Supply(e) => self.engine.on_supply(partition, e, now, mode),
+        }
+    }
+
+    /// Handles one live record; returns the future that resolves once its effects are durable.
+    async fn process(&mut self, m: OwnedMessage) -> Result<Option<Acked>, DispatchError> {
+        let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+        if !self.owned.contains(&partition) {
+            return Ok(None);
+        }
+        bimride_kafka::metrics::CONSUMED
+            .with_label_values(&[&topic])
+            .inc();
+        let decoded = loop {
+            let Some(bytes) = m.payload() else {
+                break Err(("empty_payload", "record has no value".to_owned()));
+            };
+            match self.decode(&topic, bytes).await {
+                Ok(input) => break Ok(input),
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(topic, partition, offset, error = %e, "decode failed; retrying");
+                    bimride_kafka::metrics::RETRIES
+                        .with_label_values(&[&topic])
+                        .inc();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => break Err((e.reason(), e.to_string())),
+            }
+        };
+        let outputs = decoded.and_then(|input| {
+            self.apply(partition, input, Mode::Live)
+                .map_err(|e| ("invalid_record", e.to_string()))
+        });
+        let pending = match outputs {
+            Ok(outputs) => self.publish(outputs).await?,
+            Err((reason, error)) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    reason,
+                    error,
+                    "dead-lettering record"
+                );
+                let letter = DeadLetter {
+                    reason: reason.to_owned(),
+                    error,
+                    source_topic: topic.clone(),
+                    source_partition: partition,
+                    source_offset: offset,
+                    group: self.settings.group.clone(),
+                    dead_lettered_at_ms: Millis::now().0,
+                };
+                let dlq = Topic::from_name(&topic)
+                    .map_or_else(|| format!("{topic}.dlq"), |t| t.dead_letter().to_owned());
+                // The dead letter must be durable before the offset moves past the record.
+                dead_letter::publish(self.producer.inner(), &dlq, m.key(), m.payload(), &letter)
+                    .await
+                    .map_err(DispatchError::Kafka)?;
+                Vec::new()
+            }
+        };
+        Ok(Some(Box::pin(async move {
+            wait_all(pending).await?;
+            Ok((topic, partition, offset))
+        })))
+    }
+
+    /// Queues every output; the deliveries resolve once the brokers acknowledge.
+    async fn publish(&self, outputs: Vec<Output>) -> Result<Vec<Delivery>, ProduceError> {
+        let mut pending = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            metrics::count(&output);
+            pending.push(match &output {
+                // The dispatch log first: a new owner must see the decision it replays.
+                Output::Log(e) => self.producer.send(e).await?,
+                Output::Ride(e) => self.producer.send(e).await?,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Replays the new partitions' history into the engine. Returns the records replayed.
+    async fn rebuild(&mut self, parts: &BTreeSet<i32>) -> Result<usize, DispatchError> {
+        let consumer = Arc::clone(&self.consumer);
+        let kafka = self.kafka.clone();
+        let group = self.settings.group.clone();
+        let window = Duration::from_secs(self.settings.replay_window_secs);
+        let parts_list: Vec<i32> = parts.iter().copied().collect();
+        let history = tokio::task::spawn_blocking(move || {
+            read_history(&consumer, &kafka, &group, &parts_list, window)
+        })
+        .await
+        .map_err(|e| DispatchError::Rebuild(e.to_string()))??;
+        // Supply first, so that replayed assignments find their drivers.
+        let mut replayed = 0;
+        for only_supply in [true, false] {
+            for h in history
+                .iter()
+                .filter(|h| (h.topic == SUPPLY) == only_supply)
+            {
+                let Ok(input) = self.decode(&h.topic, &h.payload).await else {
+                    continue;
+                };
+                // Past the committed offset only dispatch's own decisions are taken: the
+                // rest is processed live.
+                let take = h.before_committed
+                    || matches!(
+                        &input,
+                        Input::Dispatch(DispatchEvent::Assigned(_))
+                            | Input::Dispatch(DispatchEvent::Cancelled(
+                                bimride_events::RideCancelled {
+                                    by: bimride_events::CancelledBy::System,
+                                    ..
+                                }
+                            ))
+                    );
+                if take {
+                    let _ = self.apply(h.partition, input, Mode::Replay);
+                    replayed += 1;
+                }
+            }
+        }
+        Ok(replayed)
+    }
+}
+
+struct Historic {
+    topic: String,
+    partition: i32,
+    payload: Vec<u8>,
+    before_committed: bool,
+}
+
+/// Reads both inputs' partitions from the start of the replay window to their ends.
+fn read_history(
+    group_consumer: &StreamConsumer<Ctx>,
+    kafka: &KafkaConfig,
+    group: &str,
+    parts: &[i32],
+    window: Duration,
+) -> Result<Vec<Historic>, DispatchError> {
+    let timeout = Duration::from_secs(10);
+    let mut tpl = TopicPartitionList::new();
+    for topic in [REQUESTS, SUPPLY] {
+        for p in parts {
+            tpl.add_partition(topic, *p);
+        }
+    }
+    let committed = group_consumer.committed_offsets(tpl.clone(), timeout)?;
+    let reader: BaseConsumer = kafka
+        .consumer(&format!("{group}-replay"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let since = Millis::now().0 - window.as_millis() as i64;
+    let mut times = TopicPartitionList::new();
+    for e in tpl.elements() {
+        times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since))?;
+    }
+    let starts: HashMap<(String, i32), i64> = match reader.offsets_for_times(times, timeout) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "offsets by time unavailable; replaying from the start");
+            HashMap::new()
+        }
+    };
+    let mut ends = HashMap::new();
+    let mut assign = TopicPartitionList::new();
+    for e in committed.elements() {
+        let key = (e.topic().to_owned(), e.partition());
+        let (low, high) = reader.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let committed_at = match e.offset() {
+            Offset::Offset(o) => o,
+            // Nothing committed: the group starts at the beginning, so there is no past.
+            _ => low,
+        };
+        let start = starts.get(&key).copied().unwrap_or(low).max(low);
+        if start < high {
+            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
+            ends.insert(key, (committed_at, high));
+        }
+    }
+    let mut history = Vec::new();
+    if ends.is_empty() {
+        return Ok(history);
+    }
+    reader.assign(&assign)?;
+    let mut open: BTreeSet<(String, i32)> = ends.keys().cloned().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_owned(), m.partition());
+                let Some(&(committed_at, high)) = ends.get(&key) else {
+                    continue;
+                };
+                if m.offset() < high {
+                    history.push(Historic {
+                        topic: key.0.clone(),
+                        partition: m.partition(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        before_committed: m.offset() < committed_at,
+                    });
+                }
+                if m.offset() + 1 >= high {
+                    open.remove(&key);
+                }
+            }
+            // The end of a partition with gaps (compaction, control records) shows as EOF.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                for e in reader.position()?.elements() {
+                    let key = (e.topic().to_owned(), e.partition());
+                    if let (Offset::Offset(at), Some(&(_, high))) = (e.offset(), ends.get(&key))
+                        && at >= high
+                    {
+                        open.remove(&key);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    if !open.is_empty() {
+        return Err(DispatchError::Rebuild(format!(
+            "partitions {open:?} not read to their end in time"
+        )));
+    }
+    Ok(history)
+}

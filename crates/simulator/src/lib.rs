@@ -1,0 +1,285 @@
+//! A living city: a fleet of drivers whose apps publish supply and drive the rides dispatch
+//! gives them, and riders who book through the real HTTP API at a steady rate.
+//!
+//! - [`fleet`]: the drivers, as pure state.
+//! - [`run`]: the fleet and the riders on Kafka and HTTP.
+
+pub mod fleet;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bimride_domain::City;
+use bimride_events::{Codec, RideEvent};
+use bimride_kafka::producer::Delivery;
+use bimride_kafka::{
+    ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
+    consumer,
+};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Fleet, FleetSettings, Out};
+
+/// Simulator settings, from flags with environment fallbacks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimSettings {
+    /// Drivers in the fleet.
+    #[arg(long = "drivers", env = "BIMRIDE_SIM_DRIVERS", default_value_t = 80)]
+    pub drivers: usize,
+    /// Rider bookings per second through the API; 0 books nothing.
+    #[arg(
+        long = "booking-rate",
+        env = "BIMRIDE_SIM_BOOKING_RATE",
+        default_value_t = 2.0
+    )]
+    pub booking_rate: f64,
+    /// Share of offers an idle driver accepts, 0 to 1.
+    #[arg(
+        long = "accept-ratio",
+        env = "BIMRIDE_SIM_ACCEPT_RATIO",
+        default_value_t = 0.85
+    )]
+    pub accept_ratio: f64,
+    /// Simulated seconds per real second, so that trips end while you watch.
+    #[arg(long = "speedup", env = "BIMRIDE_SIM_SPEEDUP", default_value_t = 10.0)]
+    pub speedup: f64,
+    /// Base URL of the trip API riders book through.
+    #[arg(
+        long = "api-url",
+        env = "BIMRIDE_SIM_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub api_url: String,
+    /// Seed of the simulation's randomness.
+    #[arg(long = "sim-seed", env = "BIMRIDE_SIM_SEED", default_value_t = 7)]
+    pub seed: u64,
+    /// Prefix of driver and rider ids, unique per simulator.
+    #[arg(long = "sim-id", env = "BIMRIDE_SIM_ID", default_value = "sim")]
+    pub id: String,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        Self {
+            drivers: 80,
+            booking_rate: 2.0,
+            accept_ratio: 0.85,
+            speedup: 10.0,
+            api_url: "http://127.0.0.1:8080".into(),
+            seed: 7,
+            id: "sim".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid simulator settings: {0}")]
+    Settings(&'static str),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Consume(#[from] ConsumerError),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl SimSettings {
+    pub fn validate(&self) -> Result<(), SimError> {
+        if self.drivers > 100_000 {
+            return Err(SimError::Settings("at most 100000 drivers"));
+        }
+        if !(self.booking_rate.is_finite() && (0.0..=100_000.0).contains(&self.booking_rate)) {
+            return Err(SimError::Settings(
+                "the booking rate must be 0 to 100000 per second",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.accept_ratio) {
+            return Err(SimError::Settings(
+                "the accept ratio must be between 0 and 1",
+            ));
+        }
+        if !(self.speedup.is_finite() && (0.1..=1000.0).contains(&self.speedup)) {
+            return Err(SimError::Settings("the speedup must be 0.1 to 1000"));
+        }
+        if reqwest::Url::parse(&self.api_url).is_err() {
+            return Err(SimError::Settings("the API URL is not a URL"));
+        }
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(SimError::Settings(
+                "the simulator id must be letters, digits and dashes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes the fleet's events, all in flight at once; failures are logged, as a phone
+/// app's would be retried by the next update.
+async fn publish(producer: &EventProducer, out: Vec<Out>) {
+    let mut pending: Vec<Delivery> = Vec::with_capacity(out.len());
+    for o in out {
+        let sent = match &o {
+            Out::Supply(e) => producer.send(e).await,
+            Out::Ride(e) => producer.send(e).await,
+        };
+        match sent {
+            Ok(d) => pending.push(d),
+            Err(e) => tracing::warn!(error = %e, "simulator event not sent"),
+        }
+    }
+    tokio::spawn(async move {
+        for d in pending {
+            if let Err(e) = d.wait().await {
+                tracing::warn!(error = %e, "simulator event not delivered");
+            }
+        }
+    });
+}
+
+/// Runs the fleet and the riders until `shutdown`.
+pub async fn run(
+    kafka: &KafkaConfig,
+    codec: Arc<Codec>,
+    city: City,
+    settings: SimSettings,
+    shutdown: CancellationToken,
+) -> Result<(), SimError> {
+    settings.validate()?;
+    let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
+    let fleet = Arc::new(Mutex::new(Fleet::new(
+        city.clone(),
+        FleetSettings {
+            drivers: settings.drivers,
+            accept_ratio: settings.accept_ratio,
+            speedup: settings.speedup,
+            seed: settings.seed,
+        },
+        &settings.id,
+    )));
+    tracing::info!(
+        drivers = settings.drivers,
+        booking_rate = settings.booking_rate,
+        "simulator started"
+    );
+
+    // The drivers' apps hear about their rides from the ride events.
+    let mut options = ConsumerOptions::new(format!(
+        "bimride-sim-{}-{}",
+        settings.id,
+        uuid::Uuid::new_v4()
+    ));
+    options.from_latest = true;
+    let (handler_fleet, handler_producer) = (Arc::clone(&fleet), producer.clone());
+    let apps = consumer::run::<RideEvent, _>(
+        kafka,
+        codec,
+        options,
+        Arc::new(move |r: Record<RideEvent>| {
+            let out = handler_fleet
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .on_ride_event(&r.value);
+            let producer = handler_producer.clone();
+            async move {
+                publish(&producer, out).await;
+                Ok::<(), HandleError>(())
+            }
+        }),
+        shutdown.clone(),
+    );
+
+    let clock = {
+        let (fleet, producer, shutdown) = (Arc::clone(&fleet), producer.clone(), shutdown.clone());
+        async move {
+            let step = Duration::from_millis(250);
+            let mut ticker = tokio::time::interval(step);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let out = fleet.lock().unwrap_or_else(|p| p.into_inner()).tick(step);
+                publish(&producer, out).await;
+            }
+        }
+    };
+
+    let riders = riders(city, settings.clone(), shutdown.clone());
+    let (apps, (), riders) = tokio::join!(apps, clock, riders);
+    producer.flush(Duration::from_secs(5)).await?;
+    apps?;
+    riders?;
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
+/// Books rides at `booking_rate` through the API, open loop: a slow answer never slows the
+/// rate, up to a bound of bookings in flight.
+async fn riders(
+    city: City,
+    settings: SimSettings,
+    shutdown: CancellationToken,
+) -> Result<(), SimError> {
+    if settings.booking_rate <= 0.0 {
+        return Ok(());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("{}/v1/rides", settings.api_url.trim_end_matches('/'));
+    let mut rng = SmallRng::seed_from_u64(settings.seed.wrapping_add(1));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / settings.booking_rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            tracing::warn!("too many bookings in flight; skipping one");
+            continue;
+        };
+        n += 1;
+        let pickup = fleet::random_point(&city, &mut rng, 0.7);
+        let dropoff = fleet::random_point(&city, &mut rng, 0.9);
+        let product = match rng.random_range(0..10) {
+            0 => "xl",
+            1 | 2 => "comfort",
+            _ => "economy",
+        };
+        let body = serde_json::json!({
+            "rider_id": format!("{}-rider-{}", settings.id, rng.random_range(0..5_000)),
+            "pickup": { "lat": pickup.0, "lng": pickup.1 },
+            "dropoff": { "lat": dropoff.0, "lng": dropoff.1 },
+            "product": product,
+        });
+        let key = format!("{}-{n}", settings.id);
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match client
+                .post(&url)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = %r.status(), "booking refused"),
+                Err(e) => tracing::debug!(error = %e, "booking failed"),
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Rides booked over HTTP reach dispatch, which gives each exactly one driver or cancels it
+//! with `no_driver`, also when a dispatch instance leaves mid-run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bimride_dispatch::DispatchSettings;
+use bimride_domain::City;
+use bimride_events::{CancelledBy, RideEvent};
+use bimride_simulator::SimSettings;
+use bimride_tests::*;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+fn settings() -> DispatchSettings {
+    DispatchSettings {
+        offer_timeout_ms: 1_500,
+        max_wait_ms: 6_000,
+        tick_ms: 50,
+        ..DispatchSettings::default()
+    }
+}
+
+/// A fleet that answers offers but, at real speed, finishes no trip during a test, so every
+/// driver takes at most one ride.
+fn fleet(id: &str, drivers: usize) -> SimSettings {
+    SimSettings {
+        drivers,
+        booking_rate: 0.0,
+        accept_ratio: 0.9,
+        speedup: 1.0,
+        id: id.into(),
+        ..SimSettings::default()
+    }
+}
+
+/// Books `n` rides over HTTP, `first` onwards, spread over the centre; returns their ids.
+async fn book(api: &str, first: usize, n: usize) -> BTreeSet<String> {
+    let http = reqwest::Client::new();
+    let city = City::amsterdam();
+    let results: Vec<String> = futures::stream::iter(first..first + n)
+        .map(|i| {
+            let http = http.clone();
+            // A golden-angle spiral: even cover of a 3 km disc.
+            let angle = i as f64 * 2.399_963;
+            let r = 3_000.0 * ((i % 997) as f64 / 997.0).sqrt();
+            let at = |r: f64, a: f64| {
+                (
+                    city.centre_lat + r * a.cos() / 111_320.0,
+                    city.centre_lng
+                        + r * a.sin() / (111_320.0 * city.centre_lat.to_radians().cos()),
+                )
+            };
+            let (pickup, dropoff) = (at(r, angle), at(2_000.0, angle + 2.0));
+            let body = serde_json::json!({
+                "rider_id": format!("rider-{i}"),
+                "pickup": {"lat": pickup.0, "lng": pickup.1},
+                "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
+                "product": "economy",
+            });
+            let url = format!("{api}/v1/rides");
+            async move {
+                let response = http
+                    .post(&url)
+                    .header("Idempotency-Key", format!("key-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("booking answered");
+                assert_eq!(response.status(), 202, "booking {i} accepted");
+                let body: serde_json::Value = response.json().await.expect("json");
+                body["ride_id"].as_str().expect("ride id").to_owned()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let ids: BTreeSet<String> = results.into_iter().collect();
+    assert_eq!(ids.len(), n, "every booking is a distinct ride");
+    ids
+}
+
+/// What dispatch decided, read back from the ride events.
+#[derive(Debug, Default)]
+struct Outcomes {
+    drivers_of_ride: BTreeMap<String, Vec<String>>,
+    rides_of_driver: BTreeMap<String, BTreeSet<String>>,
+    no_driver: BTreeMap<String, usize>,
+    offers: usize,
+}
+
+impl Outcomes {
+    fn add(&mut self, e: &RideEvent) {
+        match e {
+            RideEvent::OfferSent(_) => self.offers += 1,
+            RideEvent::DriverAssigned(a) => {
+                self.drivers_of_ride
+                    .entry(a.ride_id.clone())
+                    .or_default()
+                    .push(a.driver_id.clone());
+                self.rides_of_driver
+                    .entry(a.driver_id.clone())
+                    .or_default()
+                    .insert(a.ride_id.clone());
+            }
+            RideEvent::RideCancelled(c) if c.by == CancelledBy::System => {
+                assert_eq!(c.reason, "no_driver");
+                *self.no_driver.entry(c.ride_id.clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn settled(&self, ride: &str) -> bool {
+        self.drivers_of_ride.contains_key(ride) || self.no_driver.contains_key(ride)
+    }
+
+    /// Every ride has exactly one driver or exactly one `no_driver`, and no driver has two.
+    fn check(&self, rides: &BTreeSet<String>) {
+        let unsettled: Vec<&String> = rides.iter().filter(|r| !self.settled(r)).collect();
+        assert!(
+            unsettled.is_empty(),
+            "{} rides lost, e.g. {:?}",
+            unsettled.len(),
+            unsettled.first()
+        );
+        for (ride, drivers) in &self.drivers_of_ride {
+            assert_eq!(drivers.len(), 1, "ride {ride} was assigned {drivers:?}");
+            assert!(
+                !self.no_driver.contains_key(ride),
+                "ride {ride} was both assigned and cancelled"
+            );
+        }
+        for (ride, n) in &self.no_driver {
+            assert_eq!(*n, 1, "ride {ride} was cancelled {n} times");
+        }
+        for (driver, rides) in &self.rides_of_driver {
+            assert_eq!(rides.len(), 1, "driver {driver} got rides {rides:?}");
+        }
+    }
+}
+
+/// Reads ride events until every ride in `rides` is settled, then a little longer to catch
+/// any duplicate decision.
+async fn outcomes(pipeline: &Pipeline, rides: &BTreeSet<String>, timeout: Duration) -> Outcomes {
+    let mut events = crate::start::<RideEvent>(
+        &pipeline.config,
+        pipeline.codec.clone(),
+        &crate::group("outcomes"),
+    );
+    let mut seen = Outcomes::default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline && !rides.iter().all(|r| seen.settled(r)) {
+        for r in events.take(10_000, Duration::from_millis(500)).await {
+            seen.add(&r.value);
+        }
+    }
+    for r in events.take(usize::MAX, Duration::from_secs(2)).await {
+        seen.add(&r.value);
+    }
+    for r in events.stop().await {
+        seen.add(&r.value);
+    }
+    seen
+}
+
+async fn stop(token: &CancellationToken, tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    token.cancel();
+    join_all(tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
+    let broker = Broker::embedded();
+    let pipeline = Pipeline::start(&broker).await;
+    pipeline.codec.register_all().await.expect("schemas");
+    let city = City::amsterdam();
+    let services = CancellationToken::new();
+    let api = pipeline.serve_api(city.clone(), services.clone()).await;
+    let mut tasks = api.tasks;
+    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
+    // Far fewer drivers than rides: supply runs out on purpose.
+    tasks.push(pipeline.spawn_simulator(city, fleet("thousand", 60), services.clone()));
+    // Let the drivers come online and their apps join before the rush.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let rides = book(&api.url, 0, 1_000).await;
+    let seen = outcomes(&pipeline, &rides, Duration::from_secs(120)).await;
+    seen.check(&rides);
+    let assigned = seen.drivers_of_ride.len();
+    assert!(
+        assigned >= 20,
+        "only {assigned} rides got a driver from 60 drivers"
+    );
+    assert!(
+        seen.no_driver.len() >= 900,
+        "supply ran out, yet only {} no_driver",
+        seen.no_driver.len()
+    );
+    assert!(seen.offers >= assigned, "every assignment follows an offer");
+
+    // The API's view is built from the same events.
+    let sample = rides.iter().next().expect("a ride");
+    let view = api.rides.get(sample).expect("the API knows the ride");
+    assert!(
+        matches!(view.status.as_str(), "assigned" | "cancelled"),
+        "{sample} is {:?}",
+        view.status
+    );
+    stop(&services, tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run() {
+    let broker = Broker::embedded();
+    let pipeline = Pipeline::start(&broker).await;
+    pipeline.codec.register_all().await.expect("schemas");
+    let city = City::amsterdam();
+    let services = CancellationToken::new();
+    let leaving = CancellationToken::new();
+    let api = pipeline.serve_api(city.clone(), services.clone()).await;
+    let mut tasks = api.tasks;
+    let first = pipeline.spawn_dispatch(city.clone(), settings(), leaving.clone());
+    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
+    tasks.push(pipeline.spawn_simulator(city, fleet("pair", 500), services.clone()));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut rides = book(&api.url, 0, 150).await;
+    // One instance leaves while its rides are in flight; the other takes its regions over.
+    stop(&leaving, vec![first]).await;
+    rides.extend(book(&api.url, 150, 150).await);
+    let seen = outcomes(&pipeline, &rides, Duration::from_secs(120)).await;
+    seen.check(&rides);
+    assert!(
+        seen.drivers_of_ride.len() >= 200,
+        "with 500 drivers most of 300 rides get one, got {}",
+        seen.drivers_of_ride.len()
+    );
+    stop(&services, tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_get_drivers_on_a_tansu_broker() {
+    let broker = Broker::tansu();
+    let pipeline = Pipeline::start(&broker).await;
+    pipeline.codec.register_all().await.expect("schemas");
+    let city = City::amsterdam();
+    let services = CancellationToken::new();
+    let api = pipeline.serve_api(city.clone(), services.clone()).await;
+    let mut tasks = api.tasks;
+    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
+    tasks.push(pipeline.spawn_simulator(city, fleet("tansu", 200), services.clone()));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let rides = book(&api.url, 0, 40).await;
+    let seen = outcomes(&pipeline, &rides, Duration::from_secs(90)).await;
+    seen.check(&rides);
+    assert!(
+        !seen.drivers_of_ride.is_empty(),
+        "no ride got a driver on tansu"
+    );
+    stop(&services, tasks).await;
+}
