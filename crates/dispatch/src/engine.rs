@@ -12,7 +12,7 @@
 //! - Assignments and system cancellations are also written to the dispatch log, so that a new
 //!   owner of the region learns them by replaying it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use bimride_domain::City;
 use bimride_domain::matching::{Driver, Supply};
@@ -186,7 +186,7 @@ impl Engine {
         mode: Mode,
     ) -> Result<Vec<Output>, EngineError> {
         match event {
-            SupplyEvent::Status(s) => self.on_status(partition, s, now, mode),
+            SupplyEvent::Status(s) => self.on_status(partition, s),
             SupplyEvent::Location(l) => {
                 if let Some(info) = self.drivers.get(&l.driver_id) {
                     let available = info.status == DriverStatus::Available;
@@ -338,8 +338,6 @@ impl Engine {
         &mut self,
         partition: i32,
         s: DriverStatusChanged,
-        _now: Millis,
-        _mode: Mode,
     ) -> Result<Vec<Output>, EngineError> {
         let free = matches!(s.status, DriverStatus::Available | DriverStatus::Offline);
         if s.status == DriverStatus::Offline {
@@ -618,10 +616,299 @@ impl Engine {
     /// Forgets settled rides requested before `before`; late records about them are ignored.
     pub fn forget_settled(&mut self, before: Millis) {
         self.rides.retain(|_, r| {
-            !(r.request.occurred_at < before && !matches!(r.phase, Phase::Waiting { .. }))
+            r.request.occurred_at >= before || matches!(r.phase, Phase::Waiting { .. })
         });
     }
 }
 
-/// Which partitions of the dispatch inputs this instance owns, by topic.
-pub type Owned = BTreeMap<String, BTreeSet<i32>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bimride_events::{GeoPoint, Money};
+    use proptest::prelude::*;
+
+    const TIMING: Timing = Timing {
+        offer_timeout_ms: 1_000,
+        max_wait_ms: 5_000,
+    };
+
+    fn engine() -> Engine {
+        Engine::new(City::amsterdam(), TIMING)
+    }
+
+    fn request(n: u32, at: i64) -> DispatchEvent {
+        let city = City::amsterdam();
+        let (lat, lng) = (city.centre_lat, city.centre_lng);
+        let zone = city.locate(lat, lng).expect("inside");
+        DispatchEvent::Requested(RideRequested {
+            event_id: format!("e{n}"),
+            occurred_at: Millis(at),
+            ride_id: format!("r{n}"),
+            rider_id: format!("rider{n}"),
+            product: Product::Economy,
+            pickup: GeoPoint { lat, lng },
+            dropoff: GeoPoint {
+                lat: 52.36,
+                lng: 4.88,
+            },
+            region: zone.region.to_string(),
+            pickup_cell: zone.cell.to_string(),
+            quote: Money {
+                amount_minor: 1_000,
+                currency: "EUR".into(),
+            },
+            surge_milli: 1_000,
+            idempotency_key: None,
+        })
+    }
+
+    fn status(driver: u32, status: DriverStatus, at: i64) -> SupplyEvent {
+        SupplyEvent::Status(DriverStatusChanged {
+            event_id: format!("s{driver}-{at}"),
+            occurred_at: Millis(at),
+            driver_id: format!("d{driver}"),
+            status,
+            // Driver n waits n * 100 m north of the centre: lower ids are nearer.
+            position: GeoPoint {
+                lat: 52.3676 + f64::from(driver) * 0.0009,
+                lng: 4.9041,
+            },
+            region: String::new(),
+            product: Product::Economy,
+            vehicle: Vehicle {
+                plate: "P".into(),
+                model: "M".into(),
+                colour: "C".into(),
+            },
+        })
+    }
+
+    fn answer(o: &OfferSent, answer: OfferAnswer) -> SupplyEvent {
+        SupplyEvent::Answer(OfferAnswered {
+            event_id: "a".into(),
+            occurred_at: o.occurred_at,
+            ride_id: o.ride_id.clone(),
+            offer_id: o.offer_id.clone(),
+            driver_id: o.driver_id.clone(),
+            answer,
+            region: o.region.clone(),
+        })
+    }
+
+    fn offers(out: &[Output]) -> Vec<OfferSent> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Ride(RideEvent::OfferSent(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn live(e: &mut Engine, event: SupplyEvent, at: i64) -> Vec<Output> {
+        e.on_supply(0, event, Millis(at), Mode::Live)
+            .expect("applies")
+    }
+
+    #[test]
+    fn the_nearest_driver_is_offered_and_an_accept_assigns_once() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        live(&mut e, status(2, DriverStatus::Available, 0), 0);
+        let out = e
+            .on_dispatch(0, request(1, 10), Millis(10), Mode::Live)
+            .expect("ok");
+        let offer = offers(&out).pop().expect("an offer");
+        assert_eq!(offer.driver_id, "d1");
+        // The reserved driver is not offered a second ride.
+        let out = e
+            .on_dispatch(0, request(2, 11), Millis(11), Mode::Live)
+            .expect("ok");
+        assert_eq!(offers(&out).pop().expect("offer").driver_id, "d2");
+        let out = live(&mut e, answer(&offer, OfferAnswer::Accepted), 20);
+        assert!(
+            matches!(&out[..], [Output::Log(DispatchEvent::Assigned(a)), Output::Ride(RideEvent::DriverAssigned(b))] if a == b && a.driver_id == "d1")
+        );
+        // A duplicate accept changes nothing.
+        assert!(live(&mut e, answer(&offer, OfferAnswer::Accepted), 21).is_empty());
+        assert_eq!(e.tally().assigned, 1);
+    }
+
+    #[test]
+    fn a_decline_or_a_lapse_moves_on_and_no_driver_ends_the_wait() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        live(&mut e, status(2, DriverStatus::Available, 0), 0);
+        let out = e
+            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let first = offers(&out).pop().expect("offer");
+        let out = live(&mut e, answer(&first, OfferAnswer::Declined), 100);
+        let second = offers(&out).pop().expect("re-offer");
+        assert_eq!(second.driver_id, "d2");
+        assert_eq!(second.attempt, 2);
+        // Nobody answers: the offer lapses, and with everyone tried the ride waits, then ends.
+        let out = e.tick(Millis(2_000));
+        assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
+        assert!(offers(&out).is_empty());
+        assert!(e.tick(Millis(4_000)).is_empty());
+        let out = e.tick(Millis(5_000));
+        assert!(
+            matches!(&out[..], [Output::Log(DispatchEvent::Cancelled(c)), Output::Ride(RideEvent::RideCancelled(d))] if c.reason == NO_DRIVER && d.reason == NO_DRIVER && c.by == CancelledBy::System)
+        );
+        assert!(e.tick(Millis(6_000)).is_empty());
+        assert_eq!(e.tally().no_driver, 1);
+    }
+
+    #[test]
+    fn a_riders_cancellation_is_decided_once() {
+        let mut e = engine();
+        e.on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let cancel = |by| {
+            DispatchEvent::Cancelled(RideCancelled {
+                event_id: "c".into(),
+                occurred_at: Millis(5),
+                ride_id: "r1".into(),
+                rider_id: "rider1".into(),
+                driver_id: None,
+                by,
+                reason: "rider_request".into(),
+                region: "x".into(),
+            })
+        };
+        let out = e
+            .on_dispatch(0, cancel(CancelledBy::Rider), Millis(5), Mode::Live)
+            .expect("ok");
+        assert!(
+            matches!(&out[..], [Output::Ride(RideEvent::RideCancelled(c))] if c.by == CancelledBy::Rider)
+        );
+        assert!(
+            e.on_dispatch(0, cancel(CancelledBy::Rider), Millis(6), Mode::Live)
+                .expect("ok")
+                .is_empty()
+        );
+        // A driver arriving later does not revive it.
+        assert!(live(&mut e, status(1, DriverStatus::Available, 7), 7).is_empty());
+        assert!(e.tick(Millis(8)).is_empty());
+    }
+
+    #[test]
+    fn a_replayed_assignment_keeps_the_ride_and_its_driver_taken() {
+        let mut e = engine();
+        e.on_supply(
+            0,
+            status(1, DriverStatus::Available, 0),
+            Millis(0),
+            Mode::Replay,
+        )
+        .expect("ok");
+        e.on_dispatch(0, request(1, 1), Millis(1), Mode::Replay)
+            .expect("ok");
+        let assigned = DriverAssigned {
+            event_id: "x".into(),
+            occurred_at: Millis(2),
+            ride_id: "r1".into(),
+            rider_id: "rider1".into(),
+            driver_id: "d1".into(),
+            vehicle: Vehicle {
+                plate: "P".into(),
+                model: "M".into(),
+                colour: "C".into(),
+            },
+            pickup_eta_secs: 1,
+            region: String::new(),
+        };
+        e.on_dispatch(
+            0,
+            DispatchEvent::Assigned(assigned),
+            Millis(3),
+            Mode::Replay,
+        )
+        .expect("ok");
+        // Live again: the ride is settled and d1 is not offered another ride.
+        assert!(e.tick(Millis(4)).is_empty());
+        let out = e
+            .on_dispatch(0, request(2, 5), Millis(5), Mode::Live)
+            .expect("ok");
+        assert!(offers(&out).is_empty());
+        // Once d1 reports free after the ride, it is offered again.
+        live(&mut e, status(1, DriverStatus::Available, 10), 10);
+        assert_eq!(
+            offers(&e.tick(Millis(11))).pop().expect("offer").driver_id,
+            "d1"
+        );
+    }
+
+    #[test]
+    fn revoked_partitions_are_forgotten() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        e.on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        e.revoke(&[0].into());
+        assert_eq!((e.waiting(), e.drivers()), (0, 0));
+        assert!(e.tick(Millis(10_000)).is_empty());
+    }
+
+    proptest! {
+        /// Whatever drivers answer and whenever time passes, a ride gets at most one driver,
+        /// a driver at most one ride, and every ride ends assigned or cancelled in time.
+        #[test]
+        fn never_double_assigns(
+            drivers in 1u32..6,
+            rides in 1u32..12,
+            steps in proptest::collection::vec((0u8..4, any::<prop::sample::Index>()), 0..80),
+        ) {
+            let mut e = engine();
+            for d in 0..drivers {
+                live(&mut e, status(d, DriverStatus::Available, 0), 0);
+            }
+            let mut open: Vec<OfferSent> = Vec::new();
+            let mut assigned: HashMap<String, String> = HashMap::new();
+            let mut drivers_busy: BTreeSet<String> = BTreeSet::new();
+            let mut ended: BTreeSet<String> = BTreeSet::new();
+            let mut now = 0i64;
+            let mut record = |out: Vec<Output>, open: &mut Vec<OfferSent>| -> Result<(), TestCaseError> {
+                for o in out {
+                    match o {
+                        Output::Ride(RideEvent::OfferSent(s)) => open.push(s),
+                        Output::Ride(RideEvent::DriverAssigned(a)) => {
+                            prop_assert!(assigned.insert(a.ride_id.clone(), a.driver_id.clone()).is_none(), "ride assigned twice");
+                            prop_assert!(drivers_busy.insert(a.driver_id.clone()), "driver assigned twice");
+                        }
+                        Output::Ride(RideEvent::RideCancelled(c)) => {
+                            prop_assert!(!assigned.contains_key(&c.ride_id));
+                            prop_assert!(ended.insert(c.ride_id.clone()), "ride cancelled twice");
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            };
+            for r in 0..rides {
+                let out = e.on_dispatch(0, request(r, now), Millis(now), Mode::Live).expect("ok");
+                record(out, &mut open)?;
+            }
+            for (kind, pick) in steps {
+                now += 300;
+                let out = if open.is_empty() || kind == 0 {
+                    e.tick(Millis(now))
+                } else {
+                    let o = open.remove(pick.index(open.len()));
+                    let a = if kind == 1 { OfferAnswer::Declined } else { OfferAnswer::Accepted };
+                    live(&mut e, answer(&o, a), now)
+                };
+                record(out, &mut open)?;
+            }
+            // Let every wait run out.
+            let out = e.tick(Millis(now + 10_000));
+            record(out, &mut open)?;
+            let out = e.tick(Millis(now + 20_000));
+            record(out, &mut open)?;
+            for r in 0..rides {
+                let id = format!("r{r}");
+                prop_assert!(assigned.contains_key(&id) ^ ended.contains(&id), "ride {} unsettled", id);
+            }
+        }
+    }
+}
