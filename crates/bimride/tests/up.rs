@@ -146,6 +146,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .await
         .expect("json");
     let ride = booked["ride_id"].as_str().expect("ride id");
+    // The simulated city's drivers are online within seconds: dispatch gives the ride one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let response = http_client
@@ -155,14 +156,41 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
             .expect("ride answers");
         if response.status() == 200 {
             let view: Value = response.json().await.expect("json");
-            assert_eq!(view["status"], "requested");
+            if view["driver_id"].is_string() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the booked ride got no driver within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The simulated riders book on their own, and their rides are assigned too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_client
+            .get(format!("{http}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text");
+        let assigned: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("bimride_dispatch_decisions_total{decision=\"assigned\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if assigned >= 3.0 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the booked ride never appeared"
+            "the simulated city assigned only {assigned} rides in 30s"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // Ctrl-C: a clean stop with exit code 0.
