@@ -169,23 +169,48 @@ async fn stop(token: &CancellationToken, tasks: Vec<tokio::task::JoinHandle<anyh
     join_all(tasks).await;
 }
 
+/// The API on a real socket, one dispatch instance and a fleet of `drivers`, on `broker`.
+struct TestCity {
+    pipeline: Pipeline,
+    api: ApiServer,
+    services: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestCity {
+    async fn start(broker: &Broker, fleet_id: &str, drivers: usize, warm_up: Duration) -> Self {
+        let pipeline = Pipeline::start(broker).await;
+        pipeline.codec.register_all().await.expect("schemas");
+        let city = City::amsterdam();
+        let services = CancellationToken::new();
+        let mut api = pipeline.serve_api(city.clone(), services.clone()).await;
+        let mut tasks = std::mem::take(&mut api.tasks);
+        tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
+        tasks.push(pipeline.spawn_simulator(city, fleet(fleet_id, drivers), services.clone()));
+        // Let the drivers come online and their apps join before the rush.
+        tokio::time::sleep(warm_up).await;
+        Self {
+            pipeline,
+            api,
+            services,
+            tasks,
+        }
+    }
+
+    /// Stops every service while the broker is still there.
+    async fn stop(self) {
+        stop(&self.services, self.tasks).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
     let broker = Broker::embedded();
-    let pipeline = Pipeline::start(&broker).await;
-    pipeline.codec.register_all().await.expect("schemas");
-    let city = City::amsterdam();
-    let services = CancellationToken::new();
-    let api = pipeline.serve_api(city.clone(), services.clone()).await;
-    let mut tasks = api.tasks;
-    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
     // Far fewer drivers than rides: supply runs out on purpose.
-    tasks.push(pipeline.spawn_simulator(city, fleet("thousand", 60), services.clone()));
-    // Let the drivers come online and their apps join before the rush.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let city = TestCity::start(&broker, "thousand", 60, Duration::from_secs(4)).await;
 
-    let rides = book(&api.url, 0, 1_000).await;
-    let seen = outcomes(&pipeline, &rides, Duration::from_secs(120)).await;
+    let rides = book(&city.api.url, 0, 1_000).await;
+    let seen = outcomes(&city.pipeline, &rides, Duration::from_secs(120)).await;
     seen.check(&rides);
     let assigned = seen.drivers_of_ride.len();
     assert!(
@@ -201,63 +226,50 @@ async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
 
     // The API's view is built from the same events.
     for ride in rides.iter().take(50) {
-        let view = api.rides.get(ride).expect("the API knows the ride");
+        let view = city.api.rides.get(ride).expect("the API knows the ride");
         match seen.drivers_of_ride.get(ride) {
             Some(drivers) => assert_eq!(view.driver_id.as_ref(), drivers.first(), "{ride}"),
             None => assert_eq!(view.cancel_reason.as_deref(), Some("no_driver"), "{ride}"),
         }
     }
-    stop(&services, tasks).await;
+    city.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run() {
     let broker = Broker::embedded();
-    let pipeline = Pipeline::start(&broker).await;
-    pipeline.codec.register_all().await.expect("schemas");
-    let city = City::amsterdam();
-    let services = CancellationToken::new();
     let leaving = CancellationToken::new();
-    let api = pipeline.serve_api(city.clone(), services.clone()).await;
-    let mut tasks = api.tasks;
-    let first = pipeline.spawn_dispatch(city.clone(), settings(), leaving.clone());
-    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
-    tasks.push(pipeline.spawn_simulator(city, fleet("pair", 500), services.clone()));
+    let city = TestCity::start(&broker, "pair", 500, Duration::ZERO).await;
+    let first = city
+        .pipeline
+        .spawn_dispatch(City::amsterdam(), settings(), leaving.clone());
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let mut rides = book(&api.url, 0, 150).await;
+    let mut rides = book(&city.api.url, 0, 150).await;
     // One instance leaves while its rides are in flight; the other takes its regions over.
     stop(&leaving, vec![first]).await;
-    rides.extend(book(&api.url, 150, 150).await);
-    let seen = outcomes(&pipeline, &rides, Duration::from_secs(120)).await;
+    rides.extend(book(&city.api.url, 150, 150).await);
+    let seen = outcomes(&city.pipeline, &rides, Duration::from_secs(120)).await;
     seen.check(&rides);
     assert!(
         seen.drivers_of_ride.len() >= 200,
         "with 500 drivers most of 300 rides get one, got {}",
         seen.drivers_of_ride.len()
     );
-    stop(&services, tasks).await;
+    city.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_get_drivers_on_a_tansu_broker() {
     let broker = Broker::tansu();
-    let pipeline = Pipeline::start(&broker).await;
-    pipeline.codec.register_all().await.expect("schemas");
-    let city = City::amsterdam();
-    let services = CancellationToken::new();
-    let api = pipeline.serve_api(city.clone(), services.clone()).await;
-    let mut tasks = api.tasks;
-    tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
-    tasks.push(pipeline.spawn_simulator(city, fleet("tansu", 200), services.clone()));
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let city = TestCity::start(&broker, "tansu", 200, Duration::from_secs(6)).await;
 
-    let rides = book(&api.url, 0, 40).await;
-    let seen = outcomes(&pipeline, &rides, Duration::from_secs(90)).await;
+    let rides = book(&city.api.url, 0, 40).await;
+    let seen = outcomes(&city.pipeline, &rides, Duration::from_secs(90)).await;
     seen.check(&rides);
     assert!(
         !seen.drivers_of_ride.is_empty(),
         "no ride got a driver on tansu"
     );
-    stop(&services, tasks).await;
+    city.stop().await;
 }

@@ -11,13 +11,15 @@ use bimride_kafka::{EventProducer, KafkaConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ApiArgs;
+use crate::cli::{ApiArgs, ServiceArgs};
 use crate::front::{self, FrontState, SystemInfo};
 use crate::shutdown;
 
 /// A running HTTP front and the tasks behind it.
 pub struct Front {
     pub addr: std::net::SocketAddr,
+    /// The codec, with every schema registered, for the services beside the front.
+    pub codec: Arc<Codec>,
     pub tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -29,11 +31,7 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
-    let codec = Arc::new(Codec::new(&RegistryConfig::new(&info.schema_registry_url))?);
-    codec
-        .register_all()
-        .await
-        .context("registering the event schemas")?;
+    let codec = registered_codec(&info.schema_registry_url).await?;
     let rides = Arc::new(RideBook::default());
     // Every API instance reads every ride, so its group is its own.
     let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
@@ -50,7 +48,7 @@ pub async fn start(
                 .context("ride projection")
         })
     };
-    let producer = EventProducer::new(kafka, codec)?;
+    let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let api = bimride_api::app(ApiState::new(producer, city, rides));
     let system = front::router(Arc::new(FrontState {
         info,
@@ -67,17 +65,33 @@ pub async fn start(
     tracing::info!(%addr, "http front listening");
     Ok(Front {
         addr,
+        codec,
         tasks: vec![projection, server],
     })
 }
 
+/// A codec on the registry at `url`, with every event schema registered or found.
+pub async fn registered_codec(url: &str) -> anyhow::Result<Arc<Codec>> {
+    let codec = Arc::new(Codec::new(&RegistryConfig::new(url))?);
+    codec
+        .register_all()
+        .await
+        .context("registering the event schemas")?;
+    Ok(codec)
+}
+
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
-    args.kafka.validate()?;
+    let ServiceArgs {
+        kafka,
+        city,
+        schema_registry,
+    } = args.service;
+    kafka.validate()?;
     let shutdown = shutdown::on_signal();
-    let city = args.city.city()?;
+    let city = city.city()?;
     let info = SystemInfo {
-        kafka_bootstrap_servers: args.kafka.bootstrap_servers().to_owned(),
-        schema_registry_url: args.schema_registry.clone(),
+        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
+        schema_registry_url: schema_registry,
         embedded: false,
         city: city.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -85,7 +99,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the API to {}", args.http))?;
-    let front = start(&args.kafka, info, city, listener, shutdown).await?;
+    let front = start(&kafka, info, city, listener, shutdown).await?;
     for task in front.tasks {
         task.await??;
     }

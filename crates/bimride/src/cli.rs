@@ -135,8 +135,9 @@ pub struct UpArgs {
     pub sim: SimSettings,
 }
 
+/// What every service run on its own needs: the cluster, the city and the registry.
 #[derive(Debug, Args)]
-pub struct DispatchArgs {
+pub struct ServiceArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
 
@@ -146,6 +147,12 @@ pub struct DispatchArgs {
     /// URL of the schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     pub dispatch: DispatchSettings,
@@ -154,14 +161,7 @@ pub struct DispatchArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
-
-    #[command(flatten)]
-    pub city: CityArgs,
-
-    /// URL of the schema registry.
-    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
-    pub schema_registry: String,
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     pub sim: SimSettings,
@@ -170,14 +170,7 @@ pub struct SimulateArgs {
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
-
-    #[command(flatten)]
-    pub city: CityArgs,
-
-    /// URL of the schema registry.
-    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
-    pub schema_registry: String,
+    pub service: ServiceArgs,
 
     /// Where the API listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8080")]

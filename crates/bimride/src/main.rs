@@ -2,12 +2,11 @@
 
 mod api;
 mod cli;
-mod dispatch;
 mod front;
 mod provision;
 mod registry;
+mod services;
 mod shutdown;
-mod simulate;
 mod up;
 
 use clap::Parser;
@@ -41,7 +40,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
-        cli::Command::Dispatch(args) => dispatch::run(args).await,
-        cli::Command::Simulate(args) => simulate::run(args).await,
+        cli::Command::Dispatch(args) => services::dispatch(args).await,
+        cli::Command::Simulate(args) => services::simulate(args).await,
     }
 }

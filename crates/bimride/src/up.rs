@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use bimride_events::{Codec, RegistryConfig};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 
 use crate::cli::UpArgs;
@@ -76,7 +75,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     .await?;
     let http_addr = front.addr;
 
-    let codec = Arc::new(Codec::new(&RegistryConfig::new(&registry_url))?);
+    let codec = Arc::clone(&front.codec);
     let dispatch = {
         let (kafka, codec, city, settings, shutdown) = (
             kafka.clone(),
