@@ -277,6 +277,8 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             vehicle: vehicle(),
             pickup_eta_secs: 180,
             region: "861969537ffffff".into(),
+            product: Some(Product::Economy),
+            surge_milli: 1_000,
         }
         .into(),
         DriverArrived {

@@ -5,7 +5,6 @@
 
 pub mod book;
 pub mod error;
-pub mod pricing;
 pub mod rides;
 
 use std::sync::Arc;

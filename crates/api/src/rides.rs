@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiState;
 use crate::error::ApiError;
-use crate::pricing::{self, CURRENCY, Quote};
+use bimride_pricing::{self as pricing, CURRENCY, Quote};
 
 type Shared = State<Arc<ApiState>>;
 

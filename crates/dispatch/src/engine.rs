@@ -442,6 +442,8 @@ impl Engine {
             vehicle: info.vehicle.clone(),
             pickup_eta_secs: eta,
             region: ride.request.region.clone(),
+            product: Some(ride.request.product),
+            surge_milli: ride.request.surge_milli,
         };
         vec![
             Output::Log(DispatchEvent::Assigned(assigned.clone())),
@@ -817,6 +819,8 @@ mod tests {
             },
             pickup_eta_secs: 1,
             region: String::new(),
+            product: Some(Product::Economy),
+            surge_milli: 1_000,
         };
         e.on_dispatch(
             0,

@@ -8,7 +8,7 @@
 //!   plus the assignments and cancellations already written past it.
 //! - A record's offset is stored only once everything it caused is acknowledged, in order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use std::time::Duration;
 use bimride_domain::City;
 use bimride_events::{Codec, DispatchEvent, Millis, SupplyEvent, Topic};
 use bimride_kafka::dead_letter::{self, DeadLetter};
+use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use futures::StreamExt;
@@ -26,7 +27,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +47,8 @@ pub enum DispatchError {
     Publish(#[from] ProduceError),
     #[error("rebuilding state failed: {0}")]
     Rebuild(String),
+    #[error("rebuilding state failed: {0}")]
+    History(#[from] HistoryError),
 }
 
 #[derive(Debug)]
@@ -325,9 +328,15 @@ impl Dispatcher {
         let kafka = self.kafka.clone();
         let group = self.settings.group.clone();
         let window = Duration::from_secs(self.settings.replay_window_secs);
-        let parts_list: Vec<i32> = parts.iter().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for topic in [REQUESTS, SUPPLY] {
+            for p in parts {
+                tpl.add_partition(topic, *p);
+            }
+        }
         let history = tokio::task::spawn_blocking(move || {
-            read_history(&consumer, &kafka, &group, &parts_list, window)
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            history::read(&kafka, &group, &committed, window).map_err(DispatchError::from)
         })
         .await
         .map_err(|e| DispatchError::Rebuild(e.to_string()))??;
@@ -343,7 +352,7 @@ impl Dispatcher {
                 };
                 // Past the committed offset only dispatch's own decisions are taken: the
                 // rest is processed live.
-                let take = h.before_committed
+                let take = h.before_mark
                     || matches!(
                         &input,
                         Input::Dispatch(DispatchEvent::Assigned(_))
@@ -362,115 +371,4 @@ impl Dispatcher {
         }
         Ok(replayed)
     }
-}
-
-struct Historic {
-    topic: String,
-    partition: i32,
-    payload: Vec<u8>,
-    before_committed: bool,
-}
-
-/// Reads both inputs' partitions from the start of the replay window to their ends.
-fn read_history(
-    group_consumer: &StreamConsumer<Ctx>,
-    kafka: &KafkaConfig,
-    group: &str,
-    parts: &[i32],
-    window: Duration,
-) -> Result<Vec<Historic>, DispatchError> {
-    let timeout = Duration::from_secs(10);
-    let mut tpl = TopicPartitionList::new();
-    for topic in [REQUESTS, SUPPLY] {
-        for p in parts {
-            tpl.add_partition(topic, *p);
-        }
-    }
-    let committed = group_consumer.committed_offsets(tpl.clone(), timeout)?;
-    let reader: BaseConsumer = kafka
-        .consumer(&format!("{group}-replay"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let since = Millis::now().0 - window.as_millis() as i64;
-    let mut times = TopicPartitionList::new();
-    for e in tpl.elements() {
-        times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since))?;
-    }
-    let starts: HashMap<(String, i32), i64> = match reader.offsets_for_times(times, timeout) {
-        Ok(list) => list
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "offsets by time unavailable; replaying from the start");
-            HashMap::new()
-        }
-    };
-    let mut ends = HashMap::new();
-    let mut assign = TopicPartitionList::new();
-    for e in committed.elements() {
-        let key = (e.topic().to_owned(), e.partition());
-        let (low, high) = reader.fetch_watermarks(e.topic(), e.partition(), timeout)?;
-        let committed_at = match e.offset() {
-            Offset::Offset(o) => o,
-            // Nothing committed: the group starts at the beginning, so there is no past.
-            _ => low,
-        };
-        let start = starts.get(&key).copied().unwrap_or(low).max(low);
-        if start < high {
-            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
-            ends.insert(key, (committed_at, high));
-        }
-    }
-    let mut history = Vec::new();
-    if ends.is_empty() {
-        return Ok(history);
-    }
-    reader.assign(&assign)?;
-    let mut open: BTreeSet<(String, i32)> = ends.keys().cloned().collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !open.is_empty() && std::time::Instant::now() < deadline {
-        match reader.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let key = (m.topic().to_owned(), m.partition());
-                let Some(&(committed_at, high)) = ends.get(&key) else {
-                    continue;
-                };
-                if m.offset() < high {
-                    history.push(Historic {
-                        topic: key.0.clone(),
-                        partition: m.partition(),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        before_committed: m.offset() < committed_at,
-                    });
-                }
-                if m.offset() + 1 >= high {
-                    open.remove(&key);
-                }
-            }
-            // The end of a partition with gaps (compaction, control records) shows as EOF.
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                for e in reader.position()?.elements() {
-                    let key = (e.topic().to_owned(), e.partition());
-                    if let (Offset::Offset(at), Some(&(_, high))) = (e.offset(), ends.get(&key))
-                        && at >= high
-                    {
-                        open.remove(&key);
-                    }
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-        }
-    }
-    if !open.is_empty() {
-        return Err(DispatchError::Rebuild(format!(
-            "partitions {open:?} not read to their end in time"
-        )));
-    }
-    Ok(history)
 }

@@ -47,6 +47,8 @@ fn sample_assigned() -> RideEvent {
         },
         pickup_eta_secs: 240,
         region: "851f1d4bfffffff".into(),
+        product: Some(Product::Economy),
+        surge_milli: 1_000,
     }
     .into()
 }

@@ -182,6 +182,14 @@ pub struct DriverAssigned {
     pub vehicle: Vehicle,
     pub pickup_eta_secs: i32,
     pub region: String,
+    pub product: Option<Product>,
+    #[avro(default = "1000")]
+    #[serde(default = "no_surge")]
+    pub surge_milli: i32,
+}
+
+fn no_surge() -> i32 {
+    1_000
 }
 
 /// The driver reached the pickup.

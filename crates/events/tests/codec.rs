@@ -123,9 +123,11 @@ prop_compose! {
 
 prop_compose! {
     fn driver_assigned()(event_id in id(), occurred_at in millis(), ride_id in id(), rider_id in id(),
-        driver_id in id(), vehicle in vehicle(), pickup_eta_secs in any::<i32>(), region in id())
+        driver_id in id(), vehicle in vehicle(), pickup_eta_secs in any::<i32>(), region in id(),
+        product in proptest::option::of(product()), surge_milli in any::<i32>())
         -> DriverAssigned {
-        DriverAssigned { event_id, occurred_at, ride_id, rider_id, driver_id, vehicle, pickup_eta_secs, region }
+        DriverAssigned { event_id, occurred_at, ride_id, rider_id, driver_id, vehicle, pickup_eta_secs, region,
+            product, surge_milli }
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`topics`]: every topic with its partitions, replication and retention, in one table.
 //! - [`provision`]: creates missing topics, by the Admin API or on the embedded cluster.
 //! - [`embedded`]: librdkafka's in-process mock cluster, reachable over loopback TCP.
+//! - [`history`]: reads a partition's recent past, to rebuild state on takeover.
 //! - [`producer`]: a typed producer that keeps many sends in flight.
 //! - [`consumer`]: a typed consumer loop that commits after processing and dead-letters what
 //!   it cannot process.
@@ -12,6 +13,7 @@ pub mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod embedded;
+pub mod history;
 pub mod metrics;
 pub mod producer;
 pub mod provision;

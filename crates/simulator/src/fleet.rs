@@ -531,6 +531,8 @@ mod tests {
             vehicle: f.drivers[0].vehicle.clone(),
             pickup_eta_secs: 60,
             region: "861969537ffffff".into(),
+            product: Some(Product::Economy),
+            surge_milli: 1_000,
         });
         assert!(kinds(&f.on_ride_event(&assigned)).contains(&"Status"));
         let mut seen = Vec::new();
@@ -575,6 +577,8 @@ mod tests {
             vehicle: f.drivers[0].vehicle.clone(),
             pickup_eta_secs: 60,
             region: String::new(),
+            product: Some(Product::Economy),
+            surge_milli: 1_000,
         });
         assert_eq!(kinds(&f.on_ride_event(&wrong)), ["RideCancelled"]);
     }

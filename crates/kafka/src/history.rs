@@ -1,0 +1,131 @@
+//! Reading a partition's recent past, to rebuild a service's state when it takes the
+//! partition over: from the start of a replay window (found by time) to the partition's end.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bimride_events::Millis;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+
+/// One record of the past.
+#[derive(Debug, Clone)]
+pub struct Historic {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    /// True when the group had already processed this record: it lies before the mark.
+    pub before_mark: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("partitions {0} were not read to their end in time")]
+    Incomplete(String),
+}
+
+/// Reads every partition in `marks` from `window` ago to its end, blocking. Each element's
+/// offset is the mark (usually the group's committed offset): records before it are flagged
+/// `before_mark`. A partition with no mark has no processed past. Only committed
+/// transactional data is read. Call it off the async runtime.
+pub fn read(
+    kafka: &KafkaConfig,
+    group: &str,
+    marks: &TopicPartitionList,
+    window: Duration,
+) -> Result<Vec<Historic>, HistoryError> {
+    let timeout = Duration::from_secs(10);
+    let reader: BaseConsumer = kafka
+        .consumer(&format!("{group}-replay"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let since = Millis::now().0 - window.as_millis() as i64;
+    let mut times = TopicPartitionList::new();
+    for e in marks.elements() {
+        times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since))?;
+    }
+    let starts: HashMap<(String, i32), i64> = match reader.offsets_for_times(times, timeout) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "offsets by time unavailable; replaying from the start");
+            HashMap::new()
+        }
+    };
+    let mut ends = HashMap::new();
+    let mut assign = TopicPartitionList::new();
+    for e in marks.elements() {
+        let key = (e.topic().to_owned(), e.partition());
+        let (low, high) = reader.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let mark = match e.offset() {
+            Offset::Offset(o) => o,
+            Offset::End => high,
+            // Nothing committed: the group starts at the beginning, so there is no past.
+            _ => low,
+        };
+        let start = starts.get(&key).copied().unwrap_or(low).max(low);
+        if start < high {
+            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
+            ends.insert(key, (mark, high));
+        }
+    }
+    let mut history = Vec::new();
+    if ends.is_empty() {
+        return Ok(history);
+    }
+    reader.assign(&assign)?;
+    let mut open: BTreeSet<(String, i32)> = ends.keys().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() && Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_owned(), m.partition());
+                let Some(&(mark, high)) = ends.get(&key) else {
+                    continue;
+                };
+                if m.offset() < high {
+                    history.push(Historic {
+                        topic: key.0.clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        before_mark: m.offset() < mark,
+                    });
+                }
+                if m.offset() + 1 >= high {
+                    open.remove(&key);
+                }
+            }
+            // The end of a partition with gaps (compaction, control records) shows as EOF.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                for e in reader.position()?.elements() {
+                    let key = (e.topic().to_owned(), e.partition());
+                    if let (Offset::Offset(at), Some(&(_, high))) = (e.offset(), ends.get(&key))
+                        && at >= high
+                    {
+                        open.remove(&key);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    if !open.is_empty() {
+        return Err(HistoryError::Incomplete(format!("{open:?}")));
+    }
+    Ok(history)
+}
