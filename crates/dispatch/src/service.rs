@@ -18,17 +18,15 @@ use bimride_events::{Codec, DispatchEvent, Millis, SupplyEvent, Topic};
 use bimride_kafka::dead_letter::{self, DeadLetter};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::producer::Delivery;
+use bimride_kafka::rebalance::{Change, ChangeContext};
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError, Mode, Output, Timing};
@@ -51,45 +49,10 @@ pub enum DispatchError {
     History(#[from] HistoryError),
 }
 
-#[derive(Debug)]
-enum Change {
-    Assigned(BTreeSet<i32>),
-    Revoked(BTreeSet<i32>),
-}
-
-struct Ctx {
-    changes: mpsc::UnboundedSender<Change>,
-}
-
-fn partitions(list: &TopicPartitionList) -> BTreeSet<i32> {
-    list.elements().iter().map(|e| e.partition()).collect()
-}
-
-impl ClientContext for Ctx {}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
-                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
-            {
-                tracing::warn!(error = %e, "commit on revoke failed");
-            }
-            let _ = self.changes.send(Change::Revoked(partitions(list)));
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let _ = self.changes.send(Change::Assigned(partitions(list)));
-        }
-    }
-}
-
 type Acked = Pin<Box<dyn Future<Output = Result<(String, i32, i64), ProduceError>> + Send>>;
 
 struct Dispatcher {
-    consumer: Arc<StreamConsumer<Ctx>>,
+    consumer: Arc<StreamConsumer<ChangeContext>>,
     codec: Arc<Codec>,
     producer: EventProducer,
     kafka: KafkaConfig,
@@ -106,11 +69,11 @@ pub async fn run(
     settings: DispatchSettings,
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
-    let (tx, mut changes) = mpsc::unbounded_channel();
-    let consumer: StreamConsumer<Ctx> = kafka
+    let (context, mut changes) = ChangeContext::new();
+    let consumer: StreamConsumer<ChangeContext> = kafka
         .consumer(&settings.group)
         .set("partition.assignment.strategy", "range")
-        .create_with_context(Ctx { changes: tx })?;
+        .create_with_context(context)?;
     consumer.subscribe(&[REQUESTS, SUPPLY])?;
     let timing = Timing {
         offer_timeout_ms: settings.offer_timeout_ms as i64,
@@ -284,21 +247,17 @@ impl Dispatcher {
                     error,
                     "dead-lettering record"
                 );
-                let letter = DeadLetter {
-                    reason: reason.to_owned(),
-                    error,
-                    source_topic: topic.clone(),
-                    source_partition: partition,
-                    source_offset: offset,
-                    group: self.settings.group.clone(),
-                    dead_lettered_at_ms: Millis::now().0,
-                };
-                let dlq = Topic::from_name(&topic)
-                    .map_or_else(|| format!("{topic}.dlq"), |t| t.dead_letter().to_owned());
+                let letter = DeadLetter::of(&m, reason, error, &self.settings.group);
                 // The dead letter must be durable before the offset moves past the record.
-                dead_letter::publish(self.producer.inner(), &dlq, m.key(), m.payload(), &letter)
-                    .await
-                    .map_err(DispatchError::Kafka)?;
+                dead_letter::publish(
+                    self.producer.inner(),
+                    &letter.topic(),
+                    m.key(),
+                    m.payload(),
+                    &letter,
+                )
+                .await
+                .map_err(DispatchError::Kafka)?;
                 Vec::new()
             }
         };

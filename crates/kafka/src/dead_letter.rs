@@ -1,6 +1,6 @@
 //! Dead letters: the original record, with headers saying why, from where and when.
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::metrics;
@@ -26,6 +26,27 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The dead letter of `message`, which `group` could not process.
+    pub fn of(message: &impl Message, reason: &str, error: String, group: &str) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            error,
+            source_topic: message.topic().to_owned(),
+            source_partition: message.partition(),
+            source_offset: message.offset(),
+            group: group.to_owned(),
+            dead_lettered_at_ms: bimride_events::Millis::now().0,
+        }
+    }
+
+    /// The dead-letter topic of the source topic.
+    pub fn topic(&self) -> String {
+        bimride_events::Topic::from_name(&self.source_topic).map_or_else(
+            || format!("{}.dlq", self.source_topic),
+            |t| t.dead_letter().to_owned(),
+        )
+    }
+
     pub fn headers(&self) -> OwnedHeaders {
         let partition = self.source_partition.to_string();
         let offset = self.source_offset.to_string();

@@ -6,6 +6,7 @@
 //! - [`embedded`]: librdkafka's in-process mock cluster, reachable over loopback TCP.
 //! - [`history`]: reads a partition's recent past, to rebuild state on takeover.
 //! - [`producer`]: a typed producer that keeps many sends in flight.
+//! - [`rebalance`]: a consumer context that reports partition changes to the service loop.
 //! - [`consumer`]: a typed consumer loop that commits after processing and dead-letters what
 //!   it cannot process.
 
@@ -17,6 +18,7 @@ pub mod history;
 pub mod metrics;
 pub mod producer;
 pub mod provision;
+pub mod rebalance;
 pub mod topics;
 
 pub use config::{ConfigError, KafkaConfig};

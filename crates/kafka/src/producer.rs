@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_events::{Codec, CodecError, TopicValue};
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -74,8 +75,13 @@ impl std::fmt::Debug for EventProducer {
 
 impl EventProducer {
     pub fn new(config: &KafkaConfig, codec: Arc<Codec>) -> Result<Self, ProduceError> {
+        Self::with_client(&config.producer(), codec)
+    }
+
+    /// A producer with settings of its own, such as a transactional id.
+    pub fn with_client(client: &ClientConfig, codec: Arc<Codec>) -> Result<Self, ProduceError> {
         Ok(Self {
-            producer: config.producer().create()?,
+            producer: client.create()?,
             codec,
         })
     }

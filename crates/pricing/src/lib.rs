@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn riders_cancel_for_free_in_the_grace_period() {
-        assert_eq!(cancellation_fee(Product::Economy, rider_cancels(60_000, false)), None);
+        assert_eq!(
+            cancellation_fee(Product::Economy, rider_cancels(60_000, false)),
+            None
+        );
         assert_eq!(
             cancellation_fee(Product::Economy, rider_cancels(FREE_CANCELLATION_MS, false)),
             None
@@ -118,10 +121,16 @@ mod tests {
     #[test]
     fn late_cancellations_and_no_shows_pay_the_product_fee() {
         assert_eq!(
-            cancellation_fee(Product::Comfort, rider_cancels(FREE_CANCELLATION_MS + 1, false)),
+            cancellation_fee(
+                Product::Comfort,
+                rider_cancels(FREE_CANCELLATION_MS + 1, false)
+            ),
             Some(700)
         );
-        assert_eq!(cancellation_fee(Product::Xl, rider_cancels(10, true)), Some(900));
+        assert_eq!(
+            cancellation_fee(Product::Xl, rider_cancels(10, true)),
+            Some(900)
+        );
     }
 
     #[test]

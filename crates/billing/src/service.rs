@@ -1,0 +1,425 @@
+//! Billing on Kafka.
+//!
+//! Exactly once: records are collected for a short interval with no transaction open, then
+//! one transaction carries their charges, their dead letters and the input offsets
+//! (`send_offsets_to_transaction`). Rebalance callbacks only run while records are being
+//! collected, so a partition is never handed over with a transaction open on it. If a
+//! transaction fails it is aborted, the ledger is rebuilt from the logs, and the consumer
+//! seeks back to the committed offsets: the aborted records are charged again, once.
+//!
+//! At least once (for brokers without transactions): the same batches, but charges are
+//! acknowledged before the offsets are stored. On every takeover and after every failure the
+//! payments log is read back, so a ride already charged is not charged again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bimride_events::{Codec, FareCharged, Millis, RideEvent, Topic};
+use bimride_kafka::dead_letter::{self, DeadLetter};
+use bimride_kafka::history::{self, HistoryError};
+use bimride_kafka::producer::Delivery as Pending;
+use bimride_kafka::rebalance::{Change, ChangeContext};
+use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::{Ledger, Mode};
+use crate::{BillingSettings, Delivery, SettingsError, metrics};
+
+const EVENTS: &str = Topic::RideEvents.name();
+const PAYMENTS: &str = Topic::Payments.name();
+/// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
+const TXN_CALL: Duration = Duration::from_secs(20);
+const TXN_TIMEOUT_MS: &str = "30000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("rebuilding state failed: {0}")]
+    History(#[from] HistoryError),
+    #[error(
+        "Kafka transactions are not available at {brokers} ({source}). Billing charges exactly \
+         once only with transactions; on brokers without them, run it with \
+         --billing-delivery at-least-once, which deduplicates charges by ride"
+    )]
+    NoTransactions { brokers: String, source: KafkaError },
+    #[error("the consumer has not joined its group yet")]
+    NoGroupMetadata,
+    #[error("a blocking Kafka call failed to run: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+struct Billing {
+    consumer: Arc<StreamConsumer<ChangeContext>>,
+    producer: EventProducer,
+    codec: Arc<Codec>,
+    kafka: KafkaConfig,
+    settings: BillingSettings,
+    ledger: Ledger,
+    owned: BTreeSet<i32>,
+}
+
+/// Runs one billing instance until `shutdown`; the batch in progress is settled first.
+pub async fn run(
+    kafka: &KafkaConfig,
+    codec: Arc<Codec>,
+    settings: BillingSettings,
+    shutdown: CancellationToken,
+) -> Result<(), BillingError> {
+    settings.validate()?;
+    let exactly_once = settings.delivery == Delivery::ExactlyOnce;
+    let mut producer = kafka.producer();
+    let mut consumer = kafka.consumer(&settings.group);
+    if exactly_once {
+        producer
+            .set("transactional.id", &settings.transactional_id)
+            .set("transaction.timeout.ms", TXN_TIMEOUT_MS);
+        // Offsets travel inside the transactions instead.
+        consumer.set("enable.auto.commit", "false");
+    }
+    let producer = EventProducer::with_client(&producer, Arc::clone(&codec))?;
+    if exactly_once {
+        start_transactions(&producer, kafka).await?;
+    }
+    let (context, mut changes) = ChangeContext::new();
+    let consumer: StreamConsumer<ChangeContext> = consumer.create_with_context(context)?;
+    consumer.subscribe(&[EVENTS])?;
+    let mut b = Billing {
+        consumer: Arc::new(consumer),
+        producer,
+        codec,
+        kafka: kafka.clone(),
+        ledger: Ledger::new(settings.commission_bp),
+        settings,
+        owned: BTreeSet::new(),
+    };
+    tracing::info!(group = %b.settings.group, delivery = ?b.settings.delivery, "billing started");
+    let mut forgot = Instant::now();
+    loop {
+        let (batch, stop) = b.collect(&mut changes, &shutdown).await?;
+        if !batch.is_empty() {
+            b.settle(batch).await?;
+        }
+        if forgot.elapsed() > Duration::from_secs(10) {
+            let window = b.settings.billing_replay_secs as i64 * 1_000;
+            b.ledger.forget_before(Millis(Millis::now().0 - window));
+            forgot = Instant::now();
+        }
+        if stop {
+            break;
+        }
+    }
+    if !exactly_once {
+        let consumer = Arc::clone(&b.consumer);
+        match tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+            .await?
+        {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final commit failed"),
+        }
+    }
+    tracing::info!(tally = ?b.ledger.tally(), "billing stopped");
+    Ok(())
+}
+
+/// Registers the transactional id, fencing any earlier instance with the same id and
+/// aborting what it left open. Brokers without transactions fail here, or at the probe.
+async fn start_transactions(
+    producer: &EventProducer,
+    kafka: &KafkaConfig,
+) -> Result<(), BillingError> {
+    let p = producer.inner().clone();
+    let started = tokio::task::spawn_blocking(move || {
+        p.init_transactions(TXN_CALL)?;
+        // Some brokers accept the id but cannot end a transaction: find out now, with one
+        // that carries nothing.
+        p.begin_transaction()?;
+        p.abort_transaction(TXN_CALL)
+    })
+    .await?;
+    started.map_err(|source| BillingError::NoTransactions {
+        brokers: kafka.bootstrap_servers().to_owned(),
+        source,
+    })
+}
+
+/// Runs a blocking producer call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, BillingError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl Billing {
+    /// Collects records until the commit interval passes after the first, the batch is full,
+    /// or shutdown. Returns the batch and whether to stop after it.
+    async fn collect(
+        &mut self,
+        changes: &mut UnboundedReceiver<Change>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Vec<OwnedMessage>, bool), BillingError> {
+        let consumer = Arc::clone(&self.consumer);
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        let linger = tokio::time::sleep(Duration::from_secs(3_600));
+        tokio::pin!(linger);
+        let mut lingering = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok((batch, true)),
+                () = &mut linger, if lingering => return Ok((batch, false)),
+                m = consumer.recv() => {
+                    while let Ok(change) = changes.try_recv() {
+                        self.apply_change(change, &mut batch).await?;
+                    }
+                    match m {
+                        Ok(m) if self.owned.contains(&m.partition()) => {
+                            batch.push(m.detach());
+                            if !lingering {
+                                lingering = true;
+                                let until = tokio::time::Instant::now()
+                                    + Duration::from_millis(self.settings.commit_ms);
+                                linger.as_mut().reset(until);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    }
+                    if batch.len() >= self.settings.max_batch {
+                        return Ok((batch, false));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_change(
+        &mut self,
+        change: Change,
+        batch: &mut Vec<OwnedMessage>,
+    ) -> Result<(), BillingError> {
+        match change {
+            Change::Revoked(parts) => {
+                // No transaction is open while collecting: the next owner reads these again.
+                batch.retain(|m| !parts.contains(&m.partition()));
+                self.ledger.revoke(&parts);
+                self.owned.retain(|p| !parts.contains(p));
+                tracing::info!(partitions = ?parts, "billing partitions handed off");
+            }
+            Change::Assigned(parts) => {
+                let new: BTreeSet<i32> = parts.difference(&self.owned).copied().collect();
+                self.owned.extend(parts.iter().copied());
+                if !new.is_empty() {
+                    self.rebuild(&new).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the partitions' ride events up to the committed offsets, then marks every ride
+    /// the payments log already charged.
+    async fn rebuild(&mut self, parts: &BTreeSet<i32>) -> Result<(), BillingError> {
+        let consumer = Arc::clone(&self.consumer);
+        let kafka = self.kafka.clone();
+        let group = self.settings.group.clone();
+        let window = Duration::from_secs(self.settings.billing_replay_secs);
+        let mut events = TopicPartitionList::new();
+        for p in parts {
+            events.add_partition(EVENTS, *p);
+        }
+        let history = blocking(move || {
+            let mut marks = consumer.committed_offsets(events, TXN_CALL)?;
+            for e in marks.clone().elements() {
+                // Ride events and payments are co-partitioned by ride.
+                marks.add_partition_offset(PAYMENTS, e.partition(), Offset::End)?;
+            }
+            history::read(&kafka, &group, &marks, window).map_err(|e| match e {
+                HistoryError::Kafka(k) => k,
+                HistoryError::Incomplete(what) => {
+                    tracing::error!(partitions = %what, "history not read to its end");
+                    KafkaError::Canceled
+                }
+            })
+        })
+        .await?;
+        let (mut replayed, mut charged) = (0, 0);
+        for h in history
+            .iter()
+            .filter(|h| h.topic == EVENTS && h.before_mark)
+        {
+            if let Ok(e) = self.codec.decode::<RideEvent>(&h.payload).await {
+                let _ = self.ledger.apply(h.partition, &e, Mode::Replay);
+                replayed += 1;
+            }
+        }
+        for h in history.iter().filter(|h| h.topic == PAYMENTS) {
+            if let Ok(c) = self.codec.decode::<FareCharged>(&h.payload).await {
+                self.ledger.charged(h.partition, &c);
+                charged += 1;
+            }
+        }
+        tracing::info!(partitions = ?parts, replayed, charged, rides = self.ledger.len(), "billing partitions taken over and rebuilt");
+        Ok(())
+    }
+
+    /// Makes a batch's effects durable. A failure that leaves the producer usable aborts the
+    /// transaction and rewinds; anything else stops billing.
+    async fn settle(&mut self, batch: Vec<OwnedMessage>) -> Result<(), BillingError> {
+        match self.try_settle(&batch).await {
+            Ok(charges) => {
+                metrics::committed(&charges);
+                metrics::TRANSACTIONS
+                    .with_label_values(&["committed"])
+                    .inc();
+                Ok(())
+            }
+            Err(e) => {
+                metrics::TRANSACTIONS.with_label_values(&["aborted"]).inc();
+                if let BillingError::Kafka(KafkaError::Transaction(t)) = &e
+                    && t.is_fatal()
+                {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, records = batch.len(), "batch failed; aborting and rewinding");
+                if self.settings.delivery == Delivery::ExactlyOnce {
+                    let p = self.producer.inner().clone();
+                    blocking(move || p.abort_transaction(TXN_CALL)).await?;
+                }
+                self.rewind().await
+            }
+        }
+    }
+
+    async fn try_settle(
+        &mut self,
+        batch: &[OwnedMessage],
+    ) -> Result<Vec<FareCharged>, BillingError> {
+        let exactly_once = self.settings.delivery == Delivery::ExactlyOnce;
+        if exactly_once {
+            let p = self.producer.inner().clone();
+            blocking(move || p.begin_transaction()).await?;
+        }
+        let mut charges = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch {
+            next.insert(m.partition(), m.offset() + 1);
+            match self.process(m).await {
+                Ok(Some(charge)) => {
+                    pending.push(self.producer.send(&charge).await?);
+                    charges.push(charge);
+                }
+                Ok(None) => {}
+                Err(letter) => {
+                    dead_letter::publish(
+                        self.producer.inner(),
+                        &letter.topic(),
+                        m.key(),
+                        m.payload(),
+                        &letter,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (p, o) in &next {
+            offsets.add_partition_offset(EVENTS, *p, Offset::Offset(*o))?;
+        }
+        if exactly_once {
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or(BillingError::NoGroupMetadata)?;
+            let p = self.producer.inner().clone();
+            blocking(move || {
+                p.send_offsets_to_transaction(&offsets, &group, TXN_CALL)?;
+                p.commit_transaction(TXN_CALL)
+            })
+            .await?;
+            for d in pending {
+                d.wait().await?;
+            }
+        } else {
+            for d in pending {
+                d.wait().await?;
+            }
+            for (p, o) in &next {
+                // librdkafka commits `offset + 1` itself: store the record's own.
+                self.consumer.store_offset(EVENTS, *p, o - 1)?;
+            }
+        }
+        Ok(charges)
+    }
+
+    /// After a failed batch: forget what it changed, rebuild from the logs, and read again
+    /// from the committed offsets.
+    async fn rewind(&mut self) -> Result<(), BillingError> {
+        let owned = self.owned.clone();
+        self.ledger.revoke(&owned);
+        self.rebuild(&owned).await?;
+        let consumer = Arc::clone(&self.consumer);
+        blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for p in &owned {
+                tpl.add_partition(EVENTS, *p);
+            }
+            for e in consumer.committed_offsets(tpl, TXN_CALL)?.elements() {
+                let to = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                consumer.seek(EVENTS, e.partition(), to, TXN_CALL)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Decodes and applies one live record: its charge, or the dead letter it becomes.
+    async fn process(&mut self, m: &OwnedMessage) -> Result<Option<FareCharged>, DeadLetter> {
+        bimride_kafka::metrics::CONSUMED
+            .with_label_values(&[EVENTS])
+            .inc();
+        let group = self.settings.group.clone();
+        let letter = |reason: &str, error: String| DeadLetter::of(m, reason, error, &group);
+        let Some(bytes) = m.payload() else {
+            return Err(letter("empty_payload", "record has no value".into()));
+        };
+        let event = loop {
+            match self.codec.decode::<RideEvent>(bytes).await {
+                Ok(e) => break e,
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "decode failed; retrying");
+                    bimride_kafka::metrics::RETRIES
+                        .with_label_values(&[EVENTS])
+                        .inc();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(letter(e.reason(), e.to_string())),
+            }
+        };
+        let before = self.ledger.tally().duplicates;
+        let charge = self
+            .ledger
+            .apply(m.partition(), &event, Mode::Live)
+            .map_err(|e| letter(e.reason(), e.to_string()))?;
+        if self.ledger.tally().duplicates > before {
+            metrics::DUPLICATES.with_label_values(&["trip"]).inc();
+        }
+        Ok(charge)
+    }
+}
