@@ -286,6 +286,7 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             occurred_at: h(3).1,
             ride_id: ride_id.clone(),
             driver_id: driver_id.clone(),
+            rider_id: id("rider", n),
         }
         .into(),
         TripStarted {
@@ -293,6 +294,7 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             occurred_at: h(4).1,
             ride_id: ride_id.clone(),
             driver_id: driver_id.clone(),
+            rider_id: id("rider", n),
         }
         .into(),
         TripTelemetry {

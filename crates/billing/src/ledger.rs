@@ -317,6 +317,7 @@ mod tests {
             occurred_at: Millis(at),
             ride_id: RIDE.into(),
             driver_id: "driver-1".into(),
+            rider_id: "rider-1".into(),
         }
         .into()
     }
@@ -327,6 +328,7 @@ mod tests {
             occurred_at: Millis(at),
             ride_id: RIDE.into(),
             driver_id: "driver-1".into(),
+            rider_id: "rider-1".into(),
         }
         .into()
     }

@@ -200,6 +200,9 @@ pub struct DriverArrived {
     pub occurred_at: Millis,
     pub ride_id: String,
     pub driver_id: String,
+    #[avro(default = r#""""#)]
+    #[serde(default)]
+    pub rider_id: String,
 }
 
 /// The trip began.
@@ -210,6 +213,9 @@ pub struct TripStarted {
     pub occurred_at: Millis,
     pub ride_id: String,
     pub driver_id: String,
+    #[avro(default = r#""""#)]
+    #[serde(default)]
+    pub rider_id: String,
 }
 
 /// Position of a trip in progress.

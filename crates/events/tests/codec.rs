@@ -169,6 +169,7 @@ fn ride_event() -> impl Strategy<Value = RideEvent> {
         driver_assigned().prop_map(RideEvent::from),
         trip_step().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
             DriverArrived {
+                rider_id: format!("rider-of-{ride_id}"),
                 event_id,
                 occurred_at,
                 ride_id,
@@ -178,6 +179,7 @@ fn ride_event() -> impl Strategy<Value = RideEvent> {
         }),
         trip_step().prop_map(|(event_id, occurred_at, ride_id, driver_id)| {
             TripStarted {
+                rider_id: format!("rider-of-{ride_id}"),
                 event_id,
                 occurred_at,
                 ride_id,

@@ -263,6 +263,7 @@ impl Fleet {
                                 occurred_at: Millis::now(),
                                 ride_id: ride.clone(),
                                 driver_id: d.id.clone(),
+                                rider_id: rider.clone(),
                             })));
                             d.phase = Phase::AtPickup {
                                 ride,
@@ -278,6 +279,7 @@ impl Fleet {
                         occurred_at: Millis::now(),
                         ride_id: ride.clone(),
                         driver_id: d.id.clone(),
+                        rider_id: rider.clone(),
                     })));
                     d.phase = Phase::OnTrip {
                         ride,
