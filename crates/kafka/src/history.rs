@@ -129,3 +129,21 @@ pub fn read(
     }
     Ok(history)
 }
+
+/// Reads every partition of `topic` from `window` ago to its end, blocking.
+pub fn read_topic(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    window: Duration,
+) -> Result<Vec<Historic>, HistoryError> {
+    let probe: BaseConsumer = kafka.client().create()?;
+    let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut marks = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            marks.add_partition_offset(topic, p.id(), Offset::End)?;
+        }
+    }
+    read(kafka, group, &marks, window)
+}

@@ -1,0 +1,348 @@
+//! Notifications: every step of a ride becomes templated messages for its rider and driver,
+//! delivered to pluggable sinks and recorded on the notifications topic, keyed by recipient.
+//!
+//! - [`templates`]: which events tell whom what, as pure functions.
+//! - [`sinks`]: the log sink, and an optional webhook sink with retries.
+//! - [`run`]: consumes the ride events and the committed payments.
+//!
+//! A message is sent once per ride, template and recipient: its id is derived from them,
+//! and ids already sent (remembered, and read back from the topic at start) are skipped.
+
+pub mod sinks;
+pub mod templates;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use bimride_events::{Codec, FareCharged, Notification, RideEvent, Topic};
+use bimride_kafka::history::{self, HistoryError};
+use bimride_kafka::{
+    ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
+    consumer,
+};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use tokio_util::sync::CancellationToken;
+
+use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
+use crate::templates::{Source, render};
+
+/// Notification settings, from flags with environment fallbacks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotificationSettings {
+    /// Consumer group prefix of the notification instances.
+    #[arg(
+        long = "notifications-group",
+        env = "BIMRIDE_NOTIFICATIONS_GROUP",
+        default_value = "bimride-notifications"
+    )]
+    pub group: String,
+    /// Also post every message as JSON to this URL.
+    #[arg(long, env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Retries of a failed webhook post, with exponential backoff.
+    #[arg(
+        long,
+        env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_RETRIES",
+        default_value_t = 5
+    )]
+    pub webhook_retries: u32,
+    #[arg(
+        long,
+        env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub webhook_timeout_ms: u64,
+    /// How far back the sent messages are read at start, in seconds, so a restart does not
+    /// send them again.
+    #[arg(
+        long,
+        env = "BIMRIDE_NOTIFICATIONS_REPLAY_SECS",
+        default_value_t = 3_600
+    )]
+    pub notifications_replay_secs: u64,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            group: "bimride-notifications".into(),
+            webhook_url: None,
+            webhook_retries: 5,
+            webhook_timeout_ms: 2_000,
+            notifications_replay_secs: 3_600,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("invalid notification settings: {0}")]
+    Settings(&'static str),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Consume(#[from] ConsumerError),
+    #[error("reading the messages already sent failed: {0}")]
+    History(#[from] HistoryError),
+    #[error("a blocking Kafka call failed to run: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl NotificationSettings {
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        if self.group.trim().is_empty() {
+            return Err(NotifyError::Settings("the group must not be empty"));
+        }
+        if let Some(url) = &self.webhook_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|_| NotifyError::Settings("the webhook URL is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(NotifyError::Settings(
+                    "the webhook URL must be http or https",
+                ));
+            }
+        }
+        if self.webhook_retries > 20 {
+            return Err(NotifyError::Settings("at most 20 webhook retries"));
+        }
+        if !(100..=60_000).contains(&self.webhook_timeout_ms) {
+            return Err(NotifyError::Settings(
+                "the webhook timeout must be 100 ms to 60 s",
+            ));
+        }
+        Ok(())
+    }
+
+    fn sinks(&self) -> Result<Vec<Box<dyn Sink>>, NotifyError> {
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
+        if let Some(url) = &self.webhook_url {
+            let url = reqwest::Url::parse(url)
+                .map_err(|_| NotifyError::Settings("the webhook URL is not a URL"))?;
+            sinks.push(Box::new(WebhookSink::new(
+                url,
+                self.webhook_retries,
+                Duration::from_millis(self.webhook_timeout_ms),
+            )?));
+        }
+        Ok(sinks)
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register_int_counter_vec!(name, help, labels)
+        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+static SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_notifications_sent_total",
+        "Messages sent, by template.",
+        &["template"],
+    )
+});
+
+static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_notifications_duplicates_total",
+        "Messages not sent again because their id was already sent, by template.",
+        &["template"],
+    )
+});
+
+static SINK_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_notifications_sink_failures_total",
+        "Messages a sink could not take after its retries, by sink.",
+        &["sink"],
+    )
+});
+
+/// Ids of messages already sent, bounded: the oldest are forgotten first.
+#[derive(Debug)]
+struct SentIds {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl SentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Notifier {
+    producer: EventProducer,
+    sinks: Vec<Box<dyn Sink>>,
+    sent: Mutex<SentIds>,
+}
+
+impl Notifier {
+    fn already_sent(&self, id: &str) -> bool {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn mark_sent(&self, id: String) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// Sends a source's messages: sinks first, then the topic, which records them as sent.
+    async fn handle(&self, source: Source) -> Result<(), HandleError> {
+        for n in render(&source) {
+            if self.already_sent(&n.notification_id) {
+                SKIPPED.with_label_values(&[&n.template]).inc();
+                continue;
+            }
+            self.deliver(&n).await?;
+            self.producer
+                .send_and_wait(&n)
+                .await
+                .map_err(|e| HandleError::Retry(e.to_string()))?;
+            SENT.with_label_values(&[&n.template]).inc();
+            self.mark_sent(n.notification_id);
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), HandleError> {
+        for sink in &self.sinks {
+            if let Err(e) = sink.deliver(n).await {
+                SINK_FAILURES.with_label_values(&[sink.name()]).inc();
+                // The source record goes to the dead-letter topic, to be replayed once the
+                // sink is back; messages it already sent are skipped then.
+                return Err(HandleError::Invalid {
+                    reason: "sink_failed",
+                    message: format!("{} sink: {e}", sink.name()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the notifier until `shutdown`.
+pub async fn run(
+    kafka: &KafkaConfig,
+    codec: Arc<Codec>,
+    settings: NotificationSettings,
+    shutdown: CancellationToken,
+) -> Result<(), NotifyError> {
+    settings.validate()?;
+    let notifier = Arc::new(Notifier {
+        producer: EventProducer::new(kafka, Arc::clone(&codec))?,
+        sinks: settings.sinks()?,
+        sent: Mutex::new(SentIds::new(1_000_000)),
+    });
+    let remembered = remember_sent(kafka, &codec, &settings, &notifier).await?;
+    tracing::info!(
+        remembered,
+        webhook = settings.webhook_url.is_some(),
+        "notifications started"
+    );
+
+    let on_ride = Arc::clone(&notifier);
+    let events = consumer::run::<RideEvent, _>(
+        kafka,
+        Arc::clone(&codec),
+        ConsumerOptions::new(format!("{}-events", settings.group)),
+        Arc::new(move |r: Record<RideEvent>| {
+            let n = Arc::clone(&on_ride);
+            async move { n.handle(Source::Ride(r.value)).await }
+        }),
+        shutdown.clone(),
+    );
+    let on_charge = Arc::clone(&notifier);
+    let charges = consumer::run::<FareCharged, _>(
+        kafka,
+        codec,
+        ConsumerOptions::new(format!("{}-payments", settings.group)),
+        Arc::new(move |r: Record<FareCharged>| {
+            let n = Arc::clone(&on_charge);
+            async move { n.handle(Source::Charge(r.value)).await }
+        }),
+        shutdown,
+    );
+    let (a, b) = tokio::join!(events, charges);
+    a?;
+    b?;
+    notifier.producer.flush(Duration::from_secs(5)).await?;
+    tracing::info!("notifications stopped");
+    Ok(())
+}
+
+/// Reads the messages sent within the replay window, so that a restart does not repeat them.
+async fn remember_sent(
+    kafka: &KafkaConfig,
+    codec: &Codec,
+    settings: &NotificationSettings,
+    notifier: &Notifier,
+) -> Result<usize, NotifyError> {
+    let (kafka, group) = (kafka.clone(), settings.group.clone());
+    let window = Duration::from_secs(settings.notifications_replay_secs);
+    let history = tokio::task::spawn_blocking(move || {
+        history::read_topic(&kafka, &group, Topic::Notifications.name(), window)
+    })
+    .await??;
+    let mut remembered = 0;
+    for h in history {
+        if let Ok(n) = codec.decode::<Notification>(&h.payload).await {
+            notifier.mark_sent(n.notification_id);
+            remembered += 1;
+        }
+    }
+    Ok(remembered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_sent_ids_are_forgotten_first() {
+        let mut sent = SentIds::new(2);
+        for id in ["a", "b", "a", "c"] {
+            sent.insert(id.into());
+        }
+        assert!(!sent.contains("a"));
+        assert!(sent.contains("b") && sent.contains("c"));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut s = NotificationSettings::default();
+        assert!(s.validate().is_ok());
+        s.webhook_url = Some("ftp://example.com".into());
+        assert!(s.validate().is_err());
+        s.webhook_url = Some("http://127.0.0.1:9/hook".into());
+        assert!(s.validate().is_ok());
+    }
+}
