@@ -5,7 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
 use bimride_events::{
-    Codec, DispatchEvent, GeoPoint, Product, RideEvent, RideRequested, TopicValue,
+    ChargeKind, Codec, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
+    RideEvent, RideRequested, TopicValue,
 };
 use bimride_kafka::{ConsumerError, ConsumerOptions, HandleError, KafkaConfig, Record, consumer};
 use serde::Serialize;
@@ -15,6 +16,29 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
     pub event: &'static str,
+    pub at_ms: i64,
+}
+
+/// What the ride cost, from the payments topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FareView {
+    pub kind: ChargeKind,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub base_minor: i64,
+    pub distance_minor: i64,
+    pub time_minor: i64,
+    pub surge_milli: i32,
+    pub commission_minor: i64,
+    pub payout_minor: i64,
+}
+
+/// A message sent about the ride, from the notifications topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SentMessage {
+    pub recipient_kind: RecipientKind,
+    pub template: String,
+    pub text: String,
     pub at_ms: i64,
 }
 
@@ -34,6 +58,8 @@ pub struct RideView {
     pub driver_id: Option<String>,
     pub cancel_reason: Option<String>,
     pub history: Vec<HistoryEntry>,
+    pub fare: Option<FareView>,
+    pub notifications: Vec<SentMessage>,
     #[serde(skip)]
     state: RideState,
     #[serde(skip)]
@@ -56,6 +82,8 @@ impl RideView {
             driver_id: None,
             cancel_reason: None,
             history: Vec::new(),
+            fare: None,
+            notifications: Vec::new(),
             state: RideState::requested(),
             seen: HashSet::new(),
         }
@@ -160,6 +188,39 @@ impl RideBook {
     }
 }
 
+impl RideBook {
+    pub fn apply_charge(&self, c: &FareCharged) {
+        self.with_ride(&c.ride_id, &c.event_id, |v| {
+            v.fare = Some(FareView {
+                kind: c.kind,
+                amount_minor: c.fare.amount_minor,
+                currency: c.fare.currency.clone(),
+                base_minor: c.base_minor,
+                distance_minor: c.distance_minor,
+                time_minor: c.time_minor,
+                surge_milli: c.surge_milli,
+                commission_minor: c.commission.amount_minor,
+                payout_minor: c.payout.amount_minor,
+            });
+        });
+    }
+
+    pub fn apply_notification(&self, n: &Notification) {
+        let Some(ride_id) = &n.ride_id else {
+            return;
+        };
+        self.with_ride(ride_id, &n.notification_id, |v| {
+            v.notifications.push(SentMessage {
+                recipient_kind: n.recipient_kind,
+                template: n.template.clone(),
+                text: n.text.clone(),
+                at_ms: n.occurred_at.0,
+            });
+            v.notifications.sort_by_key(|m| m.at_ms);
+        });
+    }
+}
+
 /// Feeds `book` from the ride topics until `shutdown`. Every API instance reads every ride, so
 /// `group` must be unique to the instance.
 pub async fn run_projection(
@@ -183,16 +244,38 @@ pub async fn run_projection(
         }),
         shutdown.clone(),
     );
+    let ride_book = Arc::clone(&book);
     let events = consumer::run::<RideEvent, _>(
         config,
-        codec,
+        Arc::clone(&codec),
         ConsumerOptions::new(format!("{group}-events")),
         Arc::new(move |r: Record<RideEvent>| {
-            book.apply_event(&r.value);
+            ride_book.apply_event(&r.value);
             async { Ok::<(), HandleError>(()) }
         }),
-        shutdown,
+        shutdown.clone(),
     );
-    let (a, b) = tokio::join!(requests, events);
-    a.and(b)
+    let charges_book = Arc::clone(&book);
+    let charges = consumer::run::<FareCharged, _>(
+        config,
+        Arc::clone(&codec),
+        ConsumerOptions::new(format!("{group}-payments")),
+        Arc::new(move |r: Record<FareCharged>| {
+            charges_book.apply_charge(&r.value);
+            async { Ok::<(), HandleError>(()) }
+        }),
+        shutdown.clone(),
+    );
+    let messages = consumer::run::<Notification, _>(
+        config,
+        Arc::clone(&codec),
+        ConsumerOptions::new(format!("{group}-notifications")),
+        Arc::new(move |r: Record<Notification>| {
+            book.apply_notification(&r.value);
+            async { Ok::<(), HandleError>(()) }
+        }),
+        shutdown.clone(),
+    );
+    let (a, b, c, d) = tokio::join!(requests, events, charges, messages);
+    a.and(b).and(c).and(d)
 }

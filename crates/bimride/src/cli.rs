@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 
+use bimride_billing::BillingSettings;
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
 use bimride_kafka::KafkaConfig;
+use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -50,6 +52,10 @@ pub enum Command {
     Dispatch(DispatchArgs),
     /// Run a simulated fleet of drivers, and riders booking through the API.
     Simulate(SimulateArgs),
+    /// Run billing: completed trips and late cancellations are charged exactly once.
+    Billing(BillingArgs),
+    /// Run notifications: riders and drivers are told about every step of their rides.
+    Notifications(NotificationsArgs),
 }
 
 /// The service area. The defaults are Amsterdam.
@@ -133,6 +139,12 @@ pub struct UpArgs {
     /// The simulated city; its riders book through this process's own API.
     #[command(flatten)]
     pub sim: SimSettings,
+
+    #[command(flatten)]
+    pub billing: BillingSettings,
+
+    #[command(flatten)]
+    pub notifications: NotificationSettings,
 }
 
 /// What every service run on its own needs: the cluster, the city and the registry.
@@ -147,6 +159,35 @@ pub struct ServiceArgs {
     /// URL of the schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: String,
+}
+
+/// A service that needs only the cluster and the registry.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    /// URL of the Confluent-compatible schema registry.
+    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BillingArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub billing: BillingSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct NotificationsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Debug, Args)]

@@ -42,5 +42,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Provision(args) => provision::run(args).await,
         cli::Command::Dispatch(args) => services::dispatch(args).await,
         cli::Command::Simulate(args) => services::simulate(args).await,
+        cli::Command::Billing(args) => services::billing(args).await,
+        cli::Command::Notifications(args) => services::notifications(args).await,
     }
 }

@@ -13,6 +13,8 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let city = args.city.city()?;
     args.dispatch.validate()?;
+    args.billing.validate()?;
+    args.notifications.validate()?;
 
     // The cluster lives until the end of this function, after every client is gone.
     let cluster = match &args.kafka.brokers {
@@ -102,9 +104,37 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         })
     };
 
+    let billing = {
+        let (kafka, codec, settings, shutdown) = (
+            kafka.clone(),
+            Arc::clone(&front.codec),
+            args.billing,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            bimride_billing::run(&kafka, codec, settings, shutdown)
+                .await
+                .context("billing")
+        })
+    };
+    let notifications = {
+        let (kafka, codec, settings, shutdown) = (
+            kafka.clone(),
+            Arc::clone(&front.codec),
+            args.notifications,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            bimride_notifications::run(&kafka, codec, settings, shutdown)
+                .await
+                .context("notifications")
+        })
+    };
+
     announce(&info, &format!("http://{http_addr}"));
     shutdown.cancelled().await;
-    for task in front.tasks.into_iter().chain([dispatch, simulator]) {
+    let services = [dispatch, simulator, billing, notifications];
+    for task in front.tasks.into_iter().chain(services) {
         task.await??;
     }
     for task in tasks {
