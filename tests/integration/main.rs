@@ -16,6 +16,7 @@ macro_rules! on_both_brokers {
     };
 }
 
+mod billing;
 mod dead_letters;
 mod dispatch;
 mod provisioning;

@@ -331,6 +331,55 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
     ]
 }
 
+/// The steps of ride `n` from assignment to completion, as a driver's app and dispatch
+/// publish them: a Comfort ride quoted at 1.2x surge.
+pub fn completed_trip(n: u32) -> Vec<RideEvent> {
+    let (ride_id, driver_id, rider_id) = (id("ride", n), id("driver", n), id("rider", n));
+    let h = |k: u32| head(n * 10 + k);
+    vec![
+        DriverAssigned {
+            event_id: h(0).0,
+            occurred_at: h(0).1,
+            ride_id: ride_id.clone(),
+            rider_id: rider_id.clone(),
+            driver_id: driver_id.clone(),
+            vehicle: vehicle(),
+            pickup_eta_secs: 180,
+            region: "861969537ffffff".into(),
+            product: Some(Product::Comfort),
+            surge_milli: 1_200,
+        }
+        .into(),
+        DriverArrived {
+            event_id: h(1).0,
+            occurred_at: h(1).1,
+            ride_id: ride_id.clone(),
+            driver_id: driver_id.clone(),
+            rider_id: rider_id.clone(),
+        }
+        .into(),
+        TripStarted {
+            event_id: h(2).0,
+            occurred_at: h(2).1,
+            ride_id: ride_id.clone(),
+            driver_id: driver_id.clone(),
+            rider_id: rider_id.clone(),
+        }
+        .into(),
+        TripCompleted {
+            event_id: h(3).0,
+            occurred_at: h(3).1,
+            ride_id,
+            rider_id,
+            driver_id,
+            distance_m: 2_000 + i64::from(n % 7) * 1_000,
+            duration_secs: 300 + i64::from(n % 5) * 60,
+            dropoff: point(),
+        }
+        .into(),
+    ]
+}
+
 pub fn supply_events(n: u32) -> Vec<SupplyEvent> {
     let (e1, t1) = head(n);
     let (e2, t2) = head(n + 1);
@@ -469,6 +518,34 @@ impl Pipeline {
             bimride_dispatch::run(&config, codec, city, settings, stop)
                 .await
                 .context("dispatch")
+        })
+    }
+
+    /// A billing instance until `stop`.
+    pub fn spawn_billing(
+        &self,
+        settings: bimride_billing::BillingSettings,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
+        tokio::spawn(async move {
+            bimride_billing::run(&config, codec, settings, stop)
+                .await
+                .context("billing")
+        })
+    }
+
+    /// A notifications instance until `stop`.
+    pub fn spawn_notifications(
+        &self,
+        settings: bimride_notifications::NotificationSettings,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
+        tokio::spawn(async move {
+            bimride_notifications::run(&config, codec, settings, stop)
+                .await
+                .context("notifications")
         })
     }
 

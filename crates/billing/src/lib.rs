@@ -29,6 +29,7 @@ pub enum Delivery {
 pub struct BillingSettings {
     /// Consumer group of the billing instances.
     #[arg(
+        id = "billing-group",
         long = "billing-group",
         env = "BIMRIDE_BILLING_GROUP",
         default_value = "bimride-billing"

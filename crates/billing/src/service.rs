@@ -85,7 +85,9 @@ pub async fn run(
     if exactly_once {
         producer
             .set("transactional.id", &settings.transactional_id)
-            .set("transaction.timeout.ms", TXN_TIMEOUT_MS);
+            .set("transaction.timeout.ms", TXN_TIMEOUT_MS)
+            // A message may not outlive the transaction it belongs to.
+            .set("message.timeout.ms", TXN_TIMEOUT_MS);
         // Offsets travel inside the transactions instead.
         consumer.set("enable.auto.commit", "false");
     }

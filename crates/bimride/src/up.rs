@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::UpArgs;
 use crate::front::SystemInfo;
@@ -77,63 +79,36 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     .await?;
     let http_addr = front.addr;
 
-    let codec = Arc::clone(&front.codec);
-    let dispatch = {
-        let (kafka, codec, city, settings, shutdown) = (
-            kafka.clone(),
-            Arc::clone(&codec),
-            city.clone(),
-            args.dispatch,
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            bimride_dispatch::run(&kafka, codec, city, settings, shutdown)
-                .await
-                .context("dispatch")
-        })
-    };
+    let codec = &front.codec;
     let mut sim = args.sim;
     sim.api_url = format!("http://{http_addr}");
     sim.validate()?;
-    let simulator = {
-        let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            bimride_simulator::run(&kafka, codec, city, sim, shutdown)
-                .await
-                .context("simulator")
-        })
-    };
-
-    let billing = {
-        let (kafka, codec, settings, shutdown) = (
-            kafka.clone(),
-            Arc::clone(&front.codec),
-            args.billing,
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            bimride_billing::run(&kafka, codec, settings, shutdown)
-                .await
-                .context("billing")
-        })
-    };
-    let notifications = {
-        let (kafka, codec, settings, shutdown) = (
-            kafka.clone(),
-            Arc::clone(&front.codec),
-            args.notifications,
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            bimride_notifications::run(&kafka, codec, settings, shutdown)
-                .await
-                .context("notifications")
-        })
-    };
+    let services = [
+        supervise("dispatch", &shutdown, {
+            let (kafka, codec, city, s) = (
+                kafka.clone(),
+                Arc::clone(codec),
+                city.clone(),
+                shutdown.clone(),
+            );
+            async move { Ok(bimride_dispatch::run(&kafka, codec, city, args.dispatch, s).await?) }
+        }),
+        supervise("simulator", &shutdown, {
+            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
+            async move { Ok(bimride_simulator::run(&kafka, codec, city, sim, s).await?) }
+        }),
+        supervise("billing", &shutdown, {
+            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
+            async move { Ok(bimride_billing::run(&kafka, codec, args.billing, s).await?) }
+        }),
+        supervise("notifications", &shutdown, {
+            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
+            async move { Ok(bimride_notifications::run(&kafka, codec, args.notifications, s).await?) }
+        }),
+    ];
 
     announce(&info, &format!("http://{http_addr}"));
     shutdown.cancelled().await;
-    let services = [dispatch, simulator, billing, notifications];
     for task in front.tasks.into_iter().chain(services) {
         task.await??;
     }
@@ -143,6 +118,28 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     drop(cluster);
     tracing::info!("bimride stopped cleanly");
     Ok(())
+}
+
+/// Runs one service of the city. If it fails, everything stops: `up` never carries on with
+/// a part of the pipeline missing.
+fn supervise(
+    name: &'static str,
+    shutdown: &CancellationToken,
+    service: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> JoinHandle<anyhow::Result<()>> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let result = service.await.context(name);
+        if let Err(e) = &result {
+            tracing::error!(
+                service = name,
+                error = format!("{e:#}"),
+                "service failed; stopping"
+            );
+            shutdown.cancel();
+        }
+        result
+    })
 }
 
 /// The addresses a user (or another program) needs, on stdout.

@@ -32,6 +32,7 @@ use crate::templates::{Source, render};
 pub struct NotificationSettings {
     /// Consumer group prefix of the notification instances.
     #[arg(
+        id = "notifications-group",
         long = "notifications-group",
         env = "BIMRIDE_NOTIFICATIONS_GROUP",
         default_value = "bimride-notifications"

@@ -43,7 +43,7 @@ pub struct SimSettings {
     )]
     pub accept_ratio: f64,
     /// Simulated seconds per real second, so that trips end while you watch.
-    #[arg(long = "speedup", env = "BIMRIDE_SIM_SPEEDUP", default_value_t = 10.0)]
+    #[arg(long = "speedup", env = "BIMRIDE_SIM_SPEEDUP", default_value_t = 30.0)]
     pub speedup: f64,
     /// Base URL of the trip API riders book through.
     #[arg(
@@ -66,7 +66,7 @@ impl Default for SimSettings {
             drivers: 80,
             booking_rate: 2.0,
             accept_ratio: 0.85,
-            speedup: 10.0,
+            speedup: 30.0,
             api_url: "http://127.0.0.1:8080".into(),
             seed: 7,
             id: "sim".into(),
