@@ -1,15 +1,19 @@
-//! Billing on real brokers: exactly once through transactions on the embedded cluster,
-//! through a crash and an aborted transaction; at least once with dedupe on tansu.
+//! Billing on real brokers: exactly once through transactions on the embedded cluster, through
+//! an aborted transaction and a crash; on tansu, which has no transactions, a clear refusal and
+//! the at-least-once mode with charges deduplicated by ride.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bimride_billing::{BillingSettings, Delivery};
-use bimride_events::{ChargeKind, FareCharged, RideEvent};
-use bimride_tests::{Broker, Pipeline, completed_trip, join_all};
+use bimride_events::{FareCharged, RideEvent, Topic};
+use bimride_tests::{Broker, Pipeline, completed_trip, decode_all, join_all, read_back};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio_util::sync::CancellationToken;
 
-use crate::{consume, group};
+use crate::group;
+
+const PAYMENTS: &str = Topic::Payments.name();
 
 fn settings(delivery: Delivery) -> BillingSettings {
     BillingSettings {
@@ -21,31 +25,209 @@ fn settings(delivery: Delivery) -> BillingSettings {
     }
 }
 
-async fn publish_trips(p: &Pipeline, rides: std::ops::Range<u32>) {
-    let events: Vec<RideEvent> = rides.flat_map(completed_trip).collect();
-    p.producer
-        .send_all(&events)
-        .await
-        .expect("ride events published");
+/// Publishes the trips of `rides` a few at a time, so that billing sees a stream.
+async fn stream_trips(p: &Pipeline, rides: std::ops::Range<u32>) {
+    let rides: Vec<u32> = rides.collect();
+    for chunk in rides.chunks(10) {
+        let events: Vec<RideEvent> = chunk.iter().copied().flat_map(completed_trip).collect();
+        p.producer
+            .send_all(&events)
+            .await
+            .expect("ride events published");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Waits until a `read_committed` reader sees charges for `count` distinct rides; returns
+/// every charge it saw.
+async fn committed_charges(p: &Pipeline, count: usize) -> Vec<FareCharged> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let config = p.config.clone();
+        let records =
+            tokio::task::spawn_blocking(move || read_back(&config, PAYMENTS, "read_committed"))
+                .await
+                .expect("reader joins");
+        let charges: Vec<FareCharged> = decode_all(&p.codec, &records).await;
+        let rides: BTreeSet<&str> = charges.iter().map(|c| c.ride_id.as_str()).collect();
+        if rides.len() >= count || tokio::time::Instant::now() > deadline {
+            return charges;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Charges by ride; fails the test if a ride was charged twice with different charges.
+fn by_ride(charges: &[FareCharged]) -> BTreeMap<String, Vec<FareCharged>> {
+    let mut rides: BTreeMap<String, Vec<FareCharged>> = BTreeMap::new();
+    for c in charges {
+        rides.entry(c.ride_id.clone()).or_default().push(c.clone());
+    }
+    rides
+}
+
+fn expected_rides(rides: std::ops::Range<u32>) -> BTreeSet<String> {
+    rides.map(|n| format!("ride-{n}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completed_trips_are_charged_once_on_the_embedded_cluster() {
-    bimride_tests::trace();
+async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
     let broker = Broker::embedded();
+    let Broker::Embedded(cluster) = &broker else {
+        unreachable!()
+    };
     let p = Pipeline::start(&broker).await;
+    let s = settings(Delivery::ExactlyOnce);
+
+    let first_stop = CancellationToken::new();
+    let first = p.spawn_billing(s.clone(), first_stop.clone());
+    stream_trips(&p, 0..100).await;
+    assert_eq!(committed_charges(&p, 100).await.len(), 100);
+    let aborted_before = aborted_transactions();
+    // The next transaction fails to add its offsets: billing must abort it, rewind, and charge
+    // those rides again in a transaction that commits.
+    cluster
+        .fail_requests(
+            RDKafkaApiKey::AddOffsetsToTxn,
+            vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+        )
+        .expect("error injected");
+    stream_trips(&p, 100..200).await;
+    assert_eq!(committed_charges(&p, 200).await.len(), 200);
+
+    // A crash mid-stream: the task is dropped where it stands, with no graceful shutdown.
+    let streaming = stream_trips(&p, 200..400);
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        first.abort();
+    };
+    tokio::join!(streaming, crash);
+    assert!(
+        first.await.is_err_and(|e| e.is_cancelled()),
+        "billing was killed"
+    );
+    drop(first_stop);
+    // The restart takes the same transactional id: it fences the dead instance and aborts
+    // whatever it left open.
     let stop = CancellationToken::new();
-    let billing = p.spawn_billing(settings(Delivery::ExactlyOnce), stop.clone());
-    publish_trips(&p, 0..50).await;
-    let charges = consume::<FareCharged>(
-        &p.config,
-        p.codec.clone(),
-        &group("payments"),
-        50,
-        Duration::from_secs(60),
-    )
-    .await;
+    let second = p.spawn_billing(s, stop.clone());
+    stream_trips(&p, 400..450).await;
+
+    let committed = committed_charges(&p, 450).await;
     stop.cancel();
-    join_all(vec![billing]).await;
-    assert_eq!(charges.len(), 50);
+    join_all(vec![second]).await;
+
+    let rides = by_ride(&committed);
+    assert_eq!(
+        rides.keys().cloned().collect::<BTreeSet<_>>(),
+        expected_rides(0..450)
+    );
+    let twice: Vec<_> = rides
+        .iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(twice.is_empty(), "charged twice: {twice:?}");
+    for c in &committed {
+        assert_eq!(
+            c.commission.amount_minor + c.payout.amount_minor,
+            c.fare.amount_minor
+        );
+        assert_eq!(c.surge_milli, 1_200, "the surge quoted at request time");
+    }
+    assert!(
+        aborted_transactions() > aborted_before,
+        "the injected failure aborted no transaction"
+    );
+}
+
+fn aborted_transactions() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == "bimride_billing_transactions_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == "aborted"))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Tansu has no transactions: exactly-once billing refuses to start, and says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_transactions_exactly_once_billing_refuses_to_start() {
+    let broker = Broker::tansu();
+    let p = Pipeline::start(&broker).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        bimride_billing::run(
+            &p.config,
+            p.codec.clone(),
+            settings(Delivery::ExactlyOnce),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("billing gives up within a minute");
+    let error = outcome
+        .expect_err("billing must not start without transactions")
+        .to_string();
+    assert!(error.contains("transactions are not available"), "{error}");
+    assert!(
+        error.contains("--billing-delivery at-least-once"),
+        "{error}"
+    );
+}
+
+/// On tansu billing runs in its documented at-least-once mode: charges are deduplicated by
+/// ride, through duplicate completions and a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_mode_on_tansu_charges_each_ride_once() {
+    let broker = Broker::tansu();
+    let p = Pipeline::start(&broker).await;
+    let s = settings(Delivery::AtLeastOnce);
+    let first = p.spawn_billing(s.clone(), CancellationToken::new());
+    stream_trips(&p, 0..60).await;
+    // A driver app that retries its completion, with a new event id.
+    let mut again: Vec<RideEvent> = (0..20).filter_map(|n| completed_trip(n).pop()).collect();
+    for e in &mut again {
+        if let RideEvent::TripCompleted(c) = e {
+            c.event_id = uuid::Uuid::new_v4().to_string();
+        }
+    }
+    p.producer
+        .send_all(&again)
+        .await
+        .expect("duplicates published");
+    let streaming = stream_trips(&p, 60..100);
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.abort();
+    };
+    tokio::join!(streaming, crash);
+    let stop = CancellationToken::new();
+    let second = p.spawn_billing(s, stop.clone());
+    stream_trips(&p, 100..110).await;
+    let charges = committed_charges(&p, 110).await;
+    // Give a late duplicate the time to show up before judging.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let charges = if charges.len() > 110 {
+        charges
+    } else {
+        committed_charges(&p, 110).await
+    };
+    stop.cancel();
+    join_all(vec![second]).await;
+
+    let rides = by_ride(&charges);
+    assert_eq!(
+        rides.keys().cloned().collect::<BTreeSet<_>>(),
+        expected_rides(0..110)
+    );
+    for (ride, copies) in &rides {
+        // A crash may repeat a charge; a repeat is the same charge, which readers drop by id.
+        let distinct: BTreeSet<_> = copies
+            .iter()
+            .map(|c| (&c.event_id, c.fare.amount_minor))
+            .collect();
+        assert_eq!(distinct.len(), 1, "{ride} charged differently: {copies:?}");
+    }
 }

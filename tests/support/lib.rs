@@ -573,3 +573,77 @@ pub async fn join_all(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
             .unwrap_or_else(|e| panic!("task failed: {e:#}"));
     }
 }
+
+/// Every record of every partition of `topic`, from the beginning to the end, as a consumer
+/// with `isolation` (`read_committed` or `read_uncommitted`) sees them: (partition, payload).
+pub fn read_back(config: &KafkaConfig, topic: &str, isolation: &str) -> Vec<(i32, Vec<u8>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(10);
+    let reader: BaseConsumer = config
+        .consumer(&format!("read-back-{}", uuid::Uuid::new_v4()))
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = reader
+        .fetch_metadata(Some(topic), timeout)
+        .expect("metadata");
+    let mut assign = TopicPartitionList::new();
+    let mut open = std::collections::HashMap::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p.id(), timeout)
+            .expect("watermarks");
+        if high > low {
+            assign
+                .add_partition_offset(topic, p.id(), Offset::Offset(low))
+                .expect("partition");
+            open.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if open.is_empty() {
+        return out;
+    }
+    reader.assign(&assign).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{topic} not read back in time: {open:?} left"
+        );
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
+                if open
+                    .get(&m.partition())
+                    .is_some_and(|&high| m.offset() + 1 >= high)
+                {
+                    open.remove(&m.partition());
+                }
+            }
+            Some(Err(_)) | None => {
+                // Aborted records and control markers end a partition without a message.
+                for e in reader.position().expect("position").elements() {
+                    if let (Offset::Offset(at), Some(&high)) =
+                        (e.offset(), open.get(&e.partition()))
+                        && at >= high
+                    {
+                        open.remove(&e.partition());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes what [`read_back`] returns.
+pub async fn decode_all<T: TopicValue>(codec: &Codec, records: &[(i32, Vec<u8>)]) -> Vec<T> {
+    let mut out = Vec::with_capacity(records.len());
+    for (_, payload) in records {
+        out.push(codec.decode::<T>(payload).await.expect("decodes"));
+    }
+    out
+}

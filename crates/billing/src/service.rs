@@ -21,7 +21,7 @@ use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::producer::Delivery as Pending;
 use bimride_kafka::rebalance::{Change, ChangeContext};
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer;
@@ -38,6 +38,9 @@ const PAYMENTS: &str = Topic::Payments.name();
 /// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
 const TXN_CALL: Duration = Duration::from_secs(20);
 const TXN_TIMEOUT_MS: &str = "30000";
+/// Bound on each call of the start-up probe, so that a broker without transactions is
+/// reported promptly.
+const PROBE_CALL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
@@ -93,7 +96,7 @@ pub async fn run(
     }
     let producer = EventProducer::with_client(&producer, Arc::clone(&codec))?;
     if exactly_once {
-        start_transactions(&producer, kafka).await?;
+        start_transactions(&producer, kafka, &settings.group).await?;
     }
     let (context, mut changes) = ChangeContext::new();
     let consumer: StreamConsumer<ChangeContext> = consumer.create_with_context(context)?;
@@ -137,18 +140,24 @@ pub async fn run(
 }
 
 /// Registers the transactional id, fencing any earlier instance with the same id and
-/// aborting what it left open. Brokers without transactions fail here, or at the probe.
+/// aborting what it left open, then proves that the brokers can end a transaction. An empty
+/// transaction ends without asking them, so the probe carries an offset of a group of its
+/// own, which only the coordinator can discard.
 async fn start_transactions(
     producer: &EventProducer,
     kafka: &KafkaConfig,
+    group: &str,
 ) -> Result<(), BillingError> {
     let p = producer.inner().clone();
+    let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
     let started = tokio::task::spawn_blocking(move || {
-        p.init_transactions(TXN_CALL)?;
-        // Some brokers accept the id but cannot end a transaction: find out now, with one
-        // that carries nothing.
+        p.init_transactions(PROBE_CALL)?;
+        let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(EVENTS, 0, Offset::Offset(0))?;
         p.begin_transaction()?;
-        p.abort_transaction(TXN_CALL)
+        p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
+        p.abort_transaction(PROBE_CALL)
     })
     .await?;
     started.map_err(|source| BillingError::NoTransactions {
@@ -347,11 +356,18 @@ impl Billing {
                 .group_metadata()
                 .ok_or(BillingError::NoGroupMetadata)?;
             let p = self.producer.inner().clone();
+            let committed = offsets.clone();
             blocking(move || {
                 p.send_offsets_to_transaction(&offsets, &group, TXN_CALL)?;
                 p.commit_transaction(TXN_CALL)
             })
             .await?;
+            // The same offsets again, through the group: a no-op where the transaction already
+            // stored them, and needed on the embedded mock cluster, which acknowledges offsets
+            // sent to a transaction without storing them. It only ever follows a commit.
+            if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
+                tracing::debug!(error = %e, "group commit after the transaction failed");
+            }
             for d in pending {
                 d.wait().await?;
             }

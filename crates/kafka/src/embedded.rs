@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 type Reply = mpsc::Sender<Result<(), KafkaError>>;
 
@@ -22,6 +23,7 @@ enum Command {
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
     RoundTripTime(i32, Duration, Reply),
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
     Stop,
 }
 
@@ -77,6 +79,10 @@ impl EmbeddedCluster {
                         }
                         Command::RoundTripTime(id, delay, reply) => {
                             let _ = reply.send(cluster.broker_round_trip_time(id, delay));
+                        }
+                        Command::RequestErrors(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(Ok(()));
                         }
                         Command::Stop => break,
                     }
@@ -134,6 +140,17 @@ impl EmbeddedCluster {
 
     pub fn round_trip_time(&self, id: i32, delay: Duration) -> Result<(), EmbeddedError> {
         self.call(|reply| Command::RoundTripTime(id, delay, reply))
+    }
+}
+
+impl EmbeddedCluster {
+    /// Makes the next requests of kind `api` fail with `errors`, one each, in order.
+    pub fn fail_requests(
+        &self,
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
+    ) -> Result<(), EmbeddedError> {
+        self.call(|reply| Command::RequestErrors(api, errors, reply))
     }
 }
 
