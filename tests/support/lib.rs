@@ -574,12 +574,13 @@ pub async fn join_all(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
     }
 }
 
-/// Every record of every partition of `topic`, from the beginning to the end, as a consumer
-/// with `isolation` (`read_committed` or `read_uncommitted`) sees them: (partition, payload).
+/// Every record of every partition of `topic`, from the beginning until nothing more arrives
+/// for two seconds, as a consumer with `isolation` (`read_committed` or `read_uncommitted`)
+/// sees them: (partition, payload). Watermarks are not trusted to find the end, because
+/// tansu's are not exact.
 pub fn read_back(config: &KafkaConfig, topic: &str, isolation: &str) -> Vec<(i32, Vec<u8>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
-    let timeout = Duration::from_secs(10);
     let reader: BaseConsumer = config
         .consumer(&format!("read-back-{}", uuid::Uuid::new_v4()))
         .set("isolation.level", isolation)
@@ -587,53 +588,21 @@ pub fn read_back(config: &KafkaConfig, topic: &str, isolation: &str) -> Vec<(i32
         .create()
         .expect("reader");
     let metadata = reader
-        .fetch_metadata(Some(topic), timeout)
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
     let mut assign = TopicPartitionList::new();
-    let mut open = std::collections::HashMap::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = reader
-            .fetch_watermarks(topic, p.id(), timeout)
-            .expect("watermarks");
-        if high > low {
-            assign
-                .add_partition_offset(topic, p.id(), Offset::Offset(low))
-                .expect("partition");
-            open.insert(p.id(), high);
-        }
-    }
-    let mut out = Vec::new();
-    if open.is_empty() {
-        return out;
+        assign
+            .add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
     }
     reader.assign(&assign).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !open.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{topic} not read back in time: {open:?} left"
-        );
-        match reader.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
-                if open
-                    .get(&m.partition())
-                    .is_some_and(|&high| m.offset() + 1 >= high)
-                {
-                    open.remove(&m.partition());
-                }
-            }
-            Some(Err(_)) | None => {
-                // Aborted records and control markers end a partition without a message.
-                for e in reader.position().expect("position").elements() {
-                    if let (Offset::Offset(at), Some(&high)) =
-                        (e.offset(), open.get(&e.partition()))
-                        && at >= high
-                    {
-                        open.remove(&e.partition());
-                    }
-                }
-            }
+    let mut out = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
+            idle_since = Instant::now();
         }
     }
     out
