@@ -9,7 +9,6 @@ use bimride_domain::City;
 use bimride_events::{CancelledBy, RideEvent};
 use bimride_simulator::SimSettings;
 use bimride_tests::*;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 fn settings() -> DispatchSettings {
@@ -32,52 +31,6 @@ fn fleet(id: &str, drivers: usize) -> SimSettings {
         id: id.into(),
         ..SimSettings::default()
     }
-}
-
-/// Books `n` rides over HTTP, `first` onwards, spread over the centre; returns their ids.
-async fn book(api: &str, first: usize, n: usize) -> BTreeSet<String> {
-    let http = reqwest::Client::new();
-    let city = City::amsterdam();
-    let results: Vec<String> = futures::stream::iter(first..first + n)
-        .map(|i| {
-            let http = http.clone();
-            // A golden-angle spiral: even cover of a 3 km disc.
-            let angle = i as f64 * 2.399_963;
-            let r = 3_000.0 * ((i % 997) as f64 / 997.0).sqrt();
-            let at = |r: f64, a: f64| {
-                (
-                    city.centre_lat + r * a.cos() / 111_320.0,
-                    city.centre_lng
-                        + r * a.sin() / (111_320.0 * city.centre_lat.to_radians().cos()),
-                )
-            };
-            let (pickup, dropoff) = (at(r, angle), at(2_000.0, angle + 2.0));
-            let body = serde_json::json!({
-                "rider_id": format!("rider-{i}"),
-                "pickup": {"lat": pickup.0, "lng": pickup.1},
-                "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
-                "product": "economy",
-            });
-            let url = format!("{api}/v1/rides");
-            async move {
-                let response = http
-                    .post(&url)
-                    .header("Idempotency-Key", format!("key-{i}"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("booking answered");
-                assert_eq!(response.status(), 202, "booking {i} accepted");
-                let body: serde_json::Value = response.json().await.expect("json");
-                body["ride_id"].as_str().expect("ride id").to_owned()
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    let ids: BTreeSet<String> = results.into_iter().collect();
-    assert_eq!(ids.len(), n, "every booking is a distinct ride");
-    ids
 }
 
 /// What dispatch decided, read back from the ride events.

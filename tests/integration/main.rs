@@ -19,6 +19,7 @@ macro_rules! on_both_brokers {
 mod billing;
 mod dead_letters;
 mod dispatch;
+mod lifecycle;
 mod provisioning;
 mod rebalance;
 mod registry;

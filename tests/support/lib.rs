@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use bimride_events::*;
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, TopicSpec, topics};
 use bimride_registry::{Registry, Server};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// The tansu binary: `BIMRIDE_TANSU_BIN`, else where `scripts/tansu.sh install` puts it.
@@ -615,4 +616,50 @@ pub async fn decode_all<T: TopicValue>(codec: &Codec, records: &[(i32, Vec<u8>)]
         out.push(codec.decode::<T>(payload).await.expect("decodes"));
     }
     out
+}
+
+/// Books `n` rides over HTTP, `first` onwards, spread over the centre; returns their ids.
+pub async fn book(api: &str, first: usize, n: usize) -> std::collections::BTreeSet<String> {
+    let http = reqwest::Client::new();
+    let city = bimride_domain::City::amsterdam();
+    let results: Vec<String> = futures::stream::iter(first..first + n)
+        .map(|i| {
+            let http = http.clone();
+            // A golden-angle spiral: even cover of a 3 km disc.
+            let angle = i as f64 * 2.399_963;
+            let r = 3_000.0 * ((i % 997) as f64 / 997.0).sqrt();
+            let at = |r: f64, a: f64| {
+                (
+                    city.centre_lat + r * a.cos() / 111_320.0,
+                    city.centre_lng
+                        + r * a.sin() / (111_320.0 * city.centre_lat.to_radians().cos()),
+                )
+            };
+            let (pickup, dropoff) = (at(r, angle), at(2_000.0, angle + 2.0));
+            let body = serde_json::json!({
+                "rider_id": format!("rider-{i}"),
+                "pickup": {"lat": pickup.0, "lng": pickup.1},
+                "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
+                "product": "economy",
+            });
+            let url = format!("{api}/v1/rides");
+            async move {
+                let response = http
+                    .post(&url)
+                    .header("Idempotency-Key", format!("key-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("booking answered");
+                assert_eq!(response.status(), 202, "booking {i} accepted");
+                let body: serde_json::Value = response.json().await.expect("json");
+                body["ride_id"].as_str().expect("ride id").to_owned()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let ids: std::collections::BTreeSet<String> = results.into_iter().collect();
+    assert_eq!(ids.len(), n, "every booking is a distinct ride");
+    ids
 }
