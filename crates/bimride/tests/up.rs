@@ -27,6 +27,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .stderr(Stdio::null())
         .spawn()
         .expect("bimride starts");
+    let started = std::time::Instant::now();
     let stdout = child.stdout.take().expect("stdout");
     let lines = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
@@ -166,29 +167,76 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The simulated riders book on their own, and their rides are assigned too.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = http_client
+    // Within 30 seconds of start the simulated city books, assigns, drives, completes,
+    // charges and notifies rides on its own, and keeps doing so.
+    let scrape = || async {
+        http_client
             .get(format!("{http}/metrics"))
             .send()
             .await
             .expect("metrics answer")
             .text()
             .await
-            .expect("text");
-        let assigned: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("bimride_dispatch_decisions_total{decision=\"assigned\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if assigned >= 3.0 {
+            .expect("text")
+    };
+    let lifecycle = [
+        "bimride_dispatch_decisions_total{decision=\"assigned\"}",
+        "bimride_billing_charges_total{kind=\"trip\"}",
+        "bimride_notifications_sent_total{template=\"receipt\"}",
+    ];
+    let mut first = Vec::new();
+    loop {
+        let metrics = scrape().await;
+        first = lifecycle.iter().map(|m| metric(&metrics, m)).collect();
+        if first.iter().all(|v| *v >= 1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "30s after start, the city has not completed the lifecycle: {lifecycle:?} = {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = scrape().await;
+        let now: Vec<f64> = lifecycle.iter().map(|m| metric(&metrics, m)).collect();
+        if now.iter().zip(&first).all(|(n, f)| n > f) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the simulated city assigned only {assigned} rides in 30s"
+            "the lifecycle stalled: {lifecycle:?} went from {first:?} to {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The booked ride, once driven, shows its fare and the messages sent about it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: Value = http_client
+            .get(format!("{http}/v1/rides/{ride}"))
+            .send()
+            .await
+            .expect("ride answers")
+            .json()
+            .await
+            .expect("json");
+        let templates: Vec<&str> = view["notifications"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["template"].as_str()).collect())
+            .unwrap_or_default();
+        if view["fare"]["amount_minor"]
+            .as_i64()
+            .is_some_and(|f| f >= 1_000)
+            && templates.contains(&"receipt")
+        {
+            assert!(templates.contains(&"booking_confirmed"), "{templates:?}");
+            assert_eq!(view["status"], "completed");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the booked ride was not charged and notified within a minute: {view}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -212,4 +260,13 @@ async fn system_partitions(consumer: &StreamConsumer) -> i32 {
         .expect("metadata");
     let count = metadata.topics()[0].partitions().len();
     i32::try_from(count).expect("partition count")
+}
+
+/// The value of one sample in a Prometheus text exposition, 0 when absent.
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
