@@ -20,6 +20,7 @@ mod billing;
 mod dead_letters;
 mod dispatch;
 mod lifecycle;
+mod notifications;
 mod provisioning;
 mod rebalance;
 mod registry;
