@@ -41,7 +41,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the whole city in one process: an embedded 3-broker Kafka cluster and schema
     /// registry unless --brokers and --schema-registry point elsewhere.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the trip API against a Kafka cluster and schema registry.
     Api(ApiArgs),
     /// Run the schema registry against a Kafka cluster.
@@ -263,7 +263,7 @@ mod tests {
     fn up(args: &[&str]) -> UpArgs {
         let argv = ["bimride", "up"].iter().chain(args).copied();
         match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Up(up) => up,
+            Command::Up(up) => *up,
             other => panic!("parsed as {other:?}"),
         }
     }

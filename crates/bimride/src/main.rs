@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
-        cli::Command::Up(args) => up::run(args).await,
+        cli::Command::Up(args) => up::run(*args).await,
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,

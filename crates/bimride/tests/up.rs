@@ -184,19 +184,18 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         "bimride_billing_charges_total{kind=\"trip\"}",
         "bimride_notifications_sent_total{template=\"receipt\"}",
     ];
-    let mut first = Vec::new();
-    loop {
+    let first: Vec<f64> = loop {
         let metrics = scrape().await;
-        first = lifecycle.iter().map(|m| metric(&metrics, m)).collect();
-        if first.iter().all(|v| *v >= 1.0) {
-            break;
+        let values: Vec<f64> = lifecycle.iter().map(|m| metric(&metrics, m)).collect();
+        if values.iter().all(|v| *v >= 1.0) {
+            break values;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "30s after start, the city has not completed the lifecycle: {lifecycle:?} = {first:?}"
+            "30s after start, the city has not completed the lifecycle: {lifecycle:?} = {values:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = scrape().await;

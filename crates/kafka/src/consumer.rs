@@ -337,18 +337,8 @@ async fn process<T: TopicValue, H: Handler<T>>(
                 reason,
                 message: why,
             }) => {
-                let letter = DeadLetter {
-                    reason: reason.to_owned(),
-                    error: why,
-                    source_topic: topic.to_owned(),
-                    source_partition: message.partition(),
-                    source_offset: message.offset(),
-                    group: shared.options.group.clone(),
-                    dead_lettered_at_ms: bimride_events::Millis::now().0,
-                };
-                let dlq_topic = bimride_events::Topic::from_name(topic)
-                    .map(|t| t.dead_letter().to_owned())
-                    .unwrap_or_else(|| format!("{topic}.dlq"));
+                let letter = DeadLetter::of(message, reason, why, &shared.options.group);
+                let dlq_topic = letter.topic();
                 // The dead letter must be durable before the offset moves past the record.
                 loop {
                     match dead_letter::publish(
