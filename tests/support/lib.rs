@@ -477,6 +477,8 @@ impl Pipeline {
         stop: CancellationToken,
     ) -> ApiServer {
         let rides = Arc::new(bimride_api::RideBook::default());
+        let surge_book = Arc::new(bimride_api::SurgeBook::default());
+        let surge = Arc::clone(&surge_book);
         let (config, codec, book, projection_stop) = (
             self.config.clone(),
             Arc::clone(&self.codec),
@@ -485,11 +487,12 @@ impl Pipeline {
         );
         let group = format!("test-api-{}", uuid::Uuid::new_v4());
         let projection = tokio::spawn(async move {
-            bimride_api::book::run_projection(&config, codec, book, &group, projection_stop)
+            bimride_api::book::run_projection(&config, codec, book, surge, &group, projection_stop)
                 .await
                 .context("projection")
         });
-        let state = bimride_api::ApiState::new(self.producer.clone(), city, Arc::clone(&rides));
+        let state =
+            bimride_api::ApiState::new(self.producer.clone(), city, Arc::clone(&rides), surge_book);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

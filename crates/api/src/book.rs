@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
 use bimride_events::{
     ChargeKind, Codec, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
-    RideEvent, RideRequested, TopicValue,
+    RideEvent, RideRequested, SurgeUpdated, TopicValue,
 };
 use bimride_kafka::{ConsumerError, ConsumerOptions, HandleError, KafkaConfig, Record, consumer};
 use serde::Serialize;
@@ -227,9 +227,20 @@ pub async fn run_projection(
     config: &KafkaConfig,
     codec: Arc<Codec>,
     book: Arc<RideBook>,
+    surge: Arc<crate::SurgeBook>,
     group: &str,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
+    let multipliers = consumer::run::<SurgeUpdated, _>(
+        config,
+        Arc::clone(&codec),
+        ConsumerOptions::new(format!("{group}-surge")),
+        Arc::new(move |r: Record<SurgeUpdated>| {
+            surge.apply(&r.value);
+            async { Ok::<(), HandleError>(()) }
+        }),
+        shutdown.clone(),
+    );
     let requests_book = Arc::clone(&book);
     let requests = consumer::run::<DispatchEvent, _>(
         config,
@@ -276,6 +287,6 @@ pub async fn run_projection(
         }),
         shutdown.clone(),
     );
-    let (a, b, c, d) = tokio::join!(requests, events, charges, messages);
-    a.and(b).and(c).and(d)
+    let (a, b, c, d, e) = tokio::join!(requests, events, charges, messages, multipliers);
+    a.and(b).and(c).and(d).and(e)
 }

@@ -6,6 +6,7 @@
 pub mod book;
 pub mod error;
 pub mod rides;
+pub mod surge;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use utoipa_axum::routes;
 
 pub use book::RideBook;
 pub use error::ApiError;
+pub use surge::SurgeBook;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -29,15 +31,22 @@ pub struct ApiState {
     pub producer: EventProducer,
     pub city: City,
     pub rides: Arc<RideBook>,
+    pub surge: Arc<SurgeBook>,
     pub(crate) idempotency: rides::IdempotencyStore,
 }
 
 impl ApiState {
-    pub fn new(producer: EventProducer, city: City, rides: Arc<RideBook>) -> Arc<Self> {
+    pub fn new(
+        producer: EventProducer,
+        city: City,
+        rides: Arc<RideBook>,
+        surge: Arc<SurgeBook>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             producer,
             city,
             rides,
+            surge,
             idempotency: rides::IdempotencyStore::default(),
         })
     }
@@ -50,6 +59,7 @@ pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(rides::get_ride))
         .routes(routes!(rides::cancel))
         .routes(routes!(rides::quote))
+        .routes(routes!(surge::current))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .split_for_parts();

@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use bimride_domain::Zone;
-use bimride_domain::fare::NO_SURGE;
 use bimride_domain::ride::RideStatus;
 use bimride_events::{
     CancelledBy, DispatchEvent, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent,
@@ -163,7 +162,7 @@ pub async fn book(
         product,
         (request.pickup.lat, request.pickup.lng),
         (request.dropoff.lat, request.dropoff.lng),
-        NO_SURGE,
+        state.surge.multiplier(&pickup.cell.to_string()),
     );
     let booked = Booked {
         ride_id: format!("ride-{}", uuid::Uuid::now_v7()),
@@ -339,13 +338,13 @@ pub async fn quote(
         lat: q.dropoff_lat,
         lng: q.dropoff_lng,
     };
-    locate(&state, pickup, "pickup")?;
+    let zone = locate(&state, pickup, "pickup")?;
     locate(&state, dropoff, "dropoff")?;
     let quote = pricing::quote(
         q.product.into(),
         (pickup.lat, pickup.lng),
         (dropoff.lat, dropoff.lng),
-        NO_SURGE,
+        state.surge.multiplier(&zone.cell.to_string()),
     );
     Ok(Json(QuoteBody::from(quote)))
 }

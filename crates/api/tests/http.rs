@@ -42,6 +42,8 @@ async fn api() -> Api {
     let codec = Arc::new(Codec::new(&RegistryConfig::new(registry.url())).expect("codec"));
     codec.register_all().await.expect("schemas");
     let rides = Arc::new(RideBook::default());
+    let surge_book = Arc::new(bimride_api::SurgeBook::default());
+    let surge = Arc::clone(&surge_book);
     let projection = (
         config.clone(),
         Arc::clone(&codec),
@@ -50,7 +52,7 @@ async fn api() -> Api {
     );
     let projection = tokio::spawn(async move {
         let (config, codec, rides, stop) = projection;
-        book::run_projection(&config, codec, rides, "api-test", stop).await
+        book::run_projection(&config, codec, rides, surge, "api-test", stop).await
     });
     let dispatch = {
         let (config, codec, stop) = (config.clone(), Arc::clone(&codec), stop.clone());
@@ -60,7 +62,7 @@ async fn api() -> Api {
         })
     };
     let producer = EventProducer::new(&config, codec).expect("producer");
-    let state = ApiState::new(producer, City::amsterdam(), rides);
+    let state = ApiState::new(producer, City::amsterdam(), rides, surge_book);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -35,6 +35,8 @@ pub async fn start(
     let rides = Arc::new(RideBook::default());
     // Every API instance reads every ride, so its group is its own.
     let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
+    let surge_book = Arc::new(bimride_api::SurgeBook::default());
+    let surge = Arc::clone(&surge_book);
     let projection = {
         let (kafka, codec, rides, shutdown) = (
             kafka.clone(),
@@ -43,13 +45,13 @@ pub async fn start(
             shutdown.clone(),
         );
         tokio::spawn(async move {
-            book::run_projection(&kafka, codec, rides, &group, shutdown)
+            book::run_projection(&kafka, codec, rides, surge, &group, shutdown)
                 .await
                 .context("ride projection")
         })
     };
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
-    let api = bimride_api::app(ApiState::new(producer, city, rides));
+    let api = bimride_api::app(ApiState::new(producer, city, rides, surge_book));
     let system = front::router(Arc::new(FrontState {
         info,
         kafka: Arc::new(kafka.client().create()?),

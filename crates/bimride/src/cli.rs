@@ -8,6 +8,7 @@ use bimride_domain::City;
 use bimride_kafka::KafkaConfig;
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
+use bimride_surge::SurgeSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -56,6 +57,8 @@ pub enum Command {
     Billing(BillingArgs),
     /// Run notifications: riders and drivers are told about every step of their rides.
     Notifications(NotificationsArgs),
+    /// Run the surge detector: multipliers per cell from demand and supply.
+    Surge(SurgeArgs),
 }
 
 /// The service area. The defaults are Amsterdam.
@@ -145,6 +148,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub notifications: NotificationSettings,
+
+    #[command(flatten)]
+    pub surge: SurgeSettings,
 }
 
 /// What every service run on its own needs: the cluster, the city and the registry.
@@ -170,6 +176,15 @@ pub struct ConnectArgs {
     /// URL of the Confluent-compatible schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SurgeArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    #[command(flatten)]
+    pub surge: SurgeSettings,
 }
 
 #[derive(Debug, Args)]

@@ -44,5 +44,6 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Simulate(args) => services::simulate(args).await,
         cli::Command::Billing(args) => services::billing(args).await,
         cli::Command::Notifications(args) => services::notifications(args).await,
+        cli::Command::Surge(args) => services::surge(args).await,
     }
 }

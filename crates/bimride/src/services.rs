@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::registered_codec;
 use crate::cli::{
-    BillingArgs, ConnectArgs, DispatchArgs, NotificationsArgs, ServiceArgs, SimulateArgs,
+    BillingArgs, ConnectArgs, DispatchArgs, NotificationsArgs, ServiceArgs, SimulateArgs, SurgeArgs,
 };
 use crate::shutdown;
 
@@ -59,4 +59,12 @@ pub async fn notifications(args: NotificationsArgs) -> anyhow::Result<()> {
     bimride_notifications::run(&args.connect.kafka, codec, args.notifications, shutdown)
         .await
         .context("notifications")
+}
+
+pub async fn surge(args: SurgeArgs) -> anyhow::Result<()> {
+    args.surge.validate()?;
+    let (city, codec, shutdown) = connect(&args.service).await?;
+    bimride_surge::run(&args.service.kafka, codec, city, args.surge, shutdown)
+        .await
+        .context("surge")
 }

@@ -17,6 +17,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     args.dispatch.validate()?;
     args.billing.validate()?;
     args.notifications.validate()?;
+    args.surge.validate()?;
 
     // The cluster lives until the end of this function, after every client is gone.
     let cluster = match &args.kafka.brokers {
@@ -95,11 +96,21 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         }),
         supervise("simulator", &shutdown, {
             let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
+            let city = city.clone();
             async move { Ok(bimride_simulator::run(&kafka, codec, city, sim, s).await?) }
         }),
         supervise("billing", &shutdown, {
             let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
             async move { Ok(bimride_billing::run(&kafka, codec, args.billing, s).await?) }
+        }),
+        supervise("surge", &shutdown, {
+            let (kafka, codec, city, s) = (
+                kafka.clone(),
+                Arc::clone(codec),
+                city.clone(),
+                shutdown.clone(),
+            );
+            async move { Ok(bimride_surge::run(&kafka, codec, city, args.surge, s).await?) }
         }),
         supervise("notifications", &shutdown, {
             let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());

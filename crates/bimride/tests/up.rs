@@ -240,6 +240,65 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Flooding one spot with bookings raises its cell's surge within about a minute, and
+    // the quote there carries it.
+    let spot = serde_json::json!({"lat": 52.3600, "lng": 4.8700});
+    let mut cell = String::new();
+    for n in 0..80 {
+        let booked: Value = http_client
+            .post(format!("{http}/v1/rides"))
+            .json(&serde_json::json!({
+                "rider_id": format!("flood-{n}"),
+                "pickup": spot,
+                "dropoff": {"lat": 52.3700, "lng": 4.8900},
+                "product": "economy"
+            }))
+            .send()
+            .await
+            .expect("booking answers")
+            .json()
+            .await
+            .expect("json");
+        cell = booked["pickup_cell"].as_str().expect("cell").to_owned();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let surge: Value = http_client
+            .get(format!("{http}/v1/surge"))
+            .send()
+            .await
+            .expect("surge answers")
+            .json()
+            .await
+            .expect("json");
+        let level = surge["cells"]
+            .as_array()
+            .and_then(|cells| cells.iter().find(|c| c["cell"] == cell.as_str()))
+            .and_then(|c| c["multiplier_milli"].as_i64());
+        if level.is_some_and(|m| m > 1_000) {
+            let quote: Value = http_client
+                .get(format!(
+                    "{http}/v1/quote?pickup_lat=52.36&pickup_lng=4.87&dropoff_lat=52.37&dropoff_lng=4.89&product=economy"
+                ))
+                .send()
+                .await
+                .expect("quote answers")
+                .json()
+                .await
+                .expect("json");
+            assert!(
+                quote["surge_milli"].as_i64().is_some_and(|m| m > 1_000),
+                "{quote}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flooding {cell} raised no surge within 90s: {surge}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     // Ctrl-C: a clean stop with exit code 0.
     let interrupted = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
