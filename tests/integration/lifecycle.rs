@@ -20,6 +20,7 @@ use crate::group;
 #[derive(Debug, Default)]
 struct Ledger {
     requested: BTreeMap<String, usize>,
+    quoted_surge: BTreeMap<String, i32>,
     assigned: BTreeMap<String, Vec<bimride_events::DriverAssigned>>,
     completed: BTreeMap<String, Vec<bimride_events::TripCompleted>>,
     cancelled: BTreeMap<String, String>,
@@ -41,6 +42,7 @@ impl Ledger {
         let mut l = Ledger::default();
         for e in read::<DispatchEvent>(p, Topic::RideRequests).await {
             if let DispatchEvent::Requested(r) = e {
+                l.quoted_surge.insert(r.ride_id.clone(), r.surge_milli);
                 *l.requested.entry(r.ride_id).or_default() += 1;
             }
         }

@@ -25,6 +25,7 @@ mod provisioning;
 mod rebalance;
 mod registry;
 mod roundtrip;
+mod surge;
 
 use std::sync::Arc;
 use std::time::Duration;
