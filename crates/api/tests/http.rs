@@ -304,6 +304,7 @@ async fn the_openapi_document_matches_the_routes() {
         ("/v1/rides", "post"),
         ("/v1/rides/{id}", "get"),
         ("/v1/rides/{id}/cancel", "post"),
+        ("/v1/surge", "get"),
     ]
     .iter()
     .map(|(p, m)| (p.to_string(), m.to_string()))
