@@ -160,7 +160,7 @@ async fn a_flooded_cell_surges_and_a_restart_neither_drops_nor_spikes() {
     // The flood ends: the cell comes back to 1.0.
     traffic_stop.cancel();
     traffic.await.expect("traffic joins");
-    let calm = traffic_after_flood(&p).await;
+    let calm = traffic_after_flood(&p);
     let ended = wait_for(&p, &cell, "the surge never decayed", |l| {
         l.last() == Some(&1_000)
     })
@@ -172,7 +172,7 @@ async fn a_flooded_cell_surges_and_a_restart_neither_drops_nor_spikes() {
 }
 
 /// Heartbeats only, so that event time moves on after the flood; they stop with the token.
-async fn traffic_after_flood(p: &Pipeline) -> CancellationToken {
+fn traffic_after_flood(p: &Pipeline) -> CancellationToken {
     let stop = CancellationToken::new();
     drop(traffic(p, (52.3600, 4.8700), 0, stop.clone()));
     stop

@@ -231,62 +231,53 @@ pub async fn run_projection(
     group: &str,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
-    let multipliers = consumer::run::<SurgeUpdated, _>(
-        config,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{group}-surge")),
-        Arc::new(move |r: Record<SurgeUpdated>| {
-            surge.apply(&r.value);
-            async { Ok::<(), HandleError>(()) }
-        }),
-        shutdown.clone(),
+    // One loop per topic, each with its own group, all applying to the same books.
+    let project = |suffix: &str| {
+        (
+            config,
+            Arc::clone(&codec),
+            format!("{group}-{suffix}"),
+            shutdown.clone(),
+        )
+    };
+    let (b1, b2, b3, b4) = (
+        Arc::clone(&book),
+        Arc::clone(&book),
+        Arc::clone(&book),
+        book,
     );
-    let requests_book = Arc::clone(&book);
-    let requests = consumer::run::<DispatchEvent, _>(
-        config,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{group}-requests")),
+    let (a, b, c, d, e) = tokio::join!(
         // Dispatch's decisions on this topic reach the book through the ride events.
-        Arc::new(move |r: Record<DispatchEvent>| {
-            if let DispatchEvent::Requested(request) = &r.value {
-                requests_book.apply_request(request);
+        feed(project("requests"), move |e: &DispatchEvent| {
+            if let DispatchEvent::Requested(request) = e {
+                b1.apply_request(request);
             }
-            async { Ok::<(), HandleError>(()) }
         }),
-        shutdown.clone(),
+        feed(project("events"), move |e: &RideEvent| b2.apply_event(e)),
+        feed(project("payments"), move |c: &FareCharged| b3
+            .apply_charge(c)),
+        feed(project("notifications"), move |n: &Notification| b4
+            .apply_notification(n)),
+        feed(project("surge"), move |u: &SurgeUpdated| surge.apply(u)),
     );
-    let ride_book = Arc::clone(&book);
-    let events = consumer::run::<RideEvent, _>(
-        config,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{group}-events")),
-        Arc::new(move |r: Record<RideEvent>| {
-            ride_book.apply_event(&r.value);
-            async { Ok::<(), HandleError>(()) }
-        }),
-        shutdown.clone(),
-    );
-    let charges_book = Arc::clone(&book);
-    let charges = consumer::run::<FareCharged, _>(
-        config,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{group}-payments")),
-        Arc::new(move |r: Record<FareCharged>| {
-            charges_book.apply_charge(&r.value);
-            async { Ok::<(), HandleError>(()) }
-        }),
-        shutdown.clone(),
-    );
-    let messages = consumer::run::<Notification, _>(
-        config,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{group}-notifications")),
-        Arc::new(move |r: Record<Notification>| {
-            book.apply_notification(&r.value);
-            async { Ok::<(), HandleError>(()) }
-        }),
-        shutdown.clone(),
-    );
-    let (a, b, c, d, e) = tokio::join!(requests, events, charges, messages, multipliers);
     a.and(b).and(c).and(d).and(e)
+}
+
+/// Runs a consumer loop over `T`'s topic that hands every value to `apply`.
+async fn feed<T: TopicValue>(
+    (config, codec, group, shutdown): (&KafkaConfig, Arc<Codec>, String, CancellationToken),
+    apply: impl Fn(&T) + Send + Sync + 'static,
+) -> Result<(), ConsumerError> {
+    let handler = Arc::new(move |r: Record<T>| {
+        apply(&r.value);
+        async { Ok::<(), HandleError>(()) }
+    });
+    consumer::run::<T, _>(
+        config,
+        codec,
+        ConsumerOptions::new(group),
+        handler,
+        shutdown,
+    )
+    .await
 }

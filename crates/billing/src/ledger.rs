@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use bimride_domain::fare::NO_SURGE;
 use bimride_domain::ride::{Applied, RideState, Step, TransitionError};
 use bimride_domain::split_commission;
 use bimride_events::{ChargeKind, FareCharged, Millis, Money, Product, RideEvent};
@@ -53,6 +54,21 @@ struct Account {
     charged: bool,
     /// Event time of the latest event, for eviction.
     touched: Millis,
+}
+
+impl Account {
+    fn new(partition: i32, product: Product, surge_milli: i32, touched: Millis) -> Self {
+        Self {
+            partition,
+            product,
+            surge_milli,
+            assigned_at: None,
+            arrived: false,
+            state: RideState::requested(),
+            charged: false,
+            touched,
+        }
+    }
 }
 
 /// Counts of what the ledger decided.
@@ -112,15 +128,13 @@ impl Ledger {
         let ride_id = event.ride_id();
         let at = bimride_events::TopicValue::occurred_at(event);
         if let RideEvent::DriverAssigned(a) = event {
-            let account = self.accounts.entry(ride_id.to_owned()).or_insert(Account {
-                partition,
-                product: a.product.unwrap_or(Product::Economy),
-                surge_milli: a.surge_milli,
-                assigned_at: None,
-                arrived: false,
-                state: RideState::requested(),
-                charged: false,
-                touched: at,
+            let account = self.accounts.entry(ride_id.to_owned()).or_insert_with(|| {
+                Account::new(
+                    partition,
+                    a.product.unwrap_or(Product::Economy),
+                    a.surge_milli,
+                    at,
+                )
             });
             if step(account, ride_id, Step::Assigned, at)? {
                 account.assigned_at = Some(a.occurred_at);
@@ -189,7 +203,7 @@ impl Ledger {
                         (&x.ride_id, &x.rider_id, driver),
                         x.occurred_at,
                         [fee, 0, 0],
-                        bimride_domain::fare::NO_SURGE,
+                        NO_SURGE,
                         fee,
                     )
                 })
@@ -204,18 +218,12 @@ impl Ledger {
 
     /// Records a charge read back from the payments log: its ride is never charged again.
     pub fn charged(&mut self, partition: i32, charge: &FareCharged) {
+        // A ride known only from its charge: nothing about it matters but that it is paid.
         let account = self
             .accounts
             .entry(charge.ride_id.clone())
-            .or_insert(Account {
-                partition,
-                product: Product::Economy,
-                surge_milli: bimride_domain::fare::NO_SURGE,
-                assigned_at: None,
-                arrived: false,
-                state: RideState::requested(),
-                charged: true,
-                touched: charge.occurred_at,
+            .or_insert_with(|| {
+                Account::new(partition, Product::Economy, NO_SURGE, charge.occurred_at)
             });
         account.charged = true;
         account.touched = account.touched.max(charge.occurred_at);

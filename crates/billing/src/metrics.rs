@@ -3,12 +3,8 @@
 use std::sync::LazyLock;
 
 use bimride_events::{ChargeKind, FareCharged};
-use prometheus::{IntCounterVec, register_int_counter_vec};
-
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register_int_counter_vec!(name, help, labels)
-        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
-}
+use bimride_kafka::metrics::counter;
+use prometheus::IntCounterVec;
 
 pub static CHARGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -221,21 +221,16 @@ impl Billing {
         change: Change,
         batch: &mut Vec<OwnedMessage>,
     ) -> Result<(), BillingError> {
+        let new = change.apply_to(&mut self.owned);
         match change {
             Change::Revoked(parts) => {
                 // No transaction is open while collecting: the next owner reads these again.
                 batch.retain(|m| !parts.contains(&m.partition()));
                 self.ledger.revoke(&parts);
-                self.owned.retain(|p| !parts.contains(p));
                 tracing::info!(partitions = ?parts, "billing partitions handed off");
             }
-            Change::Assigned(parts) => {
-                let new: BTreeSet<i32> = parts.difference(&self.owned).copied().collect();
-                self.owned.extend(parts.iter().copied());
-                if !new.is_empty() {
-                    self.rebuild(&new).await?;
-                }
-            }
+            Change::Assigned(_) if !new.is_empty() => self.rebuild(&new).await?,
+            Change::Assigned(_) => {}
         }
         Ok(())
     }
@@ -251,21 +246,15 @@ impl Billing {
         for p in parts {
             events.add_partition(EVENTS, *p);
         }
-        let history = blocking(move || {
+        let history = tokio::task::spawn_blocking(move || -> Result<_, BillingError> {
             let mut marks = consumer.committed_offsets(events, TXN_CALL)?;
             for e in marks.clone().elements() {
                 // Ride events and payments are co-partitioned by ride.
                 marks.add_partition_offset(PAYMENTS, e.partition(), Offset::End)?;
             }
-            history::read(&kafka, &group, &marks, window).map_err(|e| match e {
-                HistoryError::Kafka(k) => k,
-                HistoryError::Incomplete(what) => {
-                    tracing::error!(partitions = %what, "history not read to its end");
-                    KafkaError::Canceled
-                }
-            })
+            Ok(history::read(&kafka, &group, &marks, window)?)
         })
-        .await?;
+        .await??;
         let (mut replayed, mut charged) = (0, 0);
         for h in history
             .iter()
@@ -412,8 +401,8 @@ impl Billing {
         bimride_kafka::metrics::CONSUMED
             .with_label_values(&[EVENTS])
             .inc();
-        let group = self.settings.group.clone();
-        let letter = |reason: &str, error: String| DeadLetter::of(m, reason, error, &group);
+        let letter =
+            |reason: &str, error: String| DeadLetter::of(m, reason, error, &self.settings.group);
         let Some(bytes) = m.payload() else {
             return Err(letter("empty_payload", "record has no value".into()));
         };

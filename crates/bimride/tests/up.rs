@@ -132,20 +132,17 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
 
     // A ride booked over HTTP comes back from the log.
     let http_client = reqwest::Client::new();
-    let booked: Value = http_client
-        .post(format!("{http}/v1/rides"))
-        .json(&serde_json::json!({
+    let booked = book(
+        &http_client,
+        &http,
+        serde_json::json!({
             "rider_id": "rider-1",
             "pickup": {"lat": 52.3731, "lng": 4.8922},
             "dropoff": {"lat": 52.3584, "lng": 4.8811},
             "product": "comfort"
-        }))
-        .send()
-        .await
-        .expect("booking answers")
-        .json()
-        .await
-        .expect("json");
+        }),
+    )
+    .await;
     let ride = booked["ride_id"].as_str().expect("ride id");
     // The simulated city's drivers are online within seconds: dispatch gives the ride one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -212,14 +209,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     // The booked ride, once driven, shows its fare and the messages sent about it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let view: Value = http_client
-            .get(format!("{http}/v1/rides/{ride}"))
-            .send()
-            .await
-            .expect("ride answers")
-            .json()
-            .await
-            .expect("json");
+        let view = get_json(&http_client, &format!("{http}/v1/rides/{ride}")).await;
         let templates: Vec<&str> = view["notifications"]
             .as_array()
             .map(|a| a.iter().filter_map(|n| n["template"].as_str()).collect())
@@ -245,47 +235,30 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     let spot = serde_json::json!({"lat": 52.3600, "lng": 4.8700});
     let mut cell = String::new();
     for n in 0..80 {
-        let booked: Value = http_client
-            .post(format!("{http}/v1/rides"))
-            .json(&serde_json::json!({
+        let booked = book(
+            &http_client,
+            &http,
+            serde_json::json!({
                 "rider_id": format!("flood-{n}"),
                 "pickup": spot,
                 "dropoff": {"lat": 52.3700, "lng": 4.8900},
                 "product": "economy"
-            }))
-            .send()
-            .await
-            .expect("booking answers")
-            .json()
-            .await
-            .expect("json");
+            }),
+        )
+        .await;
         cell = booked["pickup_cell"].as_str().expect("cell").to_owned();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let surge: Value = http_client
-            .get(format!("{http}/v1/surge"))
-            .send()
-            .await
-            .expect("surge answers")
-            .json()
-            .await
-            .expect("json");
+        let surge = get_json(&http_client, &format!("{http}/v1/surge")).await;
         let level = surge["cells"]
             .as_array()
             .and_then(|cells| cells.iter().find(|c| c["cell"] == cell.as_str()))
             .and_then(|c| c["multiplier_milli"].as_i64());
         if level.is_some_and(|m| m > 1_000) {
-            let quote: Value = http_client
-                .get(format!(
+            let quote = get_json(&http_client, &format!(
                     "{http}/v1/quote?pickup_lat=52.36&pickup_lng=4.87&dropoff_lat=52.37&dropoff_lng=4.89&product=economy"
-                ))
-                .send()
-                .await
-                .expect("quote answers")
-                .json()
-                .await
-                .expect("json");
+                )).await;
             assert!(
                 quote["surge_milli"].as_i64().is_some_and(|m| m > 1_000),
                 "{quote}"
@@ -327,4 +300,29 @@ fn metric(text: &str, sample: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// GETs `url` and parses its JSON body.
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// Books a ride through the API and returns its JSON answer.
+async fn book(client: &reqwest::Client, http: &str, body: Value) -> Value {
+    client
+        .post(format!("{http}/v1/rides"))
+        .json(&body)
+        .send()
+        .await
+        .expect("booking answers")
+        .json()
+        .await
+        .expect("json")
 }

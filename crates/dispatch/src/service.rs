@@ -167,20 +167,17 @@ enum Input {
 
 impl Dispatcher {
     async fn apply_change(&mut self, change: Change) -> Result<(), DispatchError> {
+        let new = change.apply_to(&mut self.owned);
         match change {
             Change::Revoked(parts) => {
                 self.engine.revoke(&parts);
-                self.owned.retain(|p| !parts.contains(p));
                 tracing::info!(partitions = ?parts, "regions handed off");
             }
-            Change::Assigned(parts) => {
-                let new: BTreeSet<i32> = parts.difference(&self.owned).copied().collect();
-                self.owned.extend(parts.iter().copied());
-                if !new.is_empty() {
-                    let replayed = self.rebuild(&new).await?;
-                    tracing::info!(partitions = ?new, replayed, waiting = self.engine.waiting(), drivers = self.engine.drivers(), "regions taken over and rebuilt");
-                }
+            Change::Assigned(_) if !new.is_empty() => {
+                let replayed = self.rebuild(&new).await?;
+                tracing::info!(partitions = ?new, replayed, waiting = self.engine.waiting(), drivers = self.engine.drivers(), "regions taken over and rebuilt");
             }
+            Change::Assigned(_) => {}
         }
         metrics::OWNED_PARTITIONS.set(self.owned.len() as i64);
         Ok(())

@@ -2,13 +2,19 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// Registers a counter family with the default registry; every service's metrics use it.
+pub fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     // Registration fails only on a duplicate name, which is a programming error caught by
     // any test that touches the metric.
     register_int_counter_vec!(name, help, labels)
         .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Registers a gauge with the default registry.
+pub fn gauge(name: &str, help: &str) -> IntGauge {
+    register_int_gauge!(name, help).unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
 }
 
 pub static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -16,6 +16,24 @@ pub enum Change {
     Revoked(BTreeSet<i32>),
 }
 
+impl Change {
+    /// Applies the change to the set of owned partitions; returns those newly gained, which
+    /// the service must rebuild before it processes their records.
+    pub fn apply_to(&self, owned: &mut BTreeSet<i32>) -> BTreeSet<i32> {
+        match self {
+            Change::Revoked(parts) => {
+                owned.retain(|p| !parts.contains(p));
+                BTreeSet::new()
+            }
+            Change::Assigned(parts) => {
+                let new = parts.difference(owned).copied().collect();
+                owned.extend(parts.iter().copied());
+                new
+            }
+        }
+    }
+}
+
 /// Sends every [`Change`] down a channel. On revoke it first commits the offsets stored so
 /// far, so that the next owner starts where this one stopped.
 #[derive(Debug)]
@@ -52,5 +70,24 @@ impl ConsumerContext for ChangeContext {
         if let Rebalance::Assign(list) = rebalance {
             let _ = self.changes.send(Change::Assigned(partitions(list)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partitions_not_owned_yet_are_new() {
+        let mut owned = BTreeSet::from([1, 2]);
+        let new = Change::Assigned(BTreeSet::from([2, 3])).apply_to(&mut owned);
+        assert_eq!(new, BTreeSet::from([3]));
+        assert_eq!(owned, BTreeSet::from([1, 2, 3]));
+        assert!(
+            Change::Revoked(BTreeSet::from([1]))
+                .apply_to(&mut owned)
+                .is_empty()
+        );
+        assert_eq!(owned, BTreeSet::from([2, 3]));
     }
 }

@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use bimride_events::{Codec, FareCharged, Notification, RideEvent, Topic};
 use bimride_kafka::history::{self, HistoryError};
+use bimride_kafka::metrics::counter;
 use bimride_kafka::{
     ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
     consumer,
 };
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
 use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
@@ -130,11 +131,6 @@ impl NotificationSettings {
         }
         Ok(sinks)
     }
-}
-
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register_int_counter_vec!(name, help, labels)
-        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
 }
 
 static SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {

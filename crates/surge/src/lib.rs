@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use bimride_domain::City;
 use bimride_events::{CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
 use bimride_kafka::history::{self, HistoryError};
+use bimride_kafka::metrics::{counter, gauge};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use h3o::CellIndex;
-use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
+use prometheus::{IntCounterVec, IntGauge};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -114,36 +115,40 @@ impl SurgeSettings {
 }
 
 static UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    counter(
         "bimride_surge_updates_total",
         "Multipliers published, by direction: up or down.",
-        &["direction"]
+        &["direction"],
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
+});
+
+static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_surge_skipped_total",
+        "Input records surge could not decode, by topic; dispatch dead-letters them.",
+        &["topic"],
+    )
 });
 
 static LATE: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_surge_late_events",
-        "Events that arrived after their window closed, counted and not applied."
+        "Events that arrived after their window closed, counted and not applied.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 static MAX_LEVEL: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_surge_max_multiplier_milli",
-        "The highest multiplier in force, in thousandths."
+        "The highest multiplier in force, in thousandths.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 static SURGING: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_surge_cells_surging",
-        "Cells whose multiplier is above 1.0."
+        "Cells whose multiplier is above 1.0.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 /// Turns a record into the engine's inputs; records it cannot place give none.
@@ -279,27 +284,27 @@ pub async fn run(
             continue;
         };
         let topic = m.topic().to_owned();
-        let Some(bytes) = m.payload().map(<[u8]>::to_vec) else {
-            continue;
-        };
+        bimride_kafka::metrics::CONSUMED
+            .with_label_values(&[&topic])
+            .inc();
+        let bytes = m.payload().unwrap_or_default();
         // Bad records are dispatch's to dead-letter; surge only counts them.
         let decoded = if topic == REQUESTS {
             codec
-                .decode::<DispatchEvent>(&bytes)
+                .decode::<DispatchEvent>(bytes)
                 .await
                 .map(Decoded::Dispatch)
         } else {
             codec
-                .decode::<SupplyEvent>(&bytes)
+                .decode::<SupplyEvent>(bytes)
                 .await
                 .map(Decoded::Supply)
         };
-        bimride_kafka::metrics::CONSUMED
-            .with_label_values(&[&topic])
-            .inc();
         let Ok(decoded) = decoded else {
+            SKIPPED.with_label_values(&[&topic]).inc();
             continue;
         };
+        let mut published = false;
         for input in inputs(&city, decoded) {
             let updates = engine.apply(input);
             if !live {
@@ -308,10 +313,14 @@ pub async fn run(
             for u in updates {
                 pending.push(producer.send(&u).await?);
                 count(&u);
+                published = true;
             }
         }
         LATE.set(engine.late() as i64);
-        gauge(&engine);
+        // The levels change only when a window closes, not with every record.
+        if published {
+            set_levels(&engine);
+        }
         if pending.len() > 256 {
             for d in pending.drain(..) {
                 d.wait().await?;
@@ -334,7 +343,7 @@ fn count(u: &SurgeUpdated) {
     UPDATES.with_label_values(&[direction]).inc();
 }
 
-fn gauge(engine: &Engine) {
+fn set_levels(engine: &Engine) {
     let levels = engine.published().values().map(|s| s.multiplier_milli);
     MAX_LEVEL.set(i64::from(levels.clone().max().unwrap_or(NO_SURGE)));
     SURGING.set(levels.filter(|m| *m > NO_SURGE).count() as i64);
