@@ -8,7 +8,8 @@ use bimride_events::{
     ChargeKind, Codec, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
     RideEvent, RideRequested, SurgeUpdated, TopicValue,
 };
-use bimride_kafka::{ConsumerError, ConsumerOptions, HandleError, KafkaConfig, Record, consumer};
+use bimride_kafka::consumer::apply_each as feed;
+use bimride_kafka::{ConsumerError, ConsumerOptions, KafkaConfig};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -132,6 +133,7 @@ impl RideBook {
 
     fn with_ride(&self, ride_id: &str, event_id: &str, f: impl FnOnce(&mut RideView)) {
         let mut rides = self.rides.write().unwrap_or_else(|p| p.into_inner());
+        let before = rides.get(ride_id).map(|v| v.status);
         let view = rides
             .entry(ride_id.to_owned())
             .or_insert_with(|| RideView::new(ride_id));
@@ -139,6 +141,7 @@ impl RideBook {
         if view.seen.insert(event_id.to_owned()) {
             f(view);
         }
+        crate::metrics::ride_moved(before, view.status);
     }
 
     pub fn apply_request(&self, e: &RideRequested) {
@@ -236,7 +239,7 @@ pub async fn run_projection(
         (
             config,
             Arc::clone(&codec),
-            format!("{group}-{suffix}"),
+            ConsumerOptions::new(format!("{group}-{suffix}")).stage("api"),
             shutdown.clone(),
         )
     };
@@ -261,23 +264,4 @@ pub async fn run_projection(
         feed(project("surge"), move |u: &SurgeUpdated| surge.apply(u)),
     );
     a.and(b).and(c).and(d).and(e)
-}
-
-/// Runs a consumer loop over `T`'s topic that hands every value to `apply`.
-async fn feed<T: TopicValue>(
-    (config, codec, group, shutdown): (&KafkaConfig, Arc<Codec>, String, CancellationToken),
-    apply: impl Fn(&T) + Send + Sync + 'static,
-) -> Result<(), ConsumerError> {
-    let handler = Arc::new(move |r: Record<T>| {
-        apply(&r.value);
-        async { Ok::<(), HandleError>(()) }
-    });
-    consumer::run::<T, _>(
-        config,
-        codec,
-        ConsumerOptions::new(group),
-        handler,
-        shutdown,
-    )
-    .await
 }

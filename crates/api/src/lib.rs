@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod error;
+pub mod metrics;
 pub mod rides;
 pub mod surge;
 

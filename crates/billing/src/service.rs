@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bimride_events::{Codec, FareCharged, Millis, RideEvent, Topic};
+use bimride_events::{Codec, FareCharged, Millis, RideEvent, Topic, TopicValue};
 use bimride_kafka::dead_letter::{self, DeadLetter};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::producer::Delivery as Pending;
@@ -35,6 +35,8 @@ use crate::{BillingSettings, Delivery, SettingsError, metrics};
 
 const EVENTS: &str = Topic::RideEvents.name();
 const PAYMENTS: &str = Topic::Payments.name();
+/// This service's name in the shared latency and lag metrics.
+const STAGE: &str = "billing";
 /// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
 const TXN_CALL: Duration = Duration::from_secs(20);
 const TXN_TIMEOUT_MS: &str = "30000";
@@ -85,6 +87,10 @@ pub async fn run(
     let exactly_once = settings.delivery == Delivery::ExactlyOnce;
     let mut producer = kafka.producer();
     let mut consumer = kafka.consumer(&settings.group);
+    consumer.set(
+        "statistics.interval.ms",
+        bimride_kafka::metrics::STATISTICS_INTERVAL_MS,
+    );
     if exactly_once {
         producer
             .set("transactional.id", &settings.transactional_id)
@@ -98,7 +104,7 @@ pub async fn run(
     if exactly_once {
         start_transactions(&producer, kafka, &settings.group).await?;
     }
-    let (context, mut changes) = ChangeContext::new();
+    let (context, mut changes) = ChangeContext::new(STAGE);
     let consumer: StreamConsumer<ChangeContext> = consumer.create_with_context(context)?;
     consumer.subscribe(&[EVENTS])?;
     let mut b = Billing {
@@ -427,6 +433,7 @@ impl Billing {
         if self.ledger.tally().duplicates > before {
             metrics::DUPLICATES.with_label_values(&["trip"]).inc();
         }
+        bimride_kafka::metrics::observe_stage(STAGE, EVENTS, event.occurred_at().0);
         Ok(charge)
     }
 }

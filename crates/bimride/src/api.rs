@@ -23,12 +23,13 @@ pub struct Front {
     pub tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Serves the trip API and the system endpoints on `listener` until `shutdown`.
+/// Serves the trip API, the system endpoints and `extra` on `listener` until `shutdown`.
 pub async fn start(
     kafka: &KafkaConfig,
     info: SystemInfo,
     city: City,
     listener: tokio::net::TcpListener,
+    extra: axum::Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
     let codec = registered_codec(&info.schema_registry_url).await?;
@@ -59,7 +60,11 @@ pub async fn start(
     }));
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
-        axum::serve(listener, api.merge(system))
+        let app = api
+            .merge(system)
+            .merge(extra)
+            .route_layer(axum::middleware::from_fn(bimride_api::metrics::track));
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("http server")
@@ -101,7 +106,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the API to {}", args.http))?;
-    let front = start(&kafka, info, city, listener, shutdown).await?;
+    let front = start(&kafka, info, city, listener, axum::Router::new(), shutdown).await?;
     for task in front.tasks {
         task.await??;
     }

@@ -59,6 +59,19 @@ pub enum Command {
     Notifications(NotificationsArgs),
     /// Run the surge detector: multipliers per cell from demand and supply.
     Surge(SurgeArgs),
+    /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
+    Dashboard(DashboardArgs),
+}
+
+/// Where a service without an HTTP API of its own serves `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    #[arg(
+        long = "metrics-listen",
+        env = "BIMRIDE_METRICS_LISTEN",
+        default_value = "0.0.0.0:9464"
+    )]
+    pub metrics_listen: SocketAddr,
 }
 
 /// The service area. The defaults are Amsterdam.
@@ -185,6 +198,9 @@ pub struct SurgeArgs {
 
     #[command(flatten)]
     pub surge: SurgeSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +210,9 @@ pub struct BillingArgs {
 
     #[command(flatten)]
     pub billing: BillingSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +222,9 @@ pub struct NotificationsArgs {
 
     #[command(flatten)]
     pub notifications: NotificationSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +234,9 @@ pub struct DispatchArgs {
 
     #[command(flatten)]
     pub dispatch: DispatchSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +246,9 @@ pub struct SimulateArgs {
 
     #[command(flatten)]
     pub sim: SimSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -234,9 +262,22 @@ pub struct ApiArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    /// Where the dashboard (and its /metrics) listens.
+    #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8090")]
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, Args)]
 pub struct RegistryArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Where the registry listens.
     #[arg(long, env = "BIMRIDE_REGISTRY_LISTEN", default_value = "0.0.0.0:8081")]

@@ -92,3 +92,30 @@ async fn metrics() -> impl IntoResponse {
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
+
+/// `/metrics` and `/healthz`.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown`: the HTTP face of a service
+/// that has no API of its own.
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+    let app = metrics_router();
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("metrics endpoint")
+    }))
+}

@@ -45,5 +45,6 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Billing(args) => services::billing(args).await,
         cli::Command::Notifications(args) => services::notifications(args).await,
         cli::Command::Surge(args) => services::surge(args).await,
+        cli::Command::Dashboard(args) => services::dashboard(args).await,
     }
 }

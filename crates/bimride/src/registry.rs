@@ -30,7 +30,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
+    let metrics =
+        crate::front::serve_metrics(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
+    shutdown.cancel();
+    metrics.await??;
     Ok(())
 }
 

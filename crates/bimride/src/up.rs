@@ -70,11 +70,13 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
+    let dashboard = bimride_dashboard::Dashboard::new(&city);
     let front = api::start(
         &kafka,
         info.clone(),
         city.clone(),
         listener,
+        bimride_dashboard::router(Arc::clone(&dashboard)),
         shutdown.clone(),
     )
     .await?;
@@ -111,6 +113,13 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
                 shutdown.clone(),
             );
             async move { Ok(bimride_surge::run(&kafka, codec, city, args.surge, s).await?) }
+        }),
+        supervise("dashboard", &shutdown, {
+            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
+            async move {
+                tokio::spawn(Arc::clone(&dashboard).publish(s.clone()));
+                Ok(bimride_dashboard::run_feeds(&kafka, codec, dashboard, s).await?)
+            }
         }),
         supervise("notifications", &shutdown, {
             let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
@@ -163,6 +172,8 @@ fn announce(info: &SystemInfo, http: &str) {
     );
     println!("  schema registry:         {}", info.schema_registry_url);
     println!("  http:                    {http}");
+    println!("  dashboard:               {http}/");
+    println!("  metrics:                 {http}/metrics");
     println!("  system info:             {http}/v1/system");
     println!("press Ctrl-C to stop");
 }

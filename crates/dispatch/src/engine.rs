@@ -151,6 +151,11 @@ impl Engine {
     }
 
     /// Rides waiting for a driver.
+    /// When a known ride was requested, in event time.
+    pub fn requested_at(&self, ride_id: &str) -> Option<Millis> {
+        self.rides.get(ride_id).map(|r| r.request.occurred_at)
+    }
+
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

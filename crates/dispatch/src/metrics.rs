@@ -2,8 +2,10 @@
 
 use std::sync::LazyLock;
 
-use bimride_events::RideEvent;
-use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
+use bimride_events::{Millis, RideEvent};
+use prometheus::{
+    Histogram, IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge,
+};
 
 use crate::engine::Output;
 
@@ -39,6 +41,21 @@ pub static OWNED_PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
+
+pub static MATCH_TIME: LazyLock<Histogram> = LazyLock::new(|| {
+    bimride_kafka::metrics::histogram(
+        "bimride_dispatch_match_seconds",
+        "From a ride's request to its driver's assignment, in event time.",
+        &[],
+        bimride_kafka::metrics::latency_buckets(),
+    )
+    .with_label_values(&[] as &[&str])
+});
+
+/// Records how long a ride waited for its driver.
+pub fn observe_match(requested: Millis, assigned: Millis) {
+    MATCH_TIME.observe((assigned.0 - requested.0).max(0) as f64 / 1000.0);
+}
 
 pub fn count(output: &Output) {
     let decision = match output {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_events::{Codec, DispatchEvent, Millis, SupplyEvent, Topic};
+use bimride_events::{Codec, DispatchEvent, Millis, RideEvent, SupplyEvent, Topic, TopicValue};
 use bimride_kafka::dead_letter::{self, DeadLetter};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::producer::Delivery;
@@ -36,6 +36,8 @@ const REQUESTS: &str = Topic::RideRequests.name();
 const SUPPLY: &str = Topic::DriverSupply.name();
 /// Records whose effects are still being acknowledged; past this the loop stops reading.
 const MAX_IN_FLIGHT: usize = 4096;
+/// This service's name in the shared latency and lag metrics.
+const STAGE: &str = "dispatch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -69,10 +71,14 @@ pub async fn run(
     settings: DispatchSettings,
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
-    let (context, mut changes) = ChangeContext::new();
+    let (context, mut changes) = ChangeContext::new(STAGE);
     let consumer: StreamConsumer<ChangeContext> = kafka
         .consumer(&settings.group)
         .set("partition.assignment.strategy", "range")
+        .set(
+            "statistics.interval.ms",
+            bimride_kafka::metrics::STATISTICS_INTERVAL_MS,
+        )
         .create_with_context(context)?;
     consumer.subscribe(&[REQUESTS, SUPPLY])?;
     let timing = Timing {
@@ -230,8 +236,15 @@ impl Dispatcher {
             }
         };
         let outputs = decoded.and_then(|input| {
-            self.apply(partition, input, Mode::Live)
-                .map_err(|e| ("invalid_record", e.to_string()))
+            let occurred = match &input {
+                Input::Dispatch(e) => e.occurred_at(),
+                Input::Supply(e) => e.occurred_at(),
+            };
+            let outputs = self
+                .apply(partition, input, Mode::Live)
+                .map_err(|e| ("invalid_record", e.to_string()));
+            bimride_kafka::metrics::observe_stage(STAGE, &topic, occurred.0);
+            outputs
         });
         let pending = match outputs {
             Ok(outputs) => self.publish(outputs).await?,
@@ -269,6 +282,11 @@ impl Dispatcher {
         let mut pending = Vec::with_capacity(outputs.len());
         for output in outputs {
             metrics::count(&output);
+            if let Output::Ride(RideEvent::DriverAssigned(a)) = &output
+                && let Some(requested) = self.engine.requested_at(&a.ride_id)
+            {
+                metrics::observe_match(requested, a.occurred_at);
+            }
             pending.push(match &output {
                 // The dispatch log first: a new owner must see the decision it replays.
                 Output::Log(e) => self.producer.send(e).await?,

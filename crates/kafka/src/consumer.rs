@@ -23,6 +23,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,8 @@ pub struct ConsumerOptions {
     pub retry_backoff: Duration,
     /// Where a group with no committed offset starts: the newest record instead of the oldest.
     pub from_latest: bool,
+    /// The service this loop belongs to, as the metrics name it.
+    pub stage: &'static str,
 }
 
 impl ConsumerOptions {
@@ -91,7 +94,14 @@ impl ConsumerOptions {
             drain_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(200),
             from_latest: false,
+            stage: "consumer",
         }
+    }
+
+    /// Names the service in the latency and lag metrics.
+    pub fn stage(mut self, stage: &'static str) -> Self {
+        self.stage = stage;
+        self
     }
 }
 
@@ -111,11 +121,16 @@ struct PartitionState {
 
 struct LoopContext {
     topic: &'static str,
+    stage: &'static str,
     drain_timeout: Duration,
     partitions: Mutex<HashMap<i32, Arc<PartitionState>>>,
 }
 
-impl ClientContext for LoopContext {}
+impl ClientContext for LoopContext {
+    fn stats(&self, statistics: Statistics) {
+        metrics::record_lag(self.stage, &statistics);
+    }
+}
 
 impl ConsumerContext for LoopContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -183,10 +198,12 @@ where
     let topic = T::TOPIC.name();
     let context = LoopContext {
         topic,
+        stage: options.stage,
         drain_timeout: options.drain_timeout,
         partitions: Mutex::new(HashMap::new()),
     };
     let mut client = config.consumer(&options.group);
+    client.set("statistics.interval.ms", metrics::STATISTICS_INTERVAL_MS);
     if options.from_latest {
         client.set("auto.offset.reset", "latest");
     }
@@ -259,6 +276,24 @@ where
     Ok(())
 }
 
+/// Runs a consumer loop over `T`'s topic that hands every value to `apply`: for read models
+/// that only fold events into memory.
+pub async fn apply_each<T: TopicValue>(
+    (config, codec, options, shutdown): (
+        &KafkaConfig,
+        Arc<Codec>,
+        ConsumerOptions,
+        CancellationToken,
+    ),
+    apply: impl Fn(&T) + Send + Sync + 'static,
+) -> Result<(), ConsumerError> {
+    let handler = Arc::new(move |r: Record<T>| {
+        apply(&r.value);
+        async { Ok::<(), HandleError>(()) }
+    });
+    run::<T, _>(config, codec, options, handler, shutdown).await
+}
+
 async fn worker<T: TopicValue, H: Handler<T>>(
     shared: Arc<Shared<H>>,
     state: Arc<PartitionState>,
@@ -307,6 +342,7 @@ async fn process<T: TopicValue, H: Handler<T>>(
             }),
             Some(bytes) => match shared.codec.decode::<T>(bytes).await {
                 Ok(value) => {
+                    let occurred = value.occurred_at().0;
                     let record = Record {
                         value,
                         key: message
@@ -317,7 +353,11 @@ async fn process<T: TopicValue, H: Handler<T>>(
                         offset: message.offset(),
                         timestamp_ms: message.timestamp().to_millis(),
                     };
-                    shared.handler.handle(record).await
+                    let handled = shared.handler.handle(record).await;
+                    if handled.is_ok() {
+                        metrics::observe_stage(shared.options.stage, topic, occurred);
+                    }
+                    handled
                 }
                 Err(e) if e.is_retriable() => Err(HandleError::Retry(e.to_string())),
                 Err(e) => Err(HandleError::Invalid {

@@ -2,7 +2,11 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+};
+use rdkafka::statistics::Statistics;
 
 /// Registers a counter family with the default registry; every service's metrics use it.
 pub fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -10,6 +14,25 @@ pub fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     // any test that touches the metric.
     register_int_counter_vec!(name, help, labels)
         .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Registers a gauge family with the default registry.
+pub fn gauges(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register_int_gauge_vec!(name, help, labels)
+        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Registers a histogram family with the default registry, with buckets in seconds.
+pub fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    register_histogram_vec!(name, help, labels, buckets)
+        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Latency buckets from 1 ms to 30 s.
+pub fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
 }
 
 /// Registers a gauge with the default registry.
@@ -48,3 +71,66 @@ pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["topic"],
     )
 });
+
+pub static STAGE_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "bimride_stage_latency_seconds",
+        "From an event's time to its processing by a stage, per stage and topic.",
+        &["stage", "topic"],
+        latency_buckets(),
+    )
+});
+
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauges(
+        "bimride_consumer_lag",
+        "Records behind the partition's end, per stage, topic and assigned partition.",
+        &["stage", "topic", "partition"],
+    )
+});
+
+/// Records that `stage` processed an event that happened at `occurred_ms` (Unix millis).
+pub fn observe_stage(stage: &str, topic: &str, occurred_ms: i64) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // Clocks of other hosts may run ahead; a negative delay counts as none.
+    let seconds = (now_ms - occurred_ms).max(0) as f64 / 1000.0;
+    STAGE_LATENCY
+        .with_label_values(&[stage, topic])
+        .observe(seconds);
+}
+
+/// Publishes the consumer lag of every assigned partition from librdkafka's statistics.
+pub fn record_lag(stage: &str, statistics: &Statistics) {
+    for (topic, t) in &statistics.topics {
+        for (partition, p) in &t.partitions {
+            // -1 is librdkafka's internal partition; a lag of -1 means not assigned or unknown.
+            if *partition < 0 {
+                continue;
+            }
+            let labels = [stage, topic.as_str(), &partition.to_string()];
+            if p.consumer_lag >= 0 {
+                CONSUMER_LAG.with_label_values(&labels).set(p.consumer_lag);
+            } else {
+                let _ = CONSUMER_LAG.remove_label_values(&labels);
+            }
+        }
+    }
+}
+
+/// How often consumers report statistics, and so their lag.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// A consumer context that only publishes lag, for consumers that assign partitions
+/// themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct LagContext(pub &'static str);
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        record_lag(self.0, &statistics);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}

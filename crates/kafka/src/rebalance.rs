@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -39,12 +40,14 @@ impl Change {
 #[derive(Debug)]
 pub struct ChangeContext {
     changes: mpsc::UnboundedSender<Change>,
+    stage: &'static str,
 }
 
 impl ChangeContext {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Change>) {
+    /// `stage` names the service in the lag metrics.
+    pub fn new(stage: &'static str) -> (Self, mpsc::UnboundedReceiver<Change>) {
         let (changes, rx) = mpsc::unbounded_channel();
-        (Self { changes }, rx)
+        (Self { changes, stage }, rx)
     }
 }
 
@@ -52,7 +55,11 @@ fn partitions(list: &TopicPartitionList) -> BTreeSet<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
 }
 
-impl ClientContext for ChangeContext {}
+impl ClientContext for ChangeContext {
+    fn stats(&self, statistics: Statistics) {
+        crate::metrics::record_lag(self.stage, &statistics);
+    }
+}
 
 impl ConsumerContext for ChangeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -270,7 +270,7 @@ pub async fn run(
     let events = consumer::run::<RideEvent, _>(
         kafka,
         Arc::clone(&codec),
-        ConsumerOptions::new(format!("{}-events", settings.group)),
+        ConsumerOptions::new(format!("{}-events", settings.group)).stage("notifications"),
         Arc::new(move |r: Record<RideEvent>| {
             let n = Arc::clone(&on_ride);
             async move { n.handle(Source::Ride(r.value)).await }
@@ -281,7 +281,7 @@ pub async fn run(
     let charges = consumer::run::<FareCharged, _>(
         kafka,
         codec,
-        ConsumerOptions::new(format!("{}-payments", settings.group)),
+        ConsumerOptions::new(format!("{}-payments", settings.group)).stage("notifications"),
         Arc::new(move |r: Record<FareCharged>| {
             let n = Arc::clone(&on_charge);
             async move { n.handle(Source::Charge(r.value)).await }

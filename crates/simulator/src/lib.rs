@@ -177,6 +177,7 @@ pub async fn run(
         uuid::Uuid::new_v4()
     ));
     options.from_latest = true;
+    let options = options.stage("simulator");
     let (handler_fleet, handler_producer) = (Arc::clone(&fleet), producer.clone());
     let apps = consumer::run::<RideEvent, _>(
         kafka,

@@ -15,9 +15,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bimride_domain::City;
-use bimride_events::{CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_events::{
+    CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic, TopicValue,
+};
 use bimride_kafka::history::{self, HistoryError};
-use bimride_kafka::metrics::{counter, gauge};
+use bimride_kafka::metrics::{LagContext, counter, gauge};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use h3o::CellIndex;
@@ -218,10 +220,14 @@ pub async fn run(
 
     // Inputs from one sliding window (plus lateness) ago, read without a group: every
     // instance rebuilds the same state from the log.
-    let consumer: StreamConsumer = kafka
+    let consumer: StreamConsumer<LagContext> = kafka
         .consumer(&format!("bimride-surge-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
-        .create()?;
+        .set(
+            "statistics.interval.ms",
+            bimride_kafka::metrics::STATISTICS_INTERVAL_MS,
+        )
+        .create_with_context(LagContext("surge"))?;
     let since = Millis::now().0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms;
     let consumer = Arc::new(consumer);
     let assign_from = Arc::clone(&consumer);
@@ -304,6 +310,10 @@ pub async fn run(
             SKIPPED.with_label_values(&[&topic]).inc();
             continue;
         };
+        let occurred = match &decoded {
+            Decoded::Dispatch(e) => e.occurred_at(),
+            Decoded::Supply(e) => e.occurred_at(),
+        };
         let mut published = false;
         for input in inputs(&city, decoded) {
             let updates = engine.apply(input);
@@ -315,6 +325,9 @@ pub async fn run(
                 count(&u);
                 published = true;
             }
+        }
+        if live {
+            bimride_kafka::metrics::observe_stage("surge", &topic, occurred.0);
         }
         LATE.set(engine.late() as i64);
         // The levels change only when a window closes, not with every record.
