@@ -1,8 +1,10 @@
 //! `bimride up` as a user runs it: the real binary, outside clients, and Ctrl-C.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::{Up, metric};
 
 use bimride_events::{Codec, Millis, RegistryConfig, SurgeUpdated, Topic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -13,40 +15,10 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops_on_ctrl_c() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bimride"))
-        .args([
-            "up",
-            "--http",
-            "127.0.0.1:0",
-            "--registry-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("BIMRIDE_BROKERS")
-        .env_remove("BIMRIDE_SCHEMA_REGISTRY_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bimride starts");
-    let started = std::time::Instant::now();
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take_while(|l| !l.starts_with("press Ctrl-C"))
-            .collect::<Vec<_>>()
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
-        .await
-        .expect("bimride announces itself within 60s")
-        .expect("stdout read");
-    let field = |name: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
-            .unwrap_or_else(|| panic!("no {name} line in {lines:?}"))
-    };
-    let http = field("http:");
+    let up = Up::start().await;
+    let started = up.started;
+    let field = |name: &str| up.field(name);
+    let http = up.http.clone();
     let system: Value = reqwest::get(format!("{http}/v1/system"))
         .await
         .expect("system answers")
@@ -273,16 +245,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     }
 
     // Ctrl-C: a clean stop with exit code 0.
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(interrupted.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "bimride exited with {status}");
+    up.interrupt().await;
 }
 
 async fn system_partitions(consumer: &StreamConsumer) -> i32 {
@@ -291,15 +254,6 @@ async fn system_partitions(consumer: &StreamConsumer) -> i32 {
         .expect("metadata");
     let count = metadata.topics()[0].partitions().len();
     i32::try_from(count).expect("partition count")
-}
-
-/// The value of one sample in a Prometheus text exposition, 0 when absent.
-fn metric(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(sample))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// GETs `url` and parses its JSON body.

@@ -218,6 +218,8 @@ where
         options,
         shutdown,
     });
+    // Exported at zero from the start, so that dashboards and alerts see the series.
+    metrics::RETRIES.with_label_values(&[topic]);
     tracing::info!(topic, group = %shared.options.group, "consumer loop started");
 
     let mut workers: HashMap<i32, (Arc<PartitionState>, mpsc::Sender<OwnedMessage>)> =
