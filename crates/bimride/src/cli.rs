@@ -61,6 +61,19 @@ pub enum Command {
     Surge(SurgeArgs),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
     Dashboard(DashboardArgs),
+    /// Benchmark the whole city: an open-loop booking load through the API, per-stage
+    /// latency, throughput and CPU, with same-run Kafka and HTTP baselines.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The city under test, as `up` runs it; its simulated riders stay home.
+    #[command(flatten)]
+    pub up: UpArgs,
+
+    #[command(flatten)]
+    pub bench: bimride_bench::BenchSettings,
 }
 
 /// Where a service without an HTTP API of its own serves `/metrics` and `/healthz`.
@@ -294,9 +307,10 @@ pub struct ProvisionArgs {
     pub kafka: KafkaConfig,
 }
 
-pub fn init_tracing(format: LogFormat) {
+/// Logs to stderr; `BIMRIDE_LOG` overrides `default` (an `EnvFilter` directive).
+pub fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BIMRIDE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

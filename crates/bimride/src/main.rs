@@ -1,6 +1,7 @@
 //! `bimride`: every BimRide service as a subcommand, and `bimride up` for the whole city.
 
 mod api;
+mod bench;
 mod cli;
 mod front;
 mod provision;
@@ -13,7 +14,12 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_tracing(cli.log_format);
+    // A benchmark's progress and table are its output; the services' own logs would bury them.
+    let filter = match cli.command {
+        cli::Command::Bench(_) => "warn,bimride_bench=info",
+        _ => "info,rdkafka=warn",
+    };
+    cli::init_tracing(cli.log_format, filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bimride")
@@ -46,5 +52,6 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Notifications(args) => services::notifications(args).await,
         cli::Command::Surge(args) => services::surge(args).await,
         cli::Command::Dashboard(args) => services::dashboard(args).await,
+        cli::Command::Bench(args) => bench::run(*args).await,
     }
 }

@@ -11,8 +11,52 @@ use crate::cli::UpArgs;
 use crate::front::SystemInfo;
 use crate::{api, registry, shutdown};
 
-pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
-    let shutdown = shutdown::on_signal();
+/// The whole city, running until its shutdown token is cancelled.
+pub struct City {
+    pub info: SystemInfo,
+    pub http: std::net::SocketAddr,
+    pub kafka: bimride_kafka::KafkaConfig,
+    pub codec: Arc<bimride_events::Codec>,
+    pub shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl City {
+    /// Creates a topic on the city's cluster, embedded or not.
+    pub async fn create_topic(&self, spec: bimride_kafka::TopicSpec) -> anyhow::Result<()> {
+        let provisioner = match &self.cluster {
+            Some(c) => Provisioner::Embedded(c),
+            None => Provisioner::Admin(&self.kafka),
+        };
+        provisioner
+            .ensure(std::slice::from_ref(&spec))
+            .await
+            .with_context(|| format!("creating {}", spec.name))?;
+        Ok(())
+    }
+
+    /// Waits for every part to stop after shutdown, then the embedded cluster.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        for task in self.tasks {
+            task.await??;
+        }
+        drop(self.cluster);
+        Ok(())
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let city = start(args, shutdown::on_signal()).await?;
+    announce(&city.info, &format!("http://{}", city.http));
+    city.shutdown.cancelled().await;
+    city.stopped().await?;
+    tracing::info!("bimride stopped cleanly");
+    Ok(())
+}
+
+/// Starts every part of the city; they stop when `shutdown` is cancelled, or when one fails.
+pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<City> {
     let city = args.city.city()?;
     args.dispatch.validate()?;
     args.billing.validate()?;
@@ -26,6 +70,16 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
             let cluster = EmbeddedCluster::start(args.embedded_brokers)
                 .context("starting the embedded Kafka cluster")?;
             args.kafka.brokers = Some(cluster.bootstrap_servers().to_owned());
+            // The mock brokers answer a fetch only when its wait runs out, not when data
+            // arrives, so every hop would cost the whole wait (500 ms by default).
+            if !args
+                .kafka
+                .properties
+                .iter()
+                .any(|p| p.starts_with("fetch.wait.max.ms"))
+            {
+                args.kafka.properties.push("fetch.wait.max.ms=10".into());
+            }
             Some(cluster)
         }
     };
@@ -127,17 +181,26 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         }),
     ];
 
-    announce(&info, &format!("http://{http_addr}"));
-    shutdown.cancelled().await;
-    for task in front.tasks.into_iter().chain(services) {
-        task.await??;
-    }
-    for task in tasks {
-        task.await??;
-    }
-    drop(cluster);
-    tracing::info!("bimride stopped cleanly");
-    Ok(())
+    let codec = Arc::clone(&front.codec);
+    // Services and the front stop before the registry they use.
+    let registry = tasks
+        .into_iter()
+        .map(|t| tokio::spawn(async move { Ok::<_, anyhow::Error>(t.await??) }));
+    let tasks = front
+        .tasks
+        .into_iter()
+        .chain(services)
+        .chain(registry)
+        .collect();
+    Ok(City {
+        info,
+        http: http_addr,
+        kafka,
+        codec,
+        shutdown,
+        tasks,
+        cluster,
+    })
 }
 
 /// Runs one service of the city. If it fails, everything stops: `up` never carries on with

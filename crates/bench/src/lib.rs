@@ -1,0 +1,464 @@
+//! `bimride bench`: an open-loop, fixed-rate booking load through the real HTTP API, with the
+//! latency of every stage of the booked rides (assigned, completed, charged, notified), the
+//! throughput and CPU it cost, and baselines measured in the same run: raw rdkafka
+//! pass-through on the same brokers, and a bare axum handler beside the booking POST.
+
+pub mod baseline;
+pub mod report;
+pub mod track;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bimride_domain::City;
+use bimride_events::{ChargeKind, Codec, FareCharged, Notification, RideEvent};
+use bimride_kafka::consumer::apply_each;
+use bimride_kafka::{ConsumerOptions, KafkaConfig};
+// Points in the service area, denser towards the centre, as the simulated riders pick them.
+use bimride_simulator::fleet::random_point;
+use clap::Args;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{Baselines, Report, Step};
+use crate::track::{Percentiles, Stage, Tracker, histogram};
+
+/// The benchmark's own flags. Scripts call `--rate`, `--duration`, `--drivers` (the city's)
+/// and `--report`; they stay stable.
+#[derive(Debug, Clone, Args)]
+pub struct BenchSettings {
+    /// Bookings per second, offered at fixed times whatever the answers' speed.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of load per step.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Seconds to wait after the load for rides still in progress.
+    #[arg(long, default_value_t = 30)]
+    pub settle: u64,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// With a target, search upward from --rate (×1.5 a step) until the booking-to-assigned
+    /// p99 breaks it, and report the highest rate that held.
+    #[arg(long = "target-p99-ms")]
+    pub target_p99_ms: Option<f64>,
+    /// Most steps of the search.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: u32,
+    /// Where to draw latency against load (SVG), from the steps run.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Skip the baselines (for a quick check of the pipeline alone).
+    #[arg(long)]
+    pub no_baselines: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid benchmark settings: {0}")]
+    Settings(&'static str),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("plotting: {0}")]
+    Plot(String),
+}
+
+impl BenchSettings {
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 100_000.0) {
+            return Err(BenchError::Settings("--rate must be in (0, 100000]"));
+        }
+        if !(1..=3_600).contains(&self.duration) {
+            return Err(BenchError::Settings("--duration must be 1 to 3600 seconds"));
+        }
+        if self
+            .target_p99_ms
+            .is_some_and(|t| !(t.is_finite() && t > 0.0))
+        {
+            return Err(BenchError::Settings("--target-p99-ms must be positive"));
+        }
+        if !(1..=30).contains(&self.max_steps) {
+            return Err(BenchError::Settings("--max-steps must be 1 to 30"));
+        }
+        Ok(())
+    }
+}
+
+/// What the benchmark drives: a running city's API and the cluster under it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub api_url: String,
+    pub kafka: KafkaConfig,
+    pub codec: Arc<Codec>,
+    pub city: City,
+    pub drivers: usize,
+    /// A one-partition topic, created by the caller, for the pass-through baseline.
+    pub passthrough_topic: String,
+}
+
+/// Runs the steps, then the baselines, and writes the report.
+pub async fn run(
+    target: Target,
+    settings: BenchSettings,
+    shutdown: CancellationToken,
+) -> Result<Report, BenchError> {
+    settings.validate()?;
+    let tracker = Arc::new(Tracker::default());
+    let feeds = tokio::spawn(feed(
+        target.kafka.clone(),
+        Arc::clone(&target.codec),
+        Arc::clone(&tracker),
+        shutdown.clone(),
+    ));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+
+    warm_up(&target, &client, &tracker).await?;
+
+    let mut steps = Vec::new();
+    let mut rate = settings.rate;
+    let mut sustained = None;
+    for n in 0..settings.max_steps {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let step = run_step(&target, &settings, &client, &tracker, rate, n).await;
+        let held = settings.target_p99_ms.is_none_or(|t| step.holds(t));
+        tracing::info!(
+            rate,
+            held,
+            p99_assigned_ms = step.latency.assigned.p99_ms,
+            "step done"
+        );
+        steps.push(step);
+        if settings.target_p99_ms.is_none() {
+            break;
+        }
+        if !held {
+            break;
+        }
+        sustained = Some(rate);
+        rate *= 1.5;
+    }
+
+    let baselines = if settings.no_baselines {
+        None
+    } else {
+        // Pipeline efficiency is read at the highest rate that held (the last step without a target).
+        let best = match sustained {
+            Some(r) => steps.iter().rfind(|s| s.rate == r),
+            None => steps.last(),
+        };
+        Some(baselines(&target, &client, best).await?)
+    };
+    shutdown.cancel();
+    let _ = feeds.await;
+
+    let report = Report::new(&target, &settings, steps, sustained, baselines);
+    if let Some(path) = &settings.report {
+        report.write_json(path)?;
+    }
+    if let Some(path) = &settings.plot {
+        report::plot(&report, path)?;
+    }
+    Ok(report)
+}
+
+/// Books a few rides and waits until their receipts are seen: every feed has joined its group
+/// and every service has warmed up, so the first step does not measure start-up.
+async fn warm_up(
+    target: &Target,
+    client: &reqwest::Client,
+    tracker: &Tracker,
+) -> Result<(), BenchError> {
+    const RIDES: u64 = 5;
+    let mut rng = SmallRng::seed_from_u64(0);
+    let url = format!("{}/v1/rides", target.api_url);
+    for n in 0..RIDES {
+        let answer = client
+            .post(&url)
+            .json(&booking(&target.city, &mut rng, n, u32::MAX))
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<serde_json::Value>()
+            .await?;
+        if let Some(ride) = answer["ride_id"].as_str() {
+            tracker.accepted(ride, Instant::now());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let (_, counts) = tracker.counts();
+        if counts.get(&Stage::Notified).copied().unwrap_or(0) >= RIDES {
+            tracing::info!("warmed up: the first rides were booked, driven, charged and told");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(BenchError::Settings(
+        "warm-up rides were not completed within 2 minutes; are there drivers?",
+    ))
+}
+
+/// Marks each benchmarked ride's stages as their events arrive.
+async fn feed(
+    kafka: KafkaConfig,
+    codec: Arc<Codec>,
+    tracker: Arc<Tracker>,
+    shutdown: CancellationToken,
+) {
+    let group = format!("bimride-bench-{}", uuid::Uuid::new_v4());
+    let options = |suffix: &str| {
+        (
+            &kafka,
+            Arc::clone(&codec),
+            ConsumerOptions::new(format!("{group}-{suffix}")).stage("bench"),
+            shutdown.clone(),
+        )
+    };
+    let (t1, t2, t3) = (Arc::clone(&tracker), Arc::clone(&tracker), tracker);
+    let (a, b, c) = tokio::join!(
+        apply_each(options("events"), move |e: &RideEvent| {
+            let stage = match e {
+                RideEvent::DriverAssigned(_) => Stage::Assigned,
+                RideEvent::TripCompleted(_) => Stage::Completed,
+                _ => return,
+            };
+            t1.reached(e.ride_id(), stage, Instant::now());
+        }),
+        apply_each(options("payments"), move |c: &FareCharged| {
+            if c.kind == ChargeKind::Trip {
+                t2.reached(&c.ride_id, Stage::Charged, Instant::now());
+            }
+        }),
+        apply_each(options("notifications"), move |n: &Notification| {
+            if n.template == "receipt"
+                && let Some(ride) = &n.ride_id
+            {
+                t3.reached(ride, Stage::Notified, Instant::now());
+            }
+        }),
+    );
+    for result in [a, b, c] {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "benchmark feed failed");
+        }
+    }
+}
+
+/// Process CPU time (user + system) in seconds, from /proc; 0 where there is none.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which may hold spaces, start after the last ')'.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Records produced by every service of this process so far.
+fn produced_total() -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == "bimride_records_produced_total")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum()
+}
+
+fn booking(city: &City, rng: &mut SmallRng, n: u64, step: u32) -> serde_json::Value {
+    let pickup = random_point(city, rng, 0.8);
+    let dropoff = random_point(city, rng, 0.8);
+    serde_json::json!({
+        "rider_id": format!("bench-{step}-{n}"),
+        "pickup": {"lat": pickup.0, "lng": pickup.1},
+        "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
+        "product": "economy",
+    })
+}
+
+async fn run_step(
+    target: &Target,
+    settings: &BenchSettings,
+    client: &reqwest::Client,
+    tracker: &Arc<Tracker>,
+    rate: f64,
+    step: u32,
+) -> Step {
+    tracker.clear();
+    let total = (rate * settings.duration as f64).round() as u64;
+    let url = format!("{}/v1/rides", target.api_url);
+    let http = Arc::new(Mutex::new(histogram()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu_before = cpu_seconds();
+    let produced_before = produced_total();
+    let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut requests = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        // Open loop: the n-th booking leaves at its scheduled time, answered or not.
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let body = booking(&target.city, &mut rng, n, step);
+        let (client, url, mark) = (client.clone(), url.clone(), Arc::clone(tracker));
+        let (http, errors) = (Arc::clone(&http), Arc::clone(&errors));
+        requests.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let answer = client.post(&url).json(&body).send().await;
+            let ride = match answer {
+                Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["ride_id"].as_str().map(str::to_owned)),
+                _ => None,
+            };
+            let answered = Instant::now();
+            match ride {
+                Some(ride) => {
+                    mark.accepted(&ride, answered);
+                    let us = answered.duration_since(sent).as_micros() as u64;
+                    http.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .saturating_record(us.max(1));
+                }
+                None => {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            progress(tracker.as_ref(), rate, n + 1, total, started);
+        }
+    }
+    for r in requests {
+        let _ = r.await;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let produced = produced_total() - produced_before;
+    // Rides still driving finish within the settle time; stop early once all are told.
+    let settle_until = Instant::now() + Duration::from_secs(settings.settle);
+    while Instant::now() < settle_until {
+        let (accepted, counts) = tracker.counts();
+        if counts.get(&Stage::Notified).copied().unwrap_or(0) >= accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        progress(tracker.as_ref(), rate, total, total, started);
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let (accepted, counts) = tracker.counts();
+    let latencies = tracker.latencies();
+    let http = Percentiles::of(&http.lock().unwrap_or_else(|p| p.into_inner()));
+    Step::new(
+        rate,
+        load_secs,
+        total,
+        accepted,
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+        &counts,
+        http,
+        &latencies,
+        cpu,
+        produced / load_secs,
+    )
+}
+
+#[allow(clippy::print_stderr)]
+fn progress(tracker: &Tracker, rate: f64, sent: u64, total: u64, started: Instant) {
+    let (accepted, counts) = tracker.counts();
+    let at = |s: Stage| counts.get(&s).copied().unwrap_or(0);
+    eprintln!(
+        "[{:>5.1}s] rate {rate:.0}/s · sent {sent}/{total} · accepted {accepted} · assigned {} · completed {} · charged {} · notified {}",
+        started.elapsed().as_secs_f64(),
+        at(Stage::Assigned),
+        at(Stage::Completed),
+        at(Stage::Charged),
+        at(Stage::Notified),
+    );
+}
+
+const HTTP_CLIENTS: usize = 128;
+
+/// The same-run baselines, and the ratios the targets are set in.
+async fn baselines(
+    target: &Target,
+    client: &reqwest::Client,
+    last: Option<&Step>,
+) -> Result<Baselines, BenchError> {
+    tracing::info!("measuring the raw Kafka pass-through");
+    let kafka =
+        baseline::kafka_pass_through(&target.kafka, &target.passthrough_topic, 200_000, 200)
+            .await?;
+
+    tracing::info!("measuring the bare HTTP handler and the booking POST");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| BenchError::Write {
+            path: "a loopback port".into(),
+            source,
+        })?;
+    let bare_url = format!(
+        "http://{}/v1/rides",
+        listener.local_addr().map_err(|source| {
+            BenchError::Write {
+                path: "a loopback port".into(),
+                source,
+            }
+        })?
+    );
+    let stop = CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, baseline::bare_router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    let city = target.city.clone();
+    let body = move |n: u64| {
+        let mut rng = SmallRng::seed_from_u64(n);
+        booking(&city, &mut rng, n, 99)
+    };
+    let window = Duration::from_secs(3);
+    // Enough clients in flight that each endpoint is measured at its throughput, not at one
+    // request's latency: a booking is answered once Kafka has it.
+    let bare = baseline::http_rate(client, &bare_url, body.clone(), HTTP_CLIENTS, window).await;
+    let booking_url = format!("{}/v1/rides", target.api_url);
+    let bookings = baseline::http_rate(client, &booking_url, body, HTTP_CLIENTS, window).await;
+    stop.cancel();
+    let _ = server.await;
+
+    let pipeline = last.map_or(0.0, |s| s.pipeline_records_per_s);
+    Ok(Baselines {
+        kafka_pass_through: kafka,
+        pipeline_records_per_s: pipeline,
+        pipeline_efficiency: pipeline / kafka.records_per_s,
+        bare_http: bare,
+        booking_http: bookings,
+        http_ratio: bookings.requests_per_s / bare.requests_per_s,
+    })
+}

@@ -1,0 +1,285 @@
+//! The benchmark's results: a JSON report, a table for the terminal, and a plot of latency
+//! against load.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::baseline::{HttpRate, PassThrough};
+use crate::track::{Percentiles, Stage};
+use crate::{BenchError, BenchSettings, Target};
+
+/// Latency from the booking's 202 to each stage, and of the 202 itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageLatency {
+    pub http_202: Percentiles,
+    pub assigned: Percentiles,
+    pub completed: Percentiles,
+    pub charged: Percentiles,
+    pub notified: Percentiles,
+}
+
+/// One rate, held for the step's duration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub rate: f64,
+    pub seconds: f64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub failed: u64,
+    pub accepted_per_s: f64,
+    pub assigned: u64,
+    pub assigned_per_s: f64,
+    pub latency: StageLatency,
+    pub cpu_seconds: f64,
+    pub cpu_ms_per_ride: f64,
+    /// Records produced by every service per second of load.
+    pub pipeline_records_per_s: f64,
+}
+
+impl Step {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        rate: f64,
+        seconds: f64,
+        sent: u64,
+        accepted: u64,
+        failed: u64,
+        counts: &HashMap<Stage, u64>,
+        http_202: Percentiles,
+        latencies: &HashMap<Stage, Histogram<u64>>,
+        cpu_seconds: f64,
+        pipeline_records_per_s: f64,
+    ) -> Self {
+        let of = |s: Stage| latencies.get(&s).map(Percentiles::of).unwrap_or_default();
+        let assigned = counts.get(&Stage::Assigned).copied().unwrap_or(0);
+        Self {
+            rate,
+            seconds,
+            sent,
+            accepted,
+            failed,
+            accepted_per_s: accepted as f64 / seconds,
+            assigned,
+            assigned_per_s: assigned as f64 / seconds,
+            latency: StageLatency {
+                http_202,
+                assigned: of(Stage::Assigned),
+                completed: of(Stage::Completed),
+                charged: of(Stage::Charged),
+                notified: of(Stage::Notified),
+            },
+            cpu_seconds,
+            cpu_ms_per_ride: if accepted > 0 {
+                cpu_seconds * 1000.0 / accepted as f64
+            } else {
+                0.0
+            },
+            pipeline_records_per_s,
+        }
+    }
+
+    /// The rate held: nearly every booking accepted and assigned, with p99 within the target.
+    pub fn holds(&self, target_p99_ms: f64) -> bool {
+        let accepted = self.accepted as f64 >= 0.99 * self.sent as f64;
+        let assigned = self.assigned as f64 >= 0.95 * self.accepted as f64;
+        accepted && assigned && self.latency.assigned.p99_ms <= target_p99_ms
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    pub kafka_pass_through: PassThrough,
+    pub pipeline_records_per_s: f64,
+    /// Pipeline records per second over raw pass-through records per second.
+    pub pipeline_efficiency: f64,
+    pub bare_http: HttpRate,
+    pub booking_http: HttpRate,
+    /// Booking POSTs per second over bare-handler POSTs per second.
+    pub http_ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kafka: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub drivers: usize,
+    pub duration_secs: u64,
+    pub target_p99_ms: Option<f64>,
+    pub steps: Vec<Step>,
+    /// The highest rate that held the target, when one was given.
+    pub max_sustainable_rate: Option<f64>,
+    pub baselines: Option<Baselines>,
+}
+
+impl Report {
+    pub(crate) fn new(
+        target: &Target,
+        settings: &BenchSettings,
+        steps: Vec<Step>,
+        max_sustainable_rate: Option<f64>,
+        baselines: Option<Baselines>,
+    ) -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            machine: Machine {
+                cpus: std::thread::available_parallelism().map_or(1, usize::from),
+                cpu_model,
+                kafka: target.kafka.bootstrap_servers().to_owned(),
+            },
+            drivers: target.drivers,
+            duration_secs: settings.duration,
+            target_p99_ms: settings.target_p99_ms,
+            steps,
+            max_sustainable_rate,
+            baselines,
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
+        let json = serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| unreachable!("a report serialises: {e}"));
+        std::fs::write(path, json).map_err(|source| BenchError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "machine: {} CPUs, {} · drivers {} · {} s per step",
+            self.machine.cpus, self.machine.cpu_model, self.drivers, self.duration_secs
+        )?;
+        writeln!(
+            f,
+            "{:>8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9}",
+            "rate/s",
+            "accepted",
+            "assign/s",
+            "202 p99",
+            "assign p50",
+            "assign p99",
+            "complete p99",
+            "charge p99",
+            "notify p99",
+            "cpu/ride"
+        )?;
+        for s in &self.steps {
+            let l = &s.latency;
+            writeln!(
+                f,
+                "{:>8.0} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms",
+                s.rate,
+                s.accepted,
+                s.assigned_per_s,
+                l.http_202.p99_ms,
+                l.assigned.p50_ms,
+                l.assigned.p99_ms,
+                l.completed.p99_ms,
+                l.charged.p99_ms,
+                l.notified.p99_ms,
+                s.cpu_ms_per_ride
+            )?;
+        }
+        if let Some(rate) = self.max_sustainable_rate {
+            writeln!(f, "highest rate within the target: {rate:.0} bookings/s")?;
+        }
+        if let Some(b) = &self.baselines {
+            writeln!(
+                f,
+                "kafka pass-through {:.0} records/s · pipeline {:.0} records/s · efficiency {:.3}",
+                b.kafka_pass_through.records_per_s, b.pipeline_records_per_s, b.pipeline_efficiency
+            )?;
+            writeln!(
+                f,
+                "bare axum POST {:.0}/s · booking POST {:.0}/s · HTTP ratio {:.2}",
+                b.bare_http.requests_per_s, b.booking_http.requests_per_s, b.http_ratio
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Draws booking-to-assigned p50 and p99 against the offered rate, as an SVG.
+pub fn plot(report: &Report, path: &Path) -> Result<(), BenchError> {
+    let plot_err = |e: &dyn std::fmt::Display| BenchError::Plot(e.to_string());
+    let points = |f: fn(&Step) -> f64| -> Vec<(f64, f64)> {
+        report
+            .steps
+            .iter()
+            .map(|s| (s.rate, f(s).max(0.1)))
+            .collect()
+    };
+    let p50 = points(|s| s.latency.assigned.p50_ms);
+    let p99 = points(|s| s.latency.assigned.p99_ms);
+    let max_rate = report.steps.iter().map(|s| s.rate).fold(1.0, f64::max) * 1.1;
+    let max_ms = p99.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Booking accepted → driver assigned", ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..max_rate, (0.1..max_ms).log_scale())
+        .map_err(|e| plot_err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, bookings per second")
+        .y_desc("latency, ms (log)")
+        .draw()
+        .map_err(|e| plot_err(&e))?;
+    if let Some(target) = report.target_p99_ms {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, target), (max_rate, target)],
+                RED.mix(0.4),
+            ))
+            .map_err(|e| plot_err(&e))?
+            .label(format!("p99 target {target} ms"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.mix(0.4)));
+    }
+    for (series, colour, name) in [(&p50, BLUE, "p50"), (&p99, MAGENTA, "p99")] {
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| plot_err(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        chart
+            .draw_series(series.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+            .map_err(|e| plot_err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| plot_err(&e))?;
+    root.present().map_err(|e| plot_err(&e))?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! When each benchmarked ride reached each stage, from the booking's 202 to its receipt.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The stages a booked ride passes, after its booking is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Assigned,
+    Completed,
+    Charged,
+    Notified,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [
+        Stage::Assigned,
+        Stage::Completed,
+        Stage::Charged,
+        Stage::Notified,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Assigned => "assigned",
+            Stage::Completed => "completed",
+            Stage::Charged => "charged",
+            Stage::Notified => "notified",
+        }
+    }
+}
+
+/// Percentiles of one latency distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// Summarises a histogram recorded in microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// A histogram of microseconds from 1 µs to 10 minutes, 3 significant figures.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|e| unreachable!("valid histogram bounds: {e}"))
+}
+
+#[derive(Debug, Default)]
+struct Ride {
+    accepted: Option<Instant>,
+    reached: HashMap<Stage, Instant>,
+}
+
+/// Instants per ride and stage. Events may be seen before the booking's answer is, so both
+/// sides are kept and paired when the step ends.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    rides: Mutex<HashMap<String, Ride>>,
+}
+
+impl Tracker {
+    fn with(&self, ride_id: &str, f: impl FnOnce(&mut Ride)) {
+        let mut rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
+        f(rides.entry(ride_id.to_owned()).or_default());
+    }
+
+    pub fn accepted(&self, ride_id: &str, at: Instant) {
+        self.with(ride_id, |r| r.accepted = Some(at));
+    }
+
+    /// Records the first time a ride is seen at `stage`; redeliveries keep the first.
+    pub fn reached(&self, ride_id: &str, stage: Stage, at: Instant) {
+        self.with(ride_id, |r| {
+            r.reached.entry(stage).or_insert(at);
+        });
+    }
+
+    /// Rides accepted so far, and how many of them reached each stage.
+    pub fn counts(&self) -> (u64, HashMap<Stage, u64>) {
+        let rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = HashMap::new();
+        let mut accepted = 0;
+        for ride in rides.values().filter(|r| r.accepted.is_some()) {
+            accepted += 1;
+            for stage in ride.reached.keys() {
+                *counts.entry(*stage).or_insert(0) += 1;
+            }
+        }
+        (accepted, counts)
+    }
+
+    /// Latency from acceptance to each stage, over the rides this process booked.
+    pub fn latencies(&self) -> HashMap<Stage, Histogram<u64>> {
+        let rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: HashMap<Stage, Histogram<u64>> =
+            Stage::ALL.iter().map(|s| (*s, histogram())).collect();
+        for ride in rides.values() {
+            let Some(accepted) = ride.accepted else {
+                continue;
+            };
+            for (stage, at) in &ride.reached {
+                let us = at.saturating_duration_since(accepted).as_micros() as u64;
+                if let Some(h) = out.get_mut(stage) {
+                    h.saturating_record(us.max(1));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn clear(&self) {
+        self.rides.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn stages_pair_with_acceptance_whichever_is_seen_first() {
+        let t = Tracker::default();
+        let t0 = Instant::now();
+        // The assignment arrives before the booking's answer was processed.
+        t.reached("a", Stage::Assigned, t0 + Duration::from_millis(12));
+        t.accepted("a", t0 + Duration::from_millis(2));
+        t.reached("a", Stage::Assigned, t0 + Duration::from_millis(90));
+        t.accepted("b", t0);
+        t.reached("b", Stage::Assigned, t0 + Duration::from_millis(30));
+        // Another process's ride: never accepted here, never counted.
+        t.reached("c", Stage::Assigned, t0);
+        let (accepted, counts) = t.counts();
+        assert_eq!(accepted, 2);
+        assert_eq!(counts[&Stage::Assigned], 2);
+        let p = Percentiles::of(&t.latencies()[&Stage::Assigned]);
+        assert_eq!(p.count, 2);
+        assert!((9.9..=10.1).contains(&p.p50_ms), "{p:?}");
+        assert!((29.9..=30.1).contains(&p.max_ms), "{p:?}");
+    }
+}

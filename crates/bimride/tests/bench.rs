@@ -1,0 +1,71 @@
+//! `bimride bench` end to end, with the flags scripts rely on. It checks that the load ran and
+//! every stage and baseline was measured; how fast is for the README, not for a test.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.json");
+    let plot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.svg");
+    let _ = std::fs::remove_file(&report);
+    let output = Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args([
+            "bench",
+            "--rate",
+            "10",
+            "--duration",
+            "4",
+            "--drivers",
+            "60",
+        ])
+        .args(["--speedup", "300", "--settle", "60", "--report"])
+        .arg(&report)
+        .arg("--plot")
+        .arg(&plot)
+        .env_remove("BIMRIDE_BROKERS")
+        .output()
+        .expect("bimride runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The table on stdout, progress on stderr.
+    assert!(stdout.contains("assign p99"), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sent 40/40"));
+
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("report is JSON");
+    let step = &json["steps"][0];
+    assert_eq!(step["sent"], 40);
+    assert_eq!(step["accepted"], 40, "{step}");
+    assert!(step["assigned"].as_u64().is_some_and(|a| a >= 36), "{step}");
+    for stage in ["http_202", "assigned", "completed", "charged", "notified"] {
+        let l = &step["latency"][stage];
+        assert!(l["count"].as_u64().is_some_and(|c| c > 0), "{stage}: {l}");
+        assert!(
+            l["p99_ms"].as_f64().is_some_and(|p| p > 0.0),
+            "{stage}: {l}"
+        );
+    }
+    assert!(
+        step["cpu_ms_per_ride"].as_f64().is_some_and(|c| c > 0.0),
+        "{step}"
+    );
+    let b = &json["baselines"];
+    for ratio in ["pipeline_efficiency", "http_ratio"] {
+        assert!(b[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {b}");
+    }
+    assert_eq!(b["kafka_pass_through"]["records"], 200_000);
+    assert!(json["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("p99"),
+        "not an SVG plot"
+    );
+}
