@@ -233,6 +233,7 @@ async fn feed(
     let (a, b, c) = tokio::join!(
         apply_each(options("events"), move |e: &RideEvent| {
             let stage = match e {
+                RideEvent::OfferSent(_) => Stage::Offered,
                 RideEvent::DriverAssigned(_) => Stage::Assigned,
                 RideEvent::TripCompleted(_) => Stage::Completed,
                 _ => return,

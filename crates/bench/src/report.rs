@@ -17,6 +17,7 @@ use crate::{BenchError, BenchSettings, Target};
 #[derive(Debug, Clone, Serialize)]
 pub struct StageLatency {
     pub http_202: Percentiles,
+    pub offered: Percentiles,
     pub assigned: Percentiles,
     pub completed: Percentiles,
     pub charged: Percentiles,
@@ -68,6 +69,7 @@ impl Step {
             assigned_per_s: assigned as f64 / seconds,
             latency: StageLatency {
                 http_202,
+                offered: of(Stage::Offered),
                 assigned: of(Stage::Assigned),
                 completed: of(Stage::Completed),
                 charged: of(Stage::Charged),
@@ -173,11 +175,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9}",
+            "{:>8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9}",
             "rate/s",
             "accepted",
             "assign/s",
             "202 p99",
+            "offer p99",
             "assign p50",
             "assign p99",
             "complete p99",
@@ -189,11 +192,12 @@ impl fmt::Display for Report {
             let l = &s.latency;
             writeln!(
                 f,
-                "{:>8.0} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms",
+                "{:>8.0} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms",
                 s.rate,
                 s.accepted,
                 s.assigned_per_s,
                 l.http_202.p99_ms,
+                l.offered.p99_ms,
                 l.assigned.p50_ms,
                 l.assigned.p99_ms,
                 l.completed.p99_ms,

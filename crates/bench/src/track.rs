@@ -11,6 +11,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Dispatch offered the ride to a driver: one decision, two hops from the booking.
+    Offered,
+    /// The driver accepted and dispatch confirmed: two more hops, through the driver's app.
     Assigned,
     Completed,
     Charged,
@@ -18,7 +21,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [
+    pub const ALL: [Stage; 5] = [
+        Stage::Offered,
         Stage::Assigned,
         Stage::Completed,
         Stage::Charged,
@@ -27,6 +31,7 @@ impl Stage {
 
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Offered => "offered",
             Stage::Assigned => "assigned",
             Stage::Completed => "completed",
             Stage::Charged => "charged",

@@ -45,7 +45,14 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
     assert_eq!(step["sent"], 40);
     assert_eq!(step["accepted"], 40, "{step}");
     assert!(step["assigned"].as_u64().is_some_and(|a| a >= 36), "{step}");
-    for stage in ["http_202", "assigned", "completed", "charged", "notified"] {
+    for stage in [
+        "http_202",
+        "offered",
+        "assigned",
+        "completed",
+        "charged",
+        "notified",
+    ] {
         let l = &step["latency"][stage];
         assert!(l["count"].as_u64().is_some_and(|c| c > 0), "{stage}: {l}");
         assert!(
