@@ -71,7 +71,9 @@ pub async fn run(
     settings: DispatchSettings,
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
+    let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let (context, mut changes) = ChangeContext::new(STAGE);
+    let context = context.flushing(producer.inner().clone());
     let consumer: StreamConsumer<ChangeContext> = kafka
         .consumer(&settings.group)
         .set("partition.assignment.strategy", "range")
@@ -87,7 +89,7 @@ pub async fn run(
     };
     let mut d = Dispatcher {
         consumer: Arc::new(consumer),
-        producer: EventProducer::new(kafka, Arc::clone(&codec))?,
+        producer,
         codec,
         kafka: kafka.clone(),
         engine: Engine::new(city, timing),
@@ -111,6 +113,11 @@ pub async fn run(
                 Err(e) => break Err(e.into()),
             },
             _ = ticker.tick() => {
+                // A revoke may have arrived since the last record: no timer decision for
+                // regions this instance no longer owns.
+                while let Ok(change) = changes.try_recv() {
+                    d.apply_change(change).await?;
+                }
                 let now = Millis::now();
                 let outputs = d.engine.tick(now);
                 d.engine.forget_settled(Millis(now.0 - d.settings.replay_window_secs as i64 * 1000));

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use std::time::Duration;
+
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -37,17 +40,41 @@ impl Change {
 
 /// Sends every [`Change`] down a channel. On revoke it first commits the offsets stored so
 /// far, so that the next owner starts where this one stopped.
-#[derive(Debug)]
 pub struct ChangeContext {
     changes: mpsc::UnboundedSender<Change>,
     stage: &'static str,
+    /// Flushed before partitions are given up, so that the next owner's replay sees every
+    /// decision this one made.
+    flush: Option<FutureProducer>,
+}
+
+impl std::fmt::Debug for ChangeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeContext")
+            .field("stage", &self.stage)
+            .field("flushes", &self.flush.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChangeContext {
     /// `stage` names the service in the lag metrics.
     pub fn new(stage: &'static str) -> (Self, mpsc::UnboundedReceiver<Change>) {
         let (changes, rx) = mpsc::unbounded_channel();
-        (Self { changes, stage }, rx)
+        (
+            Self {
+                changes,
+                stage,
+                flush: None,
+            },
+            rx,
+        )
+    }
+
+    /// Makes a revoke wait until everything `producer` sent so far is acknowledged.
+    pub fn flushing(mut self, producer: FutureProducer) -> Self {
+        self.flush = Some(producer);
+        self
     }
 }
 
@@ -64,12 +91,19 @@ impl ClientContext for ChangeContext {
 impl ConsumerContext for ChangeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            // The change goes out first: the service then decides nothing more for these
+            // partitions, and what it already decided is flushed below.
+            let _ = self.changes.send(Change::Revoked(partitions(list)));
+            if let Some(producer) = &self.flush
+                && let Err(e) = producer.flush(Duration::from_secs(5))
+            {
+                tracing::warn!(error = %e, "flush on revoke failed");
+            }
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
                 && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
             {
                 tracing::warn!(error = %e, "commit on revoke failed");
             }
-            let _ = self.changes.send(Change::Revoked(partitions(list)));
         }
     }
 
