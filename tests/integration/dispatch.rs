@@ -40,10 +40,31 @@ struct Outcomes {
     rides_of_driver: BTreeMap<String, BTreeSet<String>>,
     no_driver: BTreeMap<String, usize>,
     offers: usize,
+    trail: BTreeMap<String, Vec<String>>,
 }
 
 impl Outcomes {
     fn add(&mut self, e: &RideEvent) {
+        let line = match e {
+            RideEvent::OfferSent(o) => format!(
+                "{} offer {} to {}",
+                o.occurred_at.0, o.offer_id, o.driver_id
+            ),
+            RideEvent::OfferAnswered(a) => {
+                format!("{} answer {:?} {}", a.occurred_at.0, a.answer, a.driver_id)
+            }
+            RideEvent::DriverAssigned(a) => format!("{} assigned {}", a.occurred_at.0, a.driver_id),
+            RideEvent::RideCancelled(c) => format!("{} cancelled {}", c.occurred_at.0, c.reason),
+            other => format!(
+                "{} {}",
+                bimride_events::TopicValue::occurred_at(other).0,
+                other.kind()
+            ),
+        };
+        self.trail
+            .entry(e.ride_id().to_owned())
+            .or_default()
+            .push(line);
         match e {
             RideEvent::OfferSent(_) => self.offers += 1,
             RideEvent::DriverAssigned(a) => {
@@ -81,7 +102,8 @@ impl Outcomes {
             assert_eq!(drivers.len(), 1, "ride {ride} was assigned {drivers:?}");
             assert!(
                 !self.no_driver.contains_key(ride),
-                "ride {ride} was both assigned and cancelled"
+                "ride {ride} was both assigned and cancelled: {:#?}",
+                self.trail.get(ride)
             );
         }
         for (ride, n) in &self.no_driver {

@@ -173,9 +173,23 @@ async fn wait_all(pending: Vec<Delivery>) -> Result<(), ProduceError> {
     Ok(())
 }
 
+#[derive(Clone)]
 enum Input {
     Dispatch(DispatchEvent),
     Supply(SupplyEvent),
+}
+
+/// The ride a dispatch decision settles: an assignment, or a cancellation by the system.
+fn decision_of(input: &Input) -> Option<&str> {
+    match input {
+        Input::Dispatch(DispatchEvent::Assigned(a)) => Some(&a.ride_id),
+        Input::Dispatch(DispatchEvent::Cancelled(c))
+            if c.by == bimride_events::CancelledBy::System =>
+        {
+            Some(&c.ride_id)
+        }
+        _ => None,
+    }
 }
 
 impl Dispatcher {
@@ -321,31 +335,34 @@ impl Dispatcher {
         })
         .await
         .map_err(|e| DispatchError::Rebuild(e.to_string()))??;
+        let mut inputs = Vec::with_capacity(history.len());
+        for h in &history {
+            if let Ok(input) = self.decode(&h.topic, &h.payload).await {
+                inputs.push((h, input));
+            }
+        }
+        // Rides decided past the committed offset: their requests, also past it, are
+        // replayed with the decision, or the live pass would see a request waiting far too
+        // long and give up on a ride that already has a driver.
+        let decided: BTreeSet<String> = inputs
+            .iter()
+            .filter(|(h, _)| !h.before_mark)
+            .filter_map(|(_, input)| decision_of(input).map(str::to_owned))
+            .collect();
         // Supply first, so that replayed assignments find their drivers.
         let mut replayed = 0;
         for only_supply in [true, false] {
-            for h in history
+            for (h, input) in inputs
                 .iter()
-                .filter(|h| (h.topic == SUPPLY) == only_supply)
+                .filter(|(h, _)| (h.topic == SUPPLY) == only_supply)
             {
-                let Ok(input) = self.decode(&h.topic, &h.payload).await else {
-                    continue;
-                };
-                // Past the committed offset only dispatch's own decisions are taken: the
-                // rest is processed live.
+                // Past the committed offset only dispatch's own decisions, and the requests
+                // they decide, are taken: the rest is processed live.
                 let take = h.before_mark
-                    || matches!(
-                        &input,
-                        Input::Dispatch(DispatchEvent::Assigned(_))
-                            | Input::Dispatch(DispatchEvent::Cancelled(
-                                bimride_events::RideCancelled {
-                                    by: bimride_events::CancelledBy::System,
-                                    ..
-                                }
-                            ))
-                    );
+                    || decision_of(input).is_some()
+                    || matches!(input, Input::Dispatch(DispatchEvent::Requested(r)) if decided.contains(&r.ride_id));
                 if take {
-                    let _ = self.apply(h.partition, input, Mode::Replay);
+                    let _ = self.apply(h.partition, input.clone(), Mode::Replay);
                     replayed += 1;
                 }
             }
