@@ -71,6 +71,10 @@ pub enum BenchError {
     },
     #[error("plotting: {0}")]
     Plot(String),
+    #[error("warm-up: {0}")]
+    WarmUp(&'static str),
+    #[error("the bare HTTP baseline could not listen: {0}")]
+    Listen(std::io::Error),
 }
 
 impl BenchSettings {
@@ -208,8 +212,8 @@ async fn warm_up(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(BenchError::Settings(
-        "warm-up rides were not completed within 2 minutes; are there drivers?",
+    Err(BenchError::WarmUp(
+        "rides were not completed within 2 minutes; are there drivers?",
     ))
 }
 
@@ -417,18 +421,10 @@ async fn baselines(
     tracing::info!("measuring the bare HTTP handler and the booking POST");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|source| BenchError::Write {
-            path: "a loopback port".into(),
-            source,
-        })?;
+        .map_err(BenchError::Listen)?;
     let bare_url = format!(
         "http://{}/v1/rides",
-        listener.local_addr().map_err(|source| {
-            BenchError::Write {
-                path: "a loopback port".into(),
-                source,
-            }
-        })?
+        listener.local_addr().map_err(BenchError::Listen)?
     );
     let stop = CancellationToken::new();
     let server = {

@@ -40,10 +40,9 @@ impl std::fmt::Debug for FrontState {
 pub fn router(state: Arc<FrontState>) -> Router {
     Router::new()
         .route("/v1/system", get(system))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(metrics_router())
 }
 
 async fn system(State(s): State<Arc<FrontState>>) -> Json<SystemInfo> {

@@ -19,6 +19,8 @@ pub struct City {
     pub codec: Arc<bimride_events::Codec>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// The embedded registry, stopped after the services that use it.
+    registry: Option<JoinHandle<std::io::Result<()>>>,
     cluster: Option<EmbeddedCluster>,
 }
 
@@ -40,6 +42,9 @@ impl City {
     pub async fn stopped(self) -> anyhow::Result<()> {
         for task in self.tasks {
             task.await??;
+        }
+        if let Some(registry) = self.registry {
+            registry.await??;
         }
         drop(self.cluster);
         Ok(())
@@ -97,7 +102,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .context("provisioning topics")?;
     tracing::info!(created = created.len(), "topics ready");
 
-    let mut tasks = Vec::new();
+    let mut registry = None;
     let registry_url = match args.schema_registry {
         Some(url) => url,
         None => {
@@ -109,7 +114,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             )
             .await?;
             let url = server.url();
-            tasks.push(server.task);
+            registry = Some(server.task);
             url
         }
     };
@@ -182,16 +187,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     ];
 
     let codec = Arc::clone(&front.codec);
-    // Services and the front stop before the registry they use.
-    let registry = tasks
-        .into_iter()
-        .map(|t| tokio::spawn(async move { Ok::<_, anyhow::Error>(t.await??) }));
-    let tasks = front
-        .tasks
-        .into_iter()
-        .chain(services)
-        .chain(registry)
-        .collect();
+    let tasks = front.tasks.into_iter().chain(services).collect();
     Ok(City {
         info,
         http: http_addr,
@@ -199,6 +195,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         codec,
         shutdown,
         tasks,
+        registry,
         cluster,
     })
 }
