@@ -498,8 +498,14 @@ impl Pipeline {
                 .await
                 .context("projection")
         });
-        let state =
-            bimride_api::ApiState::new(self.producer.clone(), city, Arc::clone(&rides), surge_book);
+        let state = bimride_api::ApiState::new(bimride_api::ApiParts {
+            producer: self.producer.clone(),
+            kafka: self.config.clone(),
+            city,
+            rides: Arc::clone(&rides),
+            surge: surge_book,
+            access: bimride_api::Access::new(authority(), bimride_api::RateLimit::default()),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -628,6 +634,29 @@ pub async fn decode_all<T: TopicValue>(codec: &Codec, records: &[(i32, Vec<u8>)]
     out
 }
 
+/// The signing secret of every test API.
+pub const TEST_SECRET: &str = "bimride-test-secret-bimride-test-secret";
+/// The admin credential of every test API.
+pub const TEST_ADMIN_TOKEN: &str = "bimride-test-admin-credential";
+
+/// Signs and checks tokens as the test APIs do.
+pub fn authority() -> bimride_auth::Authority {
+    bimride_auth::Authority::new(
+        &bimride_auth::Secret::new(TEST_SECRET),
+        Some(bimride_auth::Secret::new(TEST_ADMIN_TOKEN)),
+    )
+    .expect("test authority")
+}
+
+/// A bearer token for `rider` on the test APIs.
+pub fn rider_token(rider: &str) -> String {
+    authority()
+        .rider_token(rider, Duration::from_secs(3600))
+        .expect("token")
+        .expose()
+        .to_owned()
+}
+
 /// Books `n` rides over HTTP, `first` onwards, spread over the centre; returns their ids.
 pub async fn book(api: &str, first: usize, n: usize) -> std::collections::BTreeSet<String> {
     let http = reqwest::Client::new();
@@ -646,8 +675,10 @@ pub async fn book(api: &str, first: usize, n: usize) -> std::collections::BTreeS
                 )
             };
             let (pickup, dropoff) = (at(r, angle), at(2_000.0, angle + 2.0));
+            let rider = format!("rider-{i}");
+            let token = rider_token(&rider);
             let body = serde_json::json!({
-                "rider_id": format!("rider-{i}"),
+                "rider_id": rider,
                 "pickup": {"lat": pickup.0, "lng": pickup.1},
                 "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
                 "product": "economy",
@@ -656,6 +687,7 @@ pub async fn book(api: &str, first: usize, n: usize) -> std::collections::BTreeS
             async move {
                 let response = http
                     .post(&url)
+                    .bearer_auth(token)
                     .header("Idempotency-Key", format!("key-{i}"))
                     .json(&body)
                     .send()

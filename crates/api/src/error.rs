@@ -2,8 +2,8 @@
 //! meant for them; internal causes go to the log only.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// The body of every error response.
@@ -34,6 +34,20 @@ pub enum ApiError {
     NotCancellable { id: String, status: &'static str },
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("this credential does not grant that")]
+    Forbidden,
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("no such endpoint")]
+    NoRoute,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     #[error("the service is temporarily unavailable, try again")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -49,6 +63,15 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -66,7 +89,18 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -77,6 +111,7 @@ impl From<JsonRejection> for ApiError {
                 limit: crate::MAX_BODY_BYTES,
             },
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(r.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             _ => ApiError::BadRequest(r.body_text()),
         }
     }
@@ -86,4 +121,33 @@ impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadRequest(r.body_text())
     }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+impl From<bimride_auth::AuthError> for ApiError {
+    fn from(e: bimride_auth::AuthError) -> Self {
+        use bimride_auth::AuthError;
+        match e {
+            AuthError::Missing | AuthError::Invalid => ApiError::Unauthorized,
+            AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::WeakSecret | AuthError::WeakAdminToken | AuthError::Signing => {
+                ApiError::Unavailable(Box::new(e))
+            }
+        }
+    }
+}
+
+/// Unknown paths, as JSON like every other error.
+pub async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+/// Known paths called with the wrong method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::MethodNotAllowed
 }

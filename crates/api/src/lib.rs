@@ -3,6 +3,8 @@
 //! Bookings become `RideRequested` events; a ride's view is built by consuming the ride
 //! topics ([`book::RideBook`]), not from what this process remembers sending.
 
+pub mod access;
+pub mod admin;
 pub mod book;
 pub mod error;
 pub mod metrics;
@@ -15,10 +17,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use bimride_domain::City;
-use bimride_kafka::EventProducer;
+use bimride_kafka::{EventProducer, KafkaConfig};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use access::{Access, RateLimit};
 pub use book::RideBook;
 pub use error::ApiError;
 pub use surge::SurgeBook;
@@ -30,24 +33,43 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct ApiState {
     pub producer: EventProducer,
+    /// For the admin endpoints' reads of the dead-letter topics.
+    pub kafka: KafkaConfig,
     pub city: City,
     pub rides: Arc<RideBook>,
     pub surge: Arc<SurgeBook>,
+    pub access: Access,
     pub(crate) idempotency: rides::IdempotencyStore,
 }
 
+/// What [`ApiState::new`] is built from.
+#[derive(Debug)]
+pub struct ApiParts {
+    pub producer: EventProducer,
+    pub kafka: KafkaConfig,
+    pub city: City,
+    pub rides: Arc<RideBook>,
+    pub surge: Arc<SurgeBook>,
+    pub access: Access,
+}
+
 impl ApiState {
-    pub fn new(
-        producer: EventProducer,
-        city: City,
-        rides: Arc<RideBook>,
-        surge: Arc<SurgeBook>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(parts: ApiParts) -> Arc<Self> {
+        let ApiParts {
             producer,
+            kafka,
             city,
             rides,
             surge,
+            access,
+        } = parts;
+        Arc::new(Self {
+            producer,
+            kafka,
+            city,
+            rides,
+            surge,
+            access,
             idempotency: rides::IdempotencyStore::default(),
         })
     }
@@ -61,6 +83,11 @@ pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(rides::cancel))
         .routes(routes!(rides::quote))
         .routes(routes!(surge::current))
+        .routes(routes!(admin::token))
+        .routes(routes!(admin::summary))
+        .routes(routes!(admin::list))
+        .routes(routes!(admin::inspect))
+        .routes(routes!(admin::replay))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .split_for_parts();
@@ -70,14 +97,18 @@ pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
 }
 
 /// The API's routes plus `/openapi.json`, ready to be served or called with `oneshot`.
+/// Unknown paths and wrong methods answer with JSON errors too.
 pub fn app(state: Arc<ApiState>) -> Router {
     let (router, openapi) = routes(state);
     let document = Arc::new(openapi);
-    router.route(
-        "/openapi.json",
-        get(move || {
-            let document = Arc::clone(&document);
-            async move { axum::Json(document.as_ref().clone()) }
-        }),
-    )
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -17,6 +17,8 @@ use bimride_events::{
 use serde::{Deserialize, Serialize};
 
 use crate::ApiState;
+use crate::access::Rider;
+use crate::book::RideView;
 use crate::error::ApiError;
 use bimride_pricing::{self as pricing, CURRENCY, Quote};
 
@@ -103,11 +105,27 @@ pub(crate) struct IdempotencyStore {
 
 const IDEMPOTENCY_CAPACITY: usize = 100_000;
 
-fn valid_rider_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
+pub(crate) fn check_rider_id(id: &str) -> Result<(), ApiError> {
+    let valid = (1..=64).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(
+            "rider_id must be 1 to 64 letters, digits, '-' or '_'".into(),
+        ))
+    }
+}
+
+/// The ride, if it is the rider's own; another rider's ride is as unknown as a missing one.
+fn own_ride(state: &ApiState, rider: &Rider, id: &str) -> Result<RideView, ApiError> {
+    state
+        .rides
+        .get(id)
+        .filter(|view| view.rider_id.as_deref() == Some(rider.0.as_str()))
+        .ok_or_else(|| ApiError::RideNotFound(id.to_owned()))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -138,21 +156,24 @@ fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
     responses(
         (status = 202, description = "Ride requested", body = Booked),
         (status = 400, description = "Malformed request", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
+        (status = 403, description = "The token names another rider", body = crate::error::ErrorBody),
         (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
         (status = 503, description = "Kafka unavailable", body = crate::error::ErrorBody),
     )
 )]
 pub async fn book(
     State(state): Shared,
+    rider: Rider,
     headers: HeaderMap,
     body: Result<Json<BookRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(request) = body?;
-    if !valid_rider_id(&request.rider_id) {
-        return Err(ApiError::Unprocessable(
-            "rider_id must be 1 to 64 letters, digits, '-' or '_'".into(),
-        ));
+    check_rider_id(&request.rider_id)?;
+    if request.rider_id != rider.0 {
+        return Err(ApiError::Forbidden);
     }
     let pickup = locate(&state, request.pickup, "pickup")?;
     locate(&state, request.dropoff, "dropoff")?;
@@ -237,18 +258,17 @@ pub async fn book(
     params(("id" = String, Path, description = "Ride id")),
     responses(
         (status = 200, description = "The ride's state and history, from the ride topics", body = Object),
-        (status = 404, description = "Unknown ride", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown ride, or another rider's", body = crate::error::ErrorBody),
     )
 )]
 pub async fn get_ride(
     State(state): Shared,
-    Path(id): Path<String>,
+    rider: Rider,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state
-        .rides
-        .get(&id)
-        .map(Json)
-        .ok_or(ApiError::RideNotFound(id))
+    let Path(id) = id?;
+    own_ride(&state, &rider, &id).map(Json)
 }
 
 #[utoipa::path(
@@ -256,23 +276,23 @@ pub async fn get_ride(
     params(("id" = String, Path, description = "Ride id")),
     responses(
         (status = 202, description = "Cancellation requested", body = Object),
-        (status = 404, description = "Unknown ride", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown ride, or another rider's", body = crate::error::ErrorBody),
         (status = 409, description = "The trip has started or the ride is finished", body = crate::error::ErrorBody),
     )
 )]
 pub async fn cancel(
     State(state): Shared,
-    Path(id): Path<String>,
+    rider: Rider,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let view = state
-        .rides
-        .get(&id)
-        .ok_or_else(|| ApiError::RideNotFound(id.clone()))?;
+    let Path(id) = id?;
+    let view = own_ride(&state, &rider, &id)?;
     let mut cancel = RideCancelled {
         event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: Millis::now(),
         ride_id: id.clone(),
-        rider_id: view.rider_id.clone().unwrap_or_default(),
+        rider_id: rider.0,
         driver_id: view.driver_id.clone(),
         by: CancelledBy::Rider,
         reason: "rider_request".into(),

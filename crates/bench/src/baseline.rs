@@ -94,11 +94,12 @@ pub struct HttpRate {
     pub requests_per_s: f64,
 }
 
-/// POSTs `body(n)` to `url` from `concurrency` loops for `duration`.
+/// POSTs `body(n)` (a bearer token and a JSON body) to `url` from `concurrency` loops for
+/// `duration`.
 pub async fn http_rate(
     client: &reqwest::Client,
     url: &str,
-    body: impl Fn(u64) -> serde_json::Value + Send + Sync + 'static,
+    body: impl Fn(u64) -> (String, serde_json::Value) + Send + Sync + 'static,
     concurrency: usize,
     duration: Duration,
 ) -> HttpRate {
@@ -114,9 +115,11 @@ pub async fn http_rate(
         loops.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
+                let (token, json) = body(n);
                 let ok = client
                     .post(&url)
-                    .json(&body(n))
+                    .bearer_auth(token)
+                    .json(&json)
                     .send()
                     .await
                     .is_ok_and(|r| r.status() == StatusCode::ACCEPTED);

@@ -106,6 +106,8 @@ pub struct Target {
     pub codec: Arc<Codec>,
     pub city: City,
     pub drivers: usize,
+    /// Signs the riders' tokens.
+    pub authority: bimride_auth::Authority,
     /// A one-partition topic, created by the caller, for the pass-through baseline.
     pub passthrough_topic: String,
 }
@@ -191,9 +193,11 @@ async fn warm_up(
     let mut rng = SmallRng::seed_from_u64(0);
     let url = format!("{}/v1/rides", target.api_url);
     for n in 0..RIDES {
+        let (token, body) = booking(target, &mut rng, n, u32::MAX);
         let answer = client
             .post(&url)
-            .json(&booking(&target.city, &mut rng, n, u32::MAX))
+            .bearer_auth(token)
+            .json(&body)
             .send()
             .await?
             .error_for_status()?
@@ -291,15 +295,23 @@ fn produced_total() -> f64 {
         .sum()
 }
 
-fn booking(city: &City, rng: &mut SmallRng, n: u64, step: u32) -> serde_json::Value {
-    let pickup = random_point(city, rng, 0.8);
-    let dropoff = random_point(city, rng, 0.8);
-    serde_json::json!({
-        "rider_id": format!("bench-{step}-{n}"),
+/// A booking by a rider of its own, and that rider's bearer token.
+fn booking(target: &Target, rng: &mut SmallRng, n: u64, step: u32) -> (String, serde_json::Value) {
+    let pickup = random_point(&target.city, rng, 0.8);
+    let dropoff = random_point(&target.city, rng, 0.8);
+    let rider = format!("bench-{step}-{n}");
+    let token = target
+        .authority
+        .rider_token(&rider, Duration::from_secs(3600))
+        .map(|t| t.expose().to_owned())
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "rider_id": rider,
         "pickup": {"lat": pickup.0, "lng": pickup.1},
         "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
         "product": "economy",
-    })
+    });
+    (token, body)
 }
 
 async fn run_step(
@@ -325,12 +337,17 @@ async fn run_step(
         // Open loop: the n-th booking leaves at its scheduled time, answered or not.
         let due = started + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let body = booking(&target.city, &mut rng, n, step);
+        let (token, body) = booking(target, &mut rng, n, step);
         let (client, url, mark) = (client.clone(), url.clone(), Arc::clone(tracker));
         let (http, errors) = (Arc::clone(&http), Arc::clone(&errors));
         requests.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let answer = client.post(&url).json(&body).send().await;
+            let answer = client
+                .post(&url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await;
             let ride = match answer {
                 Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => r
                     .json::<serde_json::Value>()
@@ -435,10 +452,10 @@ async fn baselines(
                 .await
         })
     };
-    let city = target.city.clone();
+    let shared = target.clone();
     let body = move |n: u64| {
         let mut rng = SmallRng::seed_from_u64(n);
-        booking(&city, &mut rng, n, 99)
+        booking(&shared, &mut rng, n, 99)
     };
     let window = Duration::from_secs(3);
     // Enough clients in flight that each endpoint is measured at its throughput, not at one

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use bimride_api::{ApiState, RideBook, book};
+use bimride_api::{ApiParts, ApiState, RideBook, book};
 use bimride_domain::City;
 use bimride_events::{Codec, RegistryConfig};
 use bimride_kafka::{EventProducer, KafkaConfig};
@@ -30,6 +30,7 @@ pub async fn start(
     city: City,
     listener: tokio::net::TcpListener,
     extra: axum::Router,
+    access: bimride_api::Access,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
     let codec = registered_codec(&info.schema_registry_url).await?;
@@ -52,7 +53,14 @@ pub async fn start(
         })
     };
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
-    let api = bimride_api::app(ApiState::new(producer, city, rides, surge_book));
+    let api = bimride_api::app(ApiState::new(ApiParts {
+        producer,
+        kafka: kafka.clone(),
+        city,
+        rides,
+        surge: surge_book,
+        access,
+    }));
     let system = front::router(Arc::new(FrontState {
         info,
         kafka: Arc::new(kafka.client().create()?),
@@ -94,6 +102,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         schema_registry,
     } = args.service;
     kafka.validate()?;
+    let (_, access) = args.access.access(false)?;
     let shutdown = shutdown::on_signal();
     let city = city.city()?;
     let info = SystemInfo {
@@ -106,7 +115,16 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the API to {}", args.http))?;
-    let front = start(&kafka, info, city, listener, axum::Router::new(), shutdown).await?;
+    let front = start(
+        &kafka,
+        info,
+        city,
+        listener,
+        axum::Router::new(),
+        access,
+        shutdown,
+    )
+    .await?;
     for task in front.tasks {
         task.await??;
     }

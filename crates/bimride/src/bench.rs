@@ -38,6 +38,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         codec: std::sync::Arc::clone(&city.codec),
         city: city_model,
         drivers,
+        authority: city.authority.clone(),
         passthrough_topic: PASSTHROUGH_TOPIC.into(),
     };
     // The benchmark cancels `shutdown` when it is done, which stops the city.

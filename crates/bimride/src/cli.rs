@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 
+use std::num::NonZeroU32;
+
+use bimride_auth::{Authority, Secret};
 use bimride_billing::BillingSettings;
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
@@ -52,11 +55,15 @@ pub enum Command {
     /// Run a dispatch instance: it owns the regions of the partitions it is assigned.
     Dispatch(DispatchArgs),
     /// Run a simulated fleet of drivers, and riders booking through the API.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Run billing: completed trips and late cancellations are charged exactly once.
     Billing(BillingArgs),
     /// Run notifications: riders and drivers are told about every step of their rides.
     Notifications(NotificationsArgs),
+    /// Print a rider's bearer token, signed with the API's secret.
+    Token(TokenArgs),
+    /// List, inspect and replay dead letters through the API's admin endpoints.
+    Dlq(DlqArgs),
     /// Run the surge detector: multipliers per cell from demand and supply.
     Surge(SurgeArgs),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
@@ -148,6 +155,9 @@ pub struct UpArgs {
     /// Where the HTTP front (API, dashboard and metrics) listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
 
     /// Where the embedded schema registry listens.
     #[arg(
@@ -257,6 +267,10 @@ pub struct SimulateArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
 
+    /// The API's token secret, to sign the simulated riders' tokens; needed to book.
+    #[arg(long, env = "BIMRIDE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<Secret>,
+
     #[command(flatten)]
     pub sim: SimSettings,
 
@@ -272,6 +286,120 @@ pub struct ApiArgs {
     /// Where the API listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8080")]
     pub http: SocketAddr,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// How the API checks callers.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// Secret signing rider tokens (HS256), at least 32 bytes. `bimride up` makes a random
+    /// one for the run when it is unset; `bimride api` refuses to start without it.
+    #[arg(long, env = "BIMRIDE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<Secret>,
+
+    /// The admin credential for /v1/admin (tokens, dead letters), at least 16 bytes. Admin
+    /// endpoints refuse every call when it is unset.
+    #[arg(long, env = "BIMRIDE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Requests a second each rider may make, sustained.
+    #[arg(long, env = "BIMRIDE_RIDER_RATE", default_value = "50")]
+    pub rider_rate: NonZeroU32,
+
+    /// Requests a rider may make at once above the sustained rate.
+    #[arg(long, env = "BIMRIDE_RIDER_BURST", default_value = "100")]
+    pub rider_burst: NonZeroU32,
+}
+
+impl AccessArgs {
+    /// The authority and the API's access rules; with `random_secret`, an unset secret is
+    /// replaced by a random one for this run.
+    pub fn access(&self, random_secret: bool) -> anyhow::Result<(Authority, bimride_api::Access)> {
+        let secret = match (&self.auth_secret, random_secret) {
+            (Some(s), _) => s.clone(),
+            (None, true) => {
+                tracing::warn!(
+                    "no BIMRIDE_AUTH_SECRET: signing rider tokens with a random secret for this run"
+                );
+                Secret::new(format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ))
+            }
+            (None, false) => anyhow::bail!(
+                "no token secret: pass --auth-secret or set BIMRIDE_AUTH_SECRET (32 bytes or more)"
+            ),
+        };
+        let authority = Authority::new(&secret, self.admin_token.clone())?;
+        let limit = bimride_api::RateLimit {
+            per_second: self.rider_rate,
+            burst: self.rider_burst,
+        };
+        Ok((
+            authority.clone(),
+            bimride_api::Access::new(authority, limit),
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The API's token secret.
+    #[arg(long, env = "BIMRIDE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Secret,
+
+    /// The rider the token names.
+    #[arg(long)]
+    pub rider: String,
+
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// The trip API, whose admin endpoints serve the dead letters.
+    #[arg(long, env = "BIMRIDE_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+
+    /// The admin credential.
+    #[arg(long, env = "BIMRIDE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Secret,
+
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Dead letters per topic and reason; with a topic, every letter of it.
+    List {
+        /// A dead-letter topic, such as bimride.ride-events.dlq.
+        topic: Option<String>,
+    },
+    /// One dead letter, with its headers and original bytes.
+    Show {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// Write letters back to their source topics, once per source record.
+    Replay {
+        topic: String,
+        /// Only letters with this reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only letters from this source topic.
+        #[arg(long)]
+        source_topic: Option<String>,
+        /// Only letters at or after this offset of the dead-letter topic.
+        #[arg(long)]
+        from_offset: Option<i64>,
+    },
 }
 
 #[derive(Debug, Args)]

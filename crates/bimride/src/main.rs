@@ -1,5 +1,6 @@
 //! `bimride`: every BimRide service as a subcommand, and `bimride up` for the whole city.
 
+mod admin;
 mod api;
 mod bench;
 mod cli;
@@ -44,10 +45,12 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(*args).await,
         cli::Command::Api(args) => api::run(args).await,
+        cli::Command::Token(args) => admin::token(&args),
+        cli::Command::Dlq(args) => admin::dlq(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
         cli::Command::Dispatch(args) => services::dispatch(args).await,
-        cli::Command::Simulate(args) => services::simulate(args).await,
+        cli::Command::Simulate(args) => services::simulate(*args).await,
         cli::Command::Billing(args) => services::billing(args).await,
         cli::Command::Notifications(args) => services::notifications(args).await,
         cli::Command::Surge(args) => services::surge(args).await,

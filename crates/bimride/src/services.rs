@@ -61,7 +61,12 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     with_metrics("dispatch", &args.metrics, shutdown, service).await
 }
 
-pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+pub async fn simulate(mut args: SimulateArgs) -> anyhow::Result<()> {
+    args.sim.authority = args
+        .auth_secret
+        .as_ref()
+        .map(|s| bimride_auth::Authority::new(s, None))
+        .transpose()?;
     args.sim.validate()?;
     let (city, codec, shutdown) = connect(&args.service).await?;
     let service =

@@ -18,6 +18,8 @@ pub struct City {
     pub kafka: bimride_kafka::KafkaConfig,
     pub codec: Arc<bimride_events::Codec>,
     pub shutdown: CancellationToken,
+    /// Signs rider tokens for this city's API.
+    pub authority: bimride_auth::Authority,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The embedded registry, stopped after the services that use it.
     registry: Option<JoinHandle<std::io::Result<()>>>,
@@ -130,12 +132,14 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .await
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
     let dashboard = bimride_dashboard::Dashboard::new(&city);
+    let (authority, access) = args.access.access(true)?;
     let front = api::start(
         &kafka,
         info.clone(),
         city.clone(),
         listener,
         bimride_dashboard::router(Arc::clone(&dashboard)),
+        access,
         shutdown.clone(),
     )
     .await?;
@@ -144,6 +148,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     let codec = &front.codec;
     let mut sim = args.sim;
     sim.api_url = format!("http://{http_addr}");
+    sim.authority = Some(authority.clone());
     sim.validate()?;
     let services = [
         supervise("dispatch", &shutdown, {
@@ -194,6 +199,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         kafka,
         codec,
         shutdown,
+        authority,
         tasks,
         registry,
         cluster,

@@ -103,7 +103,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     drop(producer);
 
     // A ride booked over HTTP comes back from the log.
-    let http_client = reqwest::Client::new();
+    let http_client = common::rider_client("rider-1");
     let booked = book(
         &http_client,
         &http,
@@ -244,8 +244,56 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    // Operators read dead letters with the admin credential, and only with it.
+    let dlq = |admin: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
+            .args(["dlq", "--api", &http, "list"])
+            .env("BIMRIDE_ADMIN_TOKEN", admin)
+            .output()
+            .expect("bimride dlq runs")
+    };
+    let listed = dlq(common::ADMIN);
+    assert!(listed.status.success(), "{listed:?}");
+    let summary: Value = serde_json::from_slice(&listed.stdout).expect("json summary");
+    assert!(
+        summary.as_array().is_some_and(|t| t.len() >= 6),
+        "{summary}"
+    );
+    let wrong_admin = "not-the-admin-credential-at-all";
+    let refused = dlq(wrong_admin);
+    assert!(!refused.status.success(), "a wrong credential is refused");
+    let rider_token = common::rider_token("rider-1");
+
     // Ctrl-C: a clean stop with exit code 0.
+    let log = up.log.clone();
     up.interrupt().await;
+
+    // The debug-level log of the whole run carries no secret, token or credential.
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(log.contains("ride requested"), "the log is the city's");
+    for secret in [
+        common::SECRET,
+        common::ADMIN,
+        wrong_admin,
+        rider_token.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args(["api", "--help"])
+        .env("BIMRIDE_AUTH_SECRET", common::SECRET)
+        .env("BIMRIDE_ADMIN_TOKEN", common::ADMIN)
+        .env("BIMRIDE_KAFKA_SASL_PASSWORD", "sasl-password-never-shown")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("BIMRIDE_AUTH_SECRET"), "{help}");
+    for secret in [common::SECRET, common::ADMIN, "sasl-password-never-shown"] {
+        assert!(
+            !help.contains(secret),
+            "--help shows a secret from the environment"
+        );
+    }
 }
 
 async fn system_partitions(consumer: &StreamConsumer) -> i32 {

@@ -124,3 +124,216 @@ pub async fn publish(
     );
     Ok(())
 }
+
+/// Header on a replayed record naming the dead letter it came from: `topic/partition/offset`.
+pub const REPLAYED_FROM: &str = "bimride.dlq.replayed.from";
+
+/// A dead letter as it sits in its topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stored {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    #[serde(skip)]
+    pub raw_key: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub payload: Option<Vec<u8>>,
+    pub payload_bytes: usize,
+    /// The schema id of a record in the Confluent wire format.
+    pub schema_id: Option<u32>,
+    /// `None` when the record's headers are not dead-letter headers.
+    pub letter: Option<DeadLetterView>,
+}
+
+/// [`DeadLetter`] for listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetterView {
+    pub reason: String,
+    pub error: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub group: String,
+    pub dead_lettered_at_ms: i64,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(l: DeadLetter) -> Self {
+        Self {
+            reason: l.reason,
+            error: l.error,
+            source_topic: l.source_topic,
+            source_partition: l.source_partition,
+            source_offset: l.source_offset,
+            group: l.group,
+            dead_lettered_at_ms: l.dead_lettered_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0} is not a dead-letter topic")]
+    NotDeadLetterTopic(String),
+    #[error("partitions of {0} were not read to their end in time")]
+    Incomplete(String),
+}
+
+/// Every dead-letter topic of the catalogue.
+pub fn topics() -> Vec<&'static str> {
+    bimride_events::Topic::ALL
+        .into_iter()
+        .map(bimride_events::Topic::dead_letter)
+        .collect()
+}
+
+fn check_topic(topic: &str) -> Result<(), DlqError> {
+    if topics().contains(&topic) {
+        Ok(())
+    } else {
+        Err(DlqError::NotDeadLetterTopic(topic.to_owned()))
+    }
+}
+
+/// Reads every record of the dead-letter topic `topic`, oldest first per partition. Blocking:
+/// call it off the async runtime.
+pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+    check_topic(topic)?;
+    let timeout = Duration::from_secs(10);
+    let reader: BaseConsumer = kafka
+        .consumer(&format!("bimride-dlq-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
+    let mut assign = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = reader.fetch_watermarks(topic, p.id(), timeout)?;
+        if low < high {
+            assign.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    reader.assign(&assign)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(DlqError::Incomplete(topic.to_owned()));
+        }
+        let Some(polled) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = polled?;
+        let Some(&high) = ends.get(&m.partition()) else {
+            continue;
+        };
+        if m.offset() + 1 >= high {
+            ends.remove(&m.partition());
+        }
+        let payload = m.payload().map(<[u8]>::to_vec);
+        out.push(Stored {
+            topic: topic.to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            raw_key: m.key().map(<[u8]>::to_vec),
+            payload_bytes: payload.as_ref().map_or(0, Vec::len),
+            schema_id: payload
+                .as_deref()
+                .and_then(|p| bimride_events::WireHeader::parse(p).ok())
+                .map(|h| h.schema_id),
+            payload,
+            letter: m
+                .headers()
+                .and_then(DeadLetter::from_headers)
+                .map(DeadLetterView::from),
+        });
+    }
+    out.sort_by_key(|s| (s.partition, s.offset));
+    Ok(out)
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    /// Records written back to their source topics.
+    pub replayed: usize,
+    /// Letters naming a source record already replayed in this call (one per failing group).
+    pub duplicates: usize,
+    /// Letters left alone by the filter, or without dead-letter headers.
+    pub skipped: usize,
+}
+
+/// Writes the original record of each letter in `letters` that `select` accepts back to its
+/// source topic, once per source record, with a header naming the letter. Consumers are
+/// idempotent, so a record some group had already processed is ignored there.
+pub async fn replay(
+    producer: &FutureProducer,
+    letters: &[Stored],
+    select: impl Fn(&Stored) -> bool,
+) -> Result<Replayed, DlqError> {
+    let mut done = Replayed::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = Vec::new();
+    for stored in letters {
+        let Some(letter) = stored.letter.as_ref().filter(|_| select(stored)) else {
+            done.skipped += 1;
+            continue;
+        };
+        let source = (
+            letter.source_topic.clone(),
+            letter.source_partition,
+            letter.source_offset,
+        );
+        if !seen.insert(source) {
+            done.duplicates += 1;
+            continue;
+        }
+        let from = format!("{}/{}/{}", stored.topic, stored.partition, stored.offset);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: REPLAYED_FROM,
+            value: Some(from.as_str()),
+        });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&letter.source_topic).headers(headers);
+        if let Some(k) = &stored.raw_key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = &stored.payload {
+            record = record.payload(p.as_slice());
+        }
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| DlqError::Kafka(e))?;
+        pending.push((letter.source_topic.clone(), delivery));
+    }
+    for (topic, delivery) in pending {
+        match delivery.await {
+            Ok(Ok(_)) => {
+                metrics::DEAD_LETTERS_REPLAYED
+                    .with_label_values(&[topic.as_str()])
+                    .inc();
+                done.replayed += 1;
+            }
+            Ok(Err((e, _))) => return Err(DlqError::Kafka(e)),
+            Err(_) => return Err(DlqError::Kafka(rdkafka::error::KafkaError::Canceled)),
+        }
+    }
+    tracing::info!(
+        replayed = done.replayed,
+        duplicates = done.duplicates,
+        skipped = done.skipped,
+        "dead letters replayed"
+    );
+    Ok(done)
+}

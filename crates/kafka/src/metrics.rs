@@ -64,6 +64,14 @@ pub static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static DEAD_LETTERS_REPLAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_dead_letters_replayed_total",
+        "Dead letters written back to their source topic by a replay, per source topic.",
+        &["topic"],
+    )
+});
+
 pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bimride_record_retries_total",

@@ -58,6 +58,10 @@ pub struct SimSettings {
     /// Prefix of driver and rider ids, unique per simulator.
     #[arg(long = "sim-id", env = "BIMRIDE_SIM_ID", default_value = "sim")]
     pub id: String,
+
+    /// Signs the simulated riders' tokens; booking needs it.
+    #[arg(skip)]
+    pub authority: Option<bimride_auth::Authority>,
 }
 
 impl Default for SimSettings {
@@ -70,6 +74,7 @@ impl Default for SimSettings {
             api_url: "http://127.0.0.1:8080".into(),
             seed: 7,
             id: "sim".into(),
+            authority: None,
         }
     }
 }
@@ -103,6 +108,11 @@ impl SimSettings {
         }
         if !(self.speedup.is_finite() && (0.1..=1000.0).contains(&self.speedup)) {
             return Err(SimError::Settings("the speedup must be 0.1 to 1000"));
+        }
+        if self.booking_rate > 0.0 && self.authority.is_none() {
+            return Err(SimError::Settings(
+                "booking riders need the API's token secret (--auth-secret)",
+            ));
         }
         if reqwest::Url::parse(&self.api_url).is_err() {
             return Err(SimError::Settings("the API URL is not a URL"));
@@ -230,9 +240,13 @@ async fn riders(
     settings: SimSettings,
     shutdown: CancellationToken,
 ) -> Result<(), SimError> {
-    if settings.booking_rate <= 0.0 {
+    let Some(authority) = settings
+        .authority
+        .clone()
+        .filter(|_| settings.booking_rate > 0.0)
+    else {
         return Ok(());
-    }
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -259,8 +273,16 @@ async fn riders(
             1 | 2 => "comfort",
             _ => "economy",
         };
+        let rider = format!("{}-rider-{}", settings.id, rng.random_range(0..5_000));
+        let token = match authority.rider_token(&rider, Duration::from_secs(3600)) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign a rider token");
+                continue;
+            }
+        };
         let body = serde_json::json!({
-            "rider_id": format!("{}-rider-{}", settings.id, rng.random_range(0..5_000)),
+            "rider_id": rider,
             "pickup": { "lat": pickup.0, "lng": pickup.1 },
             "dropoff": { "lat": dropoff.0, "lng": dropoff.1 },
             "product": product,
@@ -271,6 +293,7 @@ async fn riders(
             let _permit = permit;
             match client
                 .post(&url)
+                .bearer_auth(token.expose())
                 .header("Idempotency-Key", key)
                 .json(&body)
                 .send()

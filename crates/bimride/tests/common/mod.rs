@@ -6,6 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The token secret and admin credential the tests' cities run with.
+pub const SECRET: &str = "up-test-secret-up-test-secret-up-test";
+pub const ADMIN: &str = "up-test-admin-credential";
+
 /// A running `bimride up` on free ports, with the addresses it announced.
 #[derive(Debug)]
 pub struct Up {
@@ -13,11 +17,44 @@ pub struct Up {
     pub started: Instant,
     pub lines: Vec<String>,
     pub http: String,
+    /// Where its debug-level log goes.
+    pub log: std::path::PathBuf,
+}
+
+/// A rider's bearer token, from `bimride token` as an operator would get one.
+pub fn rider_token(rider: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args(["token", "--rider", rider])
+        .env("BIMRIDE_AUTH_SECRET", SECRET)
+        .output()
+        .expect("bimride token runs");
+    assert!(out.status.success(), "bimride token: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP client that sends `rider`'s token with every request.
+pub fn rider_client(rider: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", rider_token(rider))
+            .parse()
+            .expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 impl Up {
     /// Starts `bimride up` on the embedded cluster and waits for its announcement.
     pub async fn start() -> Self {
+        let log = std::env::temp_dir().join(format!("bimride-up-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bimride"))
             .args([
                 "up",
@@ -28,8 +65,11 @@ impl Up {
             ])
             .env_remove("BIMRIDE_BROKERS")
             .env_remove("BIMRIDE_SCHEMA_REGISTRY_URL")
+            .env("BIMRIDE_AUTH_SECRET", SECRET)
+            .env("BIMRIDE_ADMIN_TOKEN", ADMIN)
+            .env("BIMRIDE_LOG", "debug,h2=info,hyper_util=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("bimride starts");
         let started = Instant::now();
@@ -50,6 +90,7 @@ impl Up {
             started,
             lines,
             http: String::new(),
+            log,
         };
         up.http = up.field("http:");
         up
