@@ -21,6 +21,7 @@ mod dead_letters;
 mod dispatch;
 mod lifecycle;
 mod notifications;
+mod poison;
 mod provisioning;
 mod rebalance;
 mod registry;

@@ -566,6 +566,21 @@ impl Pipeline {
         })
     }
 
+    /// A surge detector until `stop`.
+    pub fn spawn_surge(
+        &self,
+        city: bimride_domain::City,
+        settings: bimride_surge::SurgeSettings,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
+        tokio::spawn(async move {
+            bimride_surge::run(&config, codec, city, settings, stop)
+                .await
+                .context("surge")
+        })
+    }
+
     /// A simulated fleet (and riders, if the settings book any) until `stop`.
     pub fn spawn_simulator(
         &self,
@@ -704,4 +719,111 @@ pub async fn book(api: &str, first: usize, n: usize) -> std::collections::BTreeS
     let ids: std::collections::BTreeSet<String> = results.into_iter().collect();
     assert_eq!(ids.len(), n, "every booking is a distinct ride");
     ids
+}
+
+/// The ride-events value schema, evolved compatibly: `TripCompleted` gains `tip_minor`, an
+/// optional long that defaults to null. Readers of either version read the other.
+pub fn ride_events_v2_json() -> String {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&Topic::RideEvents.value_schema_json()).expect("schema json");
+    let branch = schema
+        .as_array_mut()
+        .expect("a union")
+        .iter_mut()
+        .find(|b| {
+            b["name"]
+                .as_str()
+                .is_some_and(|n| n.rsplit('.').next() == Some("TripCompleted"))
+        })
+        .expect("TripCompleted in the union");
+    branch["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(serde_json::json!({
+            "name": "tip_minor",
+            "type": ["null", "long"],
+            "default": null,
+            "doc": "A tip added by the rider, in minor units."
+        }));
+    schema.to_string()
+}
+
+/// Registers `schema` under `subject` on the registry at `url`: the id, or the registry's
+/// HTTP status and error body.
+pub async fn register_schema(
+    url: &str,
+    subject: &str,
+    schema: &str,
+) -> Result<u32, (u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/subjects/{subject}/versions"))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&serde_json::json!({ "schema": schema }))
+        .send()
+        .await
+        .expect("registry answers");
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    match body["id"].as_u64() {
+        Some(id) if status == 200 => Ok(u32::try_from(id).expect("id")),
+        _ => Err((status, body)),
+    }
+}
+
+/// `event` written with the v2 schema under schema id `id`, with `tip_minor` set on a
+/// `TripCompleted`: what a producer built on v2 sends.
+pub fn encode_v2(codec_bytes: &[u8], id: u32, tip_minor: i64) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let v1 = Codec::value_schema(Topic::RideEvents);
+    let v2 = apache_avro::Schema::parse_str(&ride_events_v2_json()).expect("v2 parses");
+    let mut datum = &codec_bytes[5..];
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&v1)
+        .build()
+        .expect("reader")
+        .read_value(&mut datum)
+        .expect("v1 datum");
+    let value = match value {
+        Value::Union(i, inner) => match *inner {
+            Value::Record(mut fields) if fields.iter().any(|(n, _)| n == "duration_secs") => {
+                fields.push((
+                    "tip_minor".into(),
+                    Value::Union(1, Box::new(Value::Long(tip_minor))),
+                ));
+                Value::Union(i, Box::new(Value::Record(fields)))
+            }
+            other => Value::Union(i, Box::new(other)),
+        },
+        other => other,
+    };
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend(
+        apache_avro::writer::datum::GenericDatumWriter::builder(&v2)
+            .build()
+            .expect("writer")
+            .write_value_to_vec(value)
+            .expect("v2 datum"),
+    );
+    out
+}
+
+/// How many charges each ride has in the payments topic, as `read_committed` readers see it.
+pub async fn charges_by_ride(
+    config: &KafkaConfig,
+    codec: &Codec,
+) -> std::collections::BTreeMap<String, usize> {
+    let config = config.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        read_back(&config, Topic::Payments.name(), "read_committed")
+    })
+    .await
+    .expect("reader joins");
+    let mut out = std::collections::BTreeMap::new();
+    // Poison written by a test is not a charge.
+    for (_, payload) in &records {
+        if let Ok(c) = codec.decode::<FareCharged>(payload).await {
+            *out.entry(c.ride_id).or_default() += 1;
+        }
+    }
+    out
 }

@@ -279,10 +279,20 @@ impl Codec {
                         message: e.to_string(),
                     }
                 })?;
-                let value = decoded
-                    .value
-                    .resolve(&reader_schemas()[&T::TOPIC])
-                    .map_err(|e| mismatch::<T>(id, e))?;
+                let writer =
+                    self.decoder
+                        .get_schema(id)
+                        .await
+                        .map_err(|e| CodecError::Undecodable {
+                            id,
+                            message: e.to_string(),
+                        })?;
+                let value = resolve_union_by_name(
+                    decoded.value,
+                    &writer.parsed,
+                    &reader_schemas()[&T::TOPIC],
+                )
+                .map_err(|e| mismatch::<T>(id, e))?;
                 apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
             }
         }
@@ -297,6 +307,9 @@ impl Codec {
             if e.retriable {
                 CodecError::RegistryUnavailable(e.to_string())
             } else {
+                // Asked again next time: the schema may be registered later, and a dead
+                // letter replayed then must decode.
+                self.decoder.remove_errors_from_cache();
                 CodecError::UnknownSchema(id)
             }
         })?;
@@ -315,6 +328,38 @@ impl Codec {
             fits.insert(key, fit);
         }
         Ok(fit)
+    }
+}
+
+/// Resolves a value written with another version of a topic's schema. A union branch is
+/// matched by its record's name: matching by shape alone would read a record into the first
+/// branch whose fields it happens to cover (a v2 `TripCompleted` as a `DriverArrived`).
+fn resolve_union_by_name(
+    value: apache_avro::types::Value,
+    writer: &Schema,
+    reader: &Schema,
+) -> Result<apache_avro::types::Value, String> {
+    use apache_avro::types::Value;
+    let names = apache_avro::schema::ResolvedSchema::new(reader).map_err(|e| e.to_string())?;
+    match (value, writer, reader) {
+        (Value::Union(i, inner), Schema::Union(w), Schema::Union(r)) => {
+            let name = w
+                .variants()
+                .get(i as usize)
+                .and_then(Schema::name)
+                .ok_or_else(|| format!("writer branch {i} has no name"))?;
+            let (j, branch) = r
+                .variants()
+                .iter()
+                .enumerate()
+                .find(|(_, b)| b.name() == Some(name))
+                .ok_or_else(|| format!("this build has no {name} to read"))?;
+            let inner = inner
+                .resolve_with_names(branch, names.get_names())
+                .map_err(|e| e.to_string())?;
+            Ok(Value::Union(j as u32, Box::new(inner)))
+        }
+        (value, _, reader) => value.resolve(reader).map_err(|e| e.to_string()),
     }
 }
 

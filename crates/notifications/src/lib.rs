@@ -214,6 +214,9 @@ impl Notifier {
 
     /// Sends a source's messages: sinks first, then the topic, which records them as sent.
     async fn handle(&self, source: Source) -> Result<(), HandleError> {
+        if let Source::Charge(c) = &source {
+            check_charge(c)?;
+        }
         for n in render(&source) {
             if self.already_sent(&n.notification_id) {
                 SKIPPED.with_label_values(&[&n.template]).inc();
@@ -243,6 +246,36 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+}
+
+/// A charge whose parts do not add up cannot be told to anyone: it is dead-lettered.
+fn check_charge(c: &FareCharged) -> Result<(), HandleError> {
+    let same_currency =
+        c.commission.currency == c.fare.currency && c.payout.currency == c.fare.currency;
+    let adds_up =
+        c.commission.amount_minor.checked_add(c.payout.amount_minor) == Some(c.fare.amount_minor);
+    let non_negative = [
+        c.fare.amount_minor,
+        c.commission.amount_minor,
+        c.payout.amount_minor,
+    ]
+    .iter()
+    .all(|a| *a >= 0);
+    if same_currency && adds_up && non_negative {
+        Ok(())
+    } else {
+        Err(HandleError::Invalid {
+            reason: "impossible_charge",
+            message: format!(
+                "ride {}: fare {} {} is not commission {} plus payout {}",
+                c.ride_id,
+                c.fare.amount_minor,
+                c.fare.currency,
+                c.commission.amount_minor,
+                c.payout.amount_minor
+            ),
+        })
     }
 }
 
