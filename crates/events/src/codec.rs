@@ -58,6 +58,8 @@ pub enum CodecError {
         topic: Topic,
         message: String,
     },
+    #[error("schema id {id} does not resolve into the reader's schema: {message}")]
+    Unresolvable { id: u32, message: String },
     #[error("could not encode a {topic} record: {message}")]
     Encode { topic: Topic, message: String },
 }
@@ -76,7 +78,7 @@ impl CodecError {
             CodecError::RegistryUnavailable(_) => "registry_unavailable",
             CodecError::Rejected { .. } => "schema_rejected",
             CodecError::Undecodable { .. } => "undecodable",
-            CodecError::Mismatch { .. } => "schema_mismatch",
+            CodecError::Mismatch { .. } | CodecError::Unresolvable { .. } => "schema_mismatch",
             CodecError::Encode { .. } => "encode_failed",
         }
     }
@@ -273,29 +275,45 @@ impl Codec {
                 }),
             // Another version: decode with the writer's schema, resolve, then read.
             WriterFit::Resolve => {
-                let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
-                    CodecError::Undecodable {
-                        id,
-                        message: e.to_string(),
-                    }
-                })?;
-                let writer =
-                    self.decoder
-                        .get_schema(id)
-                        .await
-                        .map_err(|e| CodecError::Undecodable {
-                            id,
-                            message: e.to_string(),
-                        })?;
-                let value = resolve_union_by_name(
-                    decoded.value,
-                    &writer.parsed,
-                    &reader_schemas()[&T::TOPIC],
-                )
-                .map_err(|e| mismatch::<T>(id, e))?;
+                let value = self
+                    .decode_value(bytes, &reader_schemas()[&T::TOPIC])
+                    .await
+                    .map_err(|e| match e {
+                        CodecError::Unresolvable { id, message } => mismatch::<T>(id, message),
+                        other => other,
+                    })?;
                 apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
             }
         }
+    }
+
+    /// Decodes a record written with any registered schema into `reader`, as a consumer built
+    /// on that schema version reads it: fields it lacks take their defaults, fields it does
+    /// not know are dropped, union branches are matched by name.
+    pub async fn decode_value(
+        &self,
+        bytes: &[u8],
+        reader: &Schema,
+    ) -> Result<apache_avro::types::Value, CodecError> {
+        let id = WireHeader::parse(bytes)?.schema_id;
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            if e.retriable {
+                CodecError::RegistryUnavailable(e.to_string())
+            } else {
+                self.decoder.remove_errors_from_cache();
+                CodecError::UnknownSchema(id)
+            }
+        })?;
+        let decoded = self
+            .decoder
+            .decode(Some(bytes))
+            .await
+            .map_err(|e| CodecError::Undecodable {
+                id,
+                message: e.to_string(),
+            })?;
+        resolve_union_by_name(decoded.value, &writer.parsed, reader)
+            .map_err(|message| CodecError::Unresolvable { id, message })
     }
 
     async fn fit<T: TopicValue>(&self, id: u32) -> Result<WriterFit, CodecError> {
