@@ -61,7 +61,11 @@ async fn evolution(broker: Broker) {
         Duration::from_secs(60),
     )
     .await;
-    assert_eq!(got.len(), 1 + v1_events.len(), "v1 consumers read v1 and v2");
+    assert_eq!(
+        got.len(),
+        1 + v1_events.len(),
+        "v1 consumers read v1 and v2"
+    );
     let read_completion = got
         .iter()
         .find(|r| r.value.ride_id() == completed.ride_id())
@@ -105,8 +109,7 @@ async fn evolution(broker: Broker) {
     assert_eq!(defaulted, 1, "the v1 trip's completion takes the default");
 
     // v3 adds a required field without a default: old records could not be read by it.
-    let mut v3: serde_json::Value =
-        serde_json::from_str(&ride_events_v2_json()).expect("v2 json");
+    let mut v3: serde_json::Value = serde_json::from_str(&ride_events_v2_json()).expect("v2 json");
     for branch in v3.as_array_mut().expect("union") {
         if branch["name"]
             .as_str()

@@ -304,14 +304,14 @@ impl Codec {
                 CodecError::UnknownSchema(id)
             }
         })?;
-        let decoded = self
-            .decoder
-            .decode(Some(bytes))
-            .await
-            .map_err(|e| CodecError::Undecodable {
-                id,
-                message: e.to_string(),
-            })?;
+        let decoded =
+            self.decoder
+                .decode(Some(bytes))
+                .await
+                .map_err(|e| CodecError::Undecodable {
+                    id,
+                    message: e.to_string(),
+                })?;
         resolve_union_by_name(decoded.value, &writer.parsed, reader)
             .map_err(|message| CodecError::Unresolvable { id, message })
     }

@@ -23,6 +23,7 @@ enum Command {
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
     RoundTripTime(i32, Duration, Reply),
+    PartitionLeader(String, i32, Option<i32>, Reply),
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
     Stop,
 }
@@ -79,6 +80,9 @@ impl EmbeddedCluster {
                         }
                         Command::RoundTripTime(id, delay, reply) => {
                             let _ = reply.send(cluster.broker_round_trip_time(id, delay));
+                        }
+                        Command::PartitionLeader(topic, partition, leader, reply) => {
+                            let _ = reply.send(cluster.partition_leader(&topic, partition, leader));
                         }
                         Command::RequestErrors(api, errors, reply) => {
                             cluster.request_errors(api, &errors);
@@ -140,6 +144,16 @@ impl EmbeddedCluster {
 
     pub fn round_trip_time(&self, id: i32, delay: Duration) -> Result<(), EmbeddedError> {
         self.call(|reply| Command::RoundTripTime(id, delay, reply))
+    }
+
+    /// Moves a partition's leadership to `leader`, or leaves it leaderless with `None`.
+    pub fn set_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader: Option<i32>,
+    ) -> Result<(), EmbeddedError> {
+        self.call(|reply| Command::PartitionLeader(topic.to_owned(), partition, leader, reply))
     }
 }
 

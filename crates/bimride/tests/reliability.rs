@@ -1,0 +1,690 @@
+//! The city as separate `bimride` processes on the embedded cluster, under sustained bookings,
+//! through broker faults, crashes (SIGKILL, no graceful shutdown) of every service, and dispatch
+//! instances joining and leaving. A reconciliation over every topic then proves that no
+//! accepted booking was lost, no ride was assigned or charged twice, and no driver was given
+//! two rides at once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bimride_events::{
+    Codec, DispatchEvent, FareCharged, Millis, Notification, RegistryConfig, RideEvent, Topic,
+};
+use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, topics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 6;
+const BOOKINGS_PER_SEC: u64 = 8;
+
+/// One `bimride` subcommand as a child process that can be killed and started again.
+struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    fn new(name: &'static str, args: &[&str], env: &[(String, String)]) -> Self {
+        Self {
+            name,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env.to_vec(),
+            child: None,
+            log: std::env::temp_dir().join(format!(
+                "bimride-reliability-{}-{name}.log",
+                std::process::id()
+            )),
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_bimride"))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no handler runs, nothing is flushed or committed.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    /// Ctrl-C, and a clean exit.
+    fn interrupt(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    /// Fails the test if the process died on its own.
+    fn check_alive(&mut self) {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+            panic!("{} died with {status}; last log lines:\n{tail}", self.name);
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a rider's booking came to.
+#[derive(Debug, Default)]
+struct Bookings {
+    /// Idempotency key to ride, for every 202.
+    accepted: BTreeMap<String, String>,
+    /// Rides in the order they were accepted.
+    order: Vec<String>,
+    /// Bookings that reached the API, whose answer was lost with it.
+    unknown: BTreeSet<String>,
+    refused: usize,
+}
+
+/// Books at a steady rate until `stop`. A booking that could not connect (the API is down) is
+/// retried with its key; one whose answer was lost is recorded as unknown, never retried.
+async fn book(api: String, bookings: Arc<Mutex<Bookings>>, stop: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let mut ticker = tokio::time::interval(Duration::from_millis(1_000 / BOOKINGS_PER_SEC));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0u64.. {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let (http, api, bookings) = (http.clone(), api.clone(), Arc::clone(&bookings));
+        tasks.spawn(async move {
+            let rider = format!("rider-{}", n % 500);
+            let token = common::rider_token_fast(&rider);
+            let key = format!("chaos-{n}");
+            // Pickups spread over a 3 km disc, which spans several regions.
+            let angle = n as f64 * 2.399_963;
+            let r = 3_000.0 * ((n % 97) as f64 / 97.0).sqrt();
+            let (lat, lng) = (
+                52.3731 + r * angle.cos() / 111_320.0,
+                4.8922 + r * angle.sin() / 67_800.0,
+            );
+            let body = serde_json::json!({
+                "rider_id": rider,
+                "pickup": {"lat": lat, "lng": lng},
+                "dropoff": {"lat": 52.3731, "lng": 4.8922},
+                "product": "economy",
+            });
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+            loop {
+                let sent = http
+                    .post(format!("{api}/v1/rides"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 202 => {
+                        let v: serde_json::Value = r.json().await.expect("json");
+                        let ride = v["ride_id"].as_str().expect("ride id").to_owned();
+                        let mut b = bookings.lock().expect("bookings");
+                        b.order.push(ride.clone());
+                        b.accepted.insert(key, ride);
+                        return;
+                    }
+                    Ok(_) => {
+                        bookings.lock().expect("bookings").refused += 1;
+                        return;
+                    }
+                    Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(_) => {
+                        bookings.lock().expect("bookings").unknown.insert(key);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Every record of `topic` from the beginning, as `read_committed` readers see them.
+fn read_all(config: &KafkaConfig, topic: &str) -> Vec<(i32, Vec<u8>)> {
+    let reader: BaseConsumer = config
+        .consumer(&format!("reconcile-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut assign = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if low < high {
+            assign
+                .add_partition_offset(topic, p, Offset::Offset(low))
+                .expect("partition");
+            ends.insert(p, high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    reader.assign(&assign).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut idle = std::time::Instant::now();
+    // Transaction markers take offsets, so a partition may end without its last offset read.
+    while !ends.is_empty() && idle.elapsed() < Duration::from_secs(3) {
+        assert!(std::time::Instant::now() < deadline, "{topic} read in time");
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            idle = std::time::Instant::now();
+            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+                ends.remove(&m.partition());
+            }
+            out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}
+
+/// Every topic, read back and checked against the bookings.
+#[derive(Debug, Default)]
+struct Reconciliation {
+    lost: Vec<String>,
+    duplicated: Vec<String>,
+    /// The accepted rides among those lines.
+    lost_rides: BTreeSet<String>,
+    duplicated_rides: BTreeSet<String>,
+    redelivered: usize,
+    charged: usize,
+    /// The partition of ride requests each ride was requested on.
+    partition_of: BTreeMap<String, i32>,
+}
+
+async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> Reconciliation {
+    let read = |topic: Topic| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || read_all(&config, topic.name()))
+    };
+    let (requests, events, payments, notes) = (
+        read(Topic::RideRequests).await.expect("requests"),
+        read(Topic::RideEvents).await.expect("events"),
+        read(Topic::Payments).await.expect("payments"),
+        read(Topic::Notifications).await.expect("notifications"),
+    );
+    let mut r = Reconciliation::default();
+    let mut rides_of_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut requested: BTreeMap<String, usize> = BTreeMap::new();
+    for (partition, payload) in &requests {
+        if let Ok(DispatchEvent::Requested(q)) = codec.decode::<DispatchEvent>(payload).await {
+            r.partition_of.insert(q.ride_id.clone(), *partition);
+            *requested.entry(q.ride_id.clone()).or_default() += 1;
+            if let Some(k) = q.idempotency_key {
+                rides_of_key.entry(k).or_default().insert(q.ride_id);
+            }
+        }
+    }
+    let mut seen_events = BTreeSet::new();
+    let mut drivers_of_ride: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut completed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Per driver: (assigned at, ride), and per ride its completion time.
+    let mut assignments: BTreeMap<String, Vec<(Millis, String)>> = BTreeMap::new();
+    let mut finished_at: BTreeMap<String, Millis> = BTreeMap::new();
+    for (_, payload) in &events {
+        let Ok(e) = codec.decode::<RideEvent>(payload).await else {
+            continue;
+        };
+        let id = bimride_events::TopicValue::event_id(&e).to_owned();
+        if !seen_events.insert(id) {
+            r.redelivered += 1;
+            continue;
+        }
+        match e {
+            RideEvent::DriverAssigned(a) => {
+                drivers_of_ride
+                    .entry(a.ride_id.clone())
+                    .or_default()
+                    .insert(a.driver_id.clone());
+                assignments
+                    .entry(a.driver_id)
+                    .or_default()
+                    .push((a.occurred_at, a.ride_id));
+            }
+            RideEvent::TripCompleted(c) => {
+                finished_at.insert(c.ride_id.clone(), c.occurred_at);
+                completed.entry(c.ride_id).or_default().insert(c.event_id);
+            }
+            RideEvent::RideCancelled(c) => {
+                finished_at.insert(c.ride_id, c.occurred_at);
+            }
+            _ => {}
+        }
+    }
+    let mut charges: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, payload) in &payments {
+        if let Ok(c) = codec.decode::<FareCharged>(payload).await {
+            *charges.entry(c.ride_id).or_default() += 1;
+        }
+    }
+    let mut note_ids: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, payload) in &notes {
+        if let Ok(n) = codec.decode::<Notification>(payload).await {
+            *note_ids.entry(n.notification_id).or_default() += 1;
+        }
+    }
+
+    for (key, ride) in &bookings.accepted {
+        let problems = [
+            (requested.get(ride).copied() != Some(1), "requested"),
+            (
+                drivers_of_ride.get(ride).map(BTreeSet::len) != Some(1),
+                "assigned",
+            ),
+            (
+                completed.get(ride).map(BTreeSet::len) != Some(1),
+                "completed",
+            ),
+            (charges.get(ride).copied() != Some(1), "charged"),
+        ];
+        for (bad, what) in problems {
+            if bad {
+                let twice = match what {
+                    "requested" => requested.get(ride).copied().unwrap_or(0) > 1,
+                    "assigned" => drivers_of_ride.get(ride).is_some_and(|d| d.len() > 1),
+                    "completed" => completed.get(ride).is_some_and(|c| c.len() > 1),
+                    _ => charges.get(ride).copied().unwrap_or(0) > 1,
+                };
+                let line = format!("{ride} (key {key}) {what}");
+                if twice {
+                    r.duplicated.push(line);
+                    r.duplicated_rides.insert(ride.clone());
+                } else {
+                    r.lost.push(line);
+                    r.lost_rides.insert(ride.clone());
+                }
+            }
+        }
+    }
+    for (key, rides) in &rides_of_key {
+        if rides.len() > 1 {
+            r.duplicated.push(format!("key {key} booked {rides:?}"));
+            r.duplicated_rides.extend(rides.iter().cloned());
+        }
+    }
+    for (ride, n) in &charges {
+        if *n > 1 {
+            r.duplicated.push(format!("{ride} charged {n} times"));
+            r.duplicated_rides.insert(ride.clone());
+        }
+    }
+    for (id, n) in &note_ids {
+        if *n > 1 {
+            r.duplicated
+                .push(format!("notification {id} sent {n} times"));
+        }
+    }
+    // A driver's next assignment comes after their previous ride ended.
+    for (driver, mut rides) in assignments {
+        rides.sort();
+        for pair in rides.windows(2) {
+            let ((_, first), (next_at, next)) = (&pair[0], &pair[1]);
+            if finished_at.get(first).is_none_or(|end| end > next_at) {
+                r.duplicated
+                    .push(format!("driver {driver} given {next} during {first}"));
+                r.duplicated_rides.insert(next.clone());
+            }
+        }
+    }
+    r.charged = charges.len();
+    r
+}
+
+fn set_rtt(cluster: &EmbeddedCluster, delay: Duration) {
+    for broker in 1..=cluster.brokers() {
+        cluster.round_trip_time(broker, delay).expect("rtt");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and_rebalances() {
+    let cluster = EmbeddedCluster::start(3).expect("cluster");
+    let mut config = KafkaConfig::for_brokers(cluster.bootstrap_servers());
+    config.partitions = PARTITIONS;
+    Provisioner::Embedded(&cluster)
+        .ensure(&topics::catalogue(PARTITIONS, 3))
+        .await
+        .expect("topics");
+    let stop = CancellationToken::new();
+    let registry = bimride_registry::serve(
+        bimride_registry::Registry::in_memory(),
+        "127.0.0.1:0".parse().expect("addr"),
+        stop.clone(),
+    )
+    .await
+    .expect("registry");
+    let codec = Codec::new(&RegistryConfig::new(registry.url())).expect("codec");
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let api_url = format!("http://127.0.0.1:{api_port}");
+
+    let env: Vec<(String, String)> = [
+        ("BIMRIDE_BROKERS", cluster.bootstrap_servers().to_owned()),
+        ("BIMRIDE_SCHEMA_REGISTRY_URL", registry.url()),
+        ("BIMRIDE_PARTITIONS", PARTITIONS.to_string()),
+        // Mock brokers answer a fetch only when its wait expires.
+        (
+            "BIMRIDE_KAFKA_PROPERTIES",
+            "fetch.wait.max.ms=10".to_owned(),
+        ),
+        ("BIMRIDE_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("BIMRIDE_AUTH_SECRET", common::SECRET.to_owned()),
+        ("BIMRIDE_ADMIN_TOKEN", common::ADMIN.to_owned()),
+        ("BIMRIDE_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let http = format!("127.0.0.1:{api_port}");
+    let dispatch = [
+        "dispatch",
+        "--max-wait-ms",
+        "600000",
+        "--offer-timeout-ms",
+        "3000",
+    ];
+    let mut api = Service::new("api", &["api", "--http", &http], &env);
+    let mut dispatch_a = Service::new("dispatch-a", &dispatch, &env);
+    let mut dispatch_b = Service::new("dispatch-b", &dispatch, &env);
+    let mut dispatch_c = Service::new("dispatch-c", &dispatch, &env);
+    let mut billing = Service::new(
+        "billing",
+        &[
+            "billing",
+            "--billing-delivery",
+            "exactly-once",
+            "--billing-transactional-id",
+            "billing-chaos",
+        ],
+        &env,
+    );
+    let mut notifications = Service::new("notifications", &["notifications"], &env);
+    let mut surge = Service::new("surge", &["surge"], &env);
+    let mut fleet = Service::new(
+        "simulator",
+        &[
+            "simulate",
+            "--drivers",
+            "400",
+            "--booking-rate",
+            "0",
+            "--speedup",
+            "60",
+            "--accept-ratio",
+            "1",
+            "--sim-id",
+            "chaos",
+        ],
+        &env,
+    );
+    for s in [
+        &mut api,
+        &mut dispatch_a,
+        &mut dispatch_b,
+        &mut billing,
+        &mut notifications,
+        &mut surge,
+        &mut fleet,
+    ] {
+        s.start();
+    }
+    // Wait for the API, then let the fleet come online.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{api_url}/v1/surge")).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the API came up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let bookings = Arc::new(Mutex::new(Bookings::default()));
+    let load_stop = CancellationToken::new();
+    let load = tokio::spawn(book(
+        api_url.clone(),
+        Arc::clone(&bookings),
+        load_stop.clone(),
+    ));
+    let accepted = || bookings.lock().expect("bookings").accepted.len();
+    // Each fault with the range of accepted rides (by acceptance order) booked during it.
+    let mut table: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+    let phase = |name: &str, before: usize, table: &mut Vec<(String, std::ops::Range<usize>)>| {
+        table.push((name.to_owned(), before..accepted()));
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Broker faults: round-trip delay, leaderless partitions, a broker down.
+    let before = accepted();
+    set_rtt(&cluster, Duration::from_millis(80));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    set_rtt(&cluster, Duration::ZERO);
+    phase("80 ms round trip on every broker, 5 s", before, &mut table);
+
+    // Leader elections: every partition's leadership moves to the next broker, and back.
+    // (A leaderless partition crashes the mock cluster's fetch handler, so leaders move
+    // instead of vanishing; a broker going down below takes its leaders away.)
+    let before = accepted();
+    for round in [1, 0] {
+        for topic in Topic::ALL {
+            for p in 0..PARTITIONS {
+                let leader = 1 + (p + round) % 3;
+                cluster
+                    .set_leader(topic.name(), p, Some(leader))
+                    .expect("leader moves");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    phase(
+        "every partition leader moved, and moved back",
+        before,
+        &mut table,
+    );
+
+    let before = accepted();
+    cluster.broker_down(2).expect("down");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.broker_up(2).expect("up");
+    phase("broker 2 down, 5 s", before, &mut table);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Crashes: each service in turn is killed and started again.
+    for service in [
+        &mut dispatch_a,
+        &mut billing,
+        &mut notifications,
+        &mut surge,
+        &mut api,
+    ] {
+        let before = accepted();
+        service.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        service.start();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        phase(
+            &format!("{} killed (SIGKILL), restarted", service.name),
+            before,
+            &mut table,
+        );
+    }
+
+    // Rebalances: a dispatch instance joins, one leaves cleanly, one crashes.
+    let before = accepted();
+    dispatch_c.start();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    phase("dispatch-c joins", before, &mut table);
+    let before = accepted();
+    dispatch_a.interrupt();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    phase("dispatch-a leaves (Ctrl-C)", before, &mut table);
+    let before = accepted();
+    let last_phase_from = before;
+    dispatch_b.kill();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    phase(
+        "dispatch-b killed; dispatch-c owns every region",
+        before,
+        &mut table,
+    );
+
+    let mut survivors = [
+        &mut api,
+        &mut dispatch_c,
+        &mut billing,
+        &mut notifications,
+        &mut surge,
+        &mut fleet,
+    ];
+    for s in &mut survivors {
+        s.check_alive();
+    }
+    load_stop.cancel();
+    load.await.expect("load joins");
+
+    // Every accepted ride is driven and charged; then the books are read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let rides: BTreeSet<String> = bookings
+        .lock()
+        .expect("bookings")
+        .accepted
+        .values()
+        .cloned()
+        .collect();
+    loop {
+        let config = config.clone();
+        let payments =
+            tokio::task::spawn_blocking(move || read_all(&config, Topic::Payments.name()))
+                .await
+                .expect("read");
+        let mut charged = BTreeSet::new();
+        for (_, payload) in &payments {
+            if let Ok(c) = codec.decode::<FareCharged>(payload).await {
+                charged.insert(c.ride_id);
+            }
+        }
+        let missing = rides.difference(&charged).count();
+        if missing == 0 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = std::mem::take(&mut *bookings.lock().expect("bookings"));
+    let result = reconcile(&config, &codec, &b).await;
+    eprintln!("| Fault injected | Bookings in flight (accepted during it) | Lost | Duplicated |");
+    eprintln!("|---|---:|---:|---:|");
+    let mut during_faults = BTreeSet::new();
+    let row = |name: &str, rides: &[&String]| {
+        let lost = rides
+            .iter()
+            .filter(|r| result.lost_rides.contains(**r))
+            .count();
+        let dup = rides
+            .iter()
+            .filter(|r| result.duplicated_rides.contains(**r))
+            .count();
+        eprintln!("| {name} | {} | {lost} | {dup} |", rides.len());
+    };
+    for (name, range) in &table {
+        let rides: Vec<&String> = b.order[range.clone()].iter().collect();
+        during_faults.extend(range.clone());
+        row(name, &rides);
+    }
+    let calm: Vec<&String> = (0..b.order.len())
+        .filter(|i| !during_faults.contains(i))
+        .map(|i| &b.order[i])
+        .collect();
+    row("none (warm-up, and between faults)", &calm);
+    eprintln!(
+        "accepted {}, answer lost with a killed API {}, refused {}, charged {}, redelivered event records {}, lost {}, duplicated {}",
+        b.accepted.len(),
+        b.unknown.len(),
+        b.refused,
+        result.charged,
+        result.redelivered,
+        result.lost.len(),
+        result.duplicated.len()
+    );
+    assert!(
+        b.accepted.len() as u64 > 60 * BOOKINGS_PER_SEC / 2,
+        "the load ran: {} accepted",
+        b.accepted.len()
+    );
+    assert_eq!(b.refused, 0, "no booking was refused");
+    assert!(
+        result.lost.is_empty(),
+        "{} lost, e.g. {:?}",
+        result.lost.len(),
+        &result.lost[..result.lost.len().min(5)]
+    );
+    assert!(
+        result.duplicated.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        result.duplicated.len(),
+        &result.duplicated[..result.duplicated.len().min(5)]
+    );
+    // After the last rebalance one instance is left. Rides were booked and served then in the
+    // regions of every partition that had rides at all, so no region was left without an owner.
+    let partitions = |rides: &[String]| -> BTreeSet<i32> {
+        rides
+            .iter()
+            .filter_map(|ride| result.partition_of.get(ride).copied())
+            .collect()
+    };
+    let all = partitions(&b.order);
+    assert!(all.len() >= 3, "rides spanned several partitions: {all:?}");
+    assert_eq!(
+        partitions(&b.order[last_phase_from..]),
+        all,
+        "every partition with regions was served after the last rebalance"
+    );
+    for s in &mut survivors {
+        s.interrupt();
+    }
+    stop.cancel();
+}
