@@ -77,7 +77,8 @@ fn surface(subcommand: &str) -> Surface {
     let mut rest = help.as_str();
     while let Some(at) = rest.find("[env: ") {
         let tail = &rest[at + 6..];
-        let end = tail.find('=').expect("env name ends with =");
+        // `[env: NAME=value]`, or `[env: NAME]` for a secret whose value is hidden.
+        let end = tail.find(['=', ']']).expect("env name ends with = or ]");
         s.env.insert(tail[..end].to_owned());
         rest = &tail[end..];
     }
