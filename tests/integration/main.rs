@@ -20,6 +20,7 @@ mod billing;
 mod dead_letters;
 mod dispatch;
 mod evolution;
+mod idempotency;
 mod lifecycle;
 mod notifications;
 mod poison;

@@ -95,6 +95,9 @@ impl RideView {
 #[derive(Debug, Default)]
 pub struct RideBook {
     rides: RwLock<HashMap<String, RideView>>,
+    /// Requests by (rider, Idempotency-Key), from the log: a retry reaching an instance that
+    /// did not take the booking, or one restarted since, finds its ride here.
+    keyed: RwLock<HashMap<(String, String), RideRequested>>,
 }
 
 /// The state-machine step of an event; an accepted offer moves nothing until the assignment.
@@ -144,7 +147,23 @@ impl RideBook {
         crate::metrics::ride_moved(before, view.status);
     }
 
+    /// The request a rider made with an idempotency key, as the log has it.
+    pub fn request_for_key(&self, rider_id: &str, key: &str) -> Option<RideRequested> {
+        self.keyed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(rider_id.to_owned(), key.to_owned()))
+            .cloned()
+    }
+
     pub fn apply_request(&self, e: &RideRequested) {
+        if let Some(key) = &e.idempotency_key {
+            self.keyed
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((e.rider_id.clone(), key.clone()))
+                .or_insert_with(|| e.clone());
+        }
         self.with_ride(&e.ride_id, &e.event_id, |v| {
             v.rider_id = Some(e.rider_id.clone());
             v.region = Some(e.region.clone());

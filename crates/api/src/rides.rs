@@ -199,6 +199,25 @@ pub async fn book(
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Booked before, by another instance or before a restart: the log knows.
+        if !entries.contains_key(&(request.rider_id.clone(), key.clone()))
+            && let Some(earlier) = state.rides.request_for_key(&request.rider_id, key)
+        {
+            let same = earlier.product == product
+                && (earlier.pickup.lat, earlier.pickup.lng)
+                    == (request.pickup.lat, request.pickup.lng)
+                && (earlier.dropoff.lat, earlier.dropoff.lng)
+                    == (request.dropoff.lat, request.dropoff.lng);
+            if !same {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            let booked = booked_from_log(&earlier);
+            entries.insert(
+                (request.rider_id.clone(), key.clone()),
+                (request.clone(), booked.clone()),
+            );
+            return Ok((StatusCode::ACCEPTED, Json(booked)));
+        }
         match entries.get(&(request.rider_id.clone(), key.clone())) {
             Some((earlier, booked)) if *earlier == request => {
                 return Ok((StatusCode::ACCEPTED, Json(booked.clone())));
@@ -251,6 +270,24 @@ pub async fn book(
     }
     tracing::info!(ride_id = %booked.ride_id, region = %booked.region, "ride requested");
     Ok((StatusCode::ACCEPTED, Json(booked)))
+}
+
+/// The answer a booking got, rebuilt from its request in the log; the quote is recomputed
+/// from the same inputs, so it is the one the rider was given.
+fn booked_from_log(r: &RideRequested) -> Booked {
+    let quote = pricing::quote(
+        r.product,
+        (r.pickup.lat, r.pickup.lng),
+        (r.dropoff.lat, r.dropoff.lng),
+        r.surge_milli,
+    );
+    Booked {
+        ride_id: r.ride_id.clone(),
+        status: "requested",
+        quote: quote.into(),
+        region: r.region.clone(),
+        pickup_cell: r.pickup_cell.clone(),
+    }
 }
 
 #[utoipa::path(
