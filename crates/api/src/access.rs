@@ -53,9 +53,8 @@ impl Access {
         }
         let key = rider.to_owned();
         self.limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             }

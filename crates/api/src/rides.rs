@@ -193,46 +193,10 @@ pub async fn book(
         pickup_cell: pickup.cell.to_string(),
     };
     // Claim the key before producing, so that concurrent retries find the same ride.
-    if let Some(key) = &key {
-        let mut entries = state
-            .idempotency
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Booked before, by another instance or before a restart: the log knows.
-        if !entries.contains_key(&(request.rider_id.clone(), key.clone()))
-            && let Some(earlier) = state.rides.request_for_key(&request.rider_id, key)
-        {
-            let same = earlier.product == product
-                && (earlier.pickup.lat, earlier.pickup.lng)
-                    == (request.pickup.lat, request.pickup.lng)
-                && (earlier.dropoff.lat, earlier.dropoff.lng)
-                    == (request.dropoff.lat, request.dropoff.lng);
-            if !same {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            let booked = booked_from_log(&earlier);
-            entries.insert(
-                (request.rider_id.clone(), key.clone()),
-                (request.clone(), booked.clone()),
-            );
-            return Ok((StatusCode::ACCEPTED, Json(booked)));
-        }
-        match entries.get(&(request.rider_id.clone(), key.clone())) {
-            Some((earlier, booked)) if *earlier == request => {
-                return Ok((StatusCode::ACCEPTED, Json(booked.clone())));
-            }
-            Some(_) => return Err(ApiError::IdempotencyKeyReused),
-            None => {
-                if entries.len() >= IDEMPOTENCY_CAPACITY {
-                    entries.clear();
-                }
-                entries.insert(
-                    (request.rider_id.clone(), key.clone()),
-                    (request.clone(), booked.clone()),
-                );
-            }
-        }
+    if let Some(key) = &key
+        && let Claim::Earlier(answer) = claim(&state, key, &request, &booked)?
+    {
+        return Ok((StatusCode::ACCEPTED, Json(answer)));
     }
     let event = DispatchEvent::from(RideRequested {
         event_id: uuid::Uuid::new_v4().to_string(),
@@ -270,6 +234,57 @@ pub async fn book(
     }
     tracing::info!(ride_id = %booked.ride_id, region = %booked.region, "ride requested");
     Ok((StatusCode::ACCEPTED, Json(booked)))
+}
+
+/// What an Idempotency-Key says about a booking.
+enum Claim {
+    /// No booking yet: make this one.
+    New,
+    /// Booked before: give the same answer.
+    Earlier(Booked),
+}
+
+/// Looks the key up in this instance's memory, then in the requests read from the log (a
+/// booking taken by another instance, or before a restart), and claims it for `booked` if
+/// neither has it.
+fn claim(
+    state: &ApiState,
+    key: &str,
+    request: &BookRequest,
+    booked: &Booked,
+) -> Result<Claim, ApiError> {
+    let slot = (request.rider_id.clone(), key.to_owned());
+    let mut entries = state
+        .idempotency
+        .entries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((earlier, answer)) = entries.get(&slot) {
+        return if earlier == request {
+            Ok(Claim::Earlier(answer.clone()))
+        } else {
+            Err(ApiError::IdempotencyKeyReused)
+        };
+    }
+    let (remembered, claim) = match state.rides.request_for_key(&request.rider_id, key) {
+        Some(logged) if same_trip(&logged, request) => {
+            let answer = booked_from_log(&logged);
+            (answer.clone(), Claim::Earlier(answer))
+        }
+        Some(_) => return Err(ApiError::IdempotencyKeyReused),
+        None => (booked.clone(), Claim::New),
+    };
+    if entries.len() >= IDEMPOTENCY_CAPACITY {
+        entries.clear();
+    }
+    entries.insert(slot, (request.clone(), remembered));
+    Ok(claim)
+}
+
+fn same_trip(logged: &RideRequested, request: &BookRequest) -> bool {
+    logged.product == Product::from(request.product)
+        && (logged.pickup.lat, logged.pickup.lng) == (request.pickup.lat, request.pickup.lng)
+        && (logged.dropoff.lat, logged.dropoff.lng) == (request.dropoff.lat, request.dropoff.lng)
 }
 
 /// The answer a booking got, rebuilt from its request in the log; the quote is recomputed
