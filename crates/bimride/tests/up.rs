@@ -259,6 +259,15 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         summary.as_array().is_some_and(|t| t.len() >= 6),
         "{summary}"
     );
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args(["dlq", "--api", &http, "replay", "bimride.ride-events.dlq"])
+        .args(["--reason", "not_wire_format"])
+        .env("BIMRIDE_ADMIN_TOKEN", common::ADMIN)
+        .output()
+        .expect("bimride dlq replay runs");
+    assert!(replay.status.success(), "{replay:?}");
+    let replayed: Value = serde_json::from_slice(&replay.stdout).expect("json");
+    assert!(replayed["replayed"].is_u64(), "{replayed}");
     let wrong_admin = "not-the-admin-credential-at-all";
     let refused = dlq(wrong_admin);
     assert!(!refused.status.success(), "a wrong credential is refused");
