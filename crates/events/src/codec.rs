@@ -296,14 +296,7 @@ impl Codec {
         reader: &Schema,
     ) -> Result<apache_avro::types::Value, CodecError> {
         let id = WireHeader::parse(bytes)?.schema_id;
-        let writer = self.decoder.get_schema(id).await.map_err(|e| {
-            if e.retriable {
-                CodecError::RegistryUnavailable(e.to_string())
-            } else {
-                self.decoder.remove_errors_from_cache();
-                CodecError::UnknownSchema(id)
-            }
-        })?;
+        let writer = self.writer_schema(id).await?;
         let decoded =
             self.decoder
                 .decode(Some(bytes))
@@ -316,12 +309,12 @@ impl Codec {
             .map_err(|message| CodecError::Unresolvable { id, message })
     }
 
-    async fn fit<T: TopicValue>(&self, id: u32) -> Result<WriterFit, CodecError> {
-        let key = (T::TOPIC, id);
-        if let Some(fit) = self.fits.read().ok().and_then(|m| m.get(&key).copied()) {
-            return Ok(fit);
-        }
-        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+    /// The schema a record was written with, from the registry (cached after the first ask).
+    async fn writer_schema(
+        &self,
+        id: u32,
+    ) -> Result<Arc<schema_registry_converter::avro_common::AvroSchema>, CodecError> {
+        self.decoder.get_schema(id).await.map_err(|e| {
             if e.retriable {
                 CodecError::RegistryUnavailable(e.to_string())
             } else {
@@ -330,7 +323,15 @@ impl Codec {
                 self.decoder.remove_errors_from_cache();
                 CodecError::UnknownSchema(id)
             }
-        })?;
+        })
+    }
+
+    async fn fit<T: TopicValue>(&self, id: u32) -> Result<WriterFit, CodecError> {
+        let key = (T::TOPIC, id);
+        if let Some(fit) = self.fits.read().ok().and_then(|m| m.get(&key).copied()) {
+            return Ok(fit);
+        }
+        let writer = self.writer_schema(id).await?;
         let reader = &reader_schemas()[&T::TOPIC];
         let fit = if writer.parsed.canonical_form() == reader.canonical_form() {
             WriterFit::Same

@@ -14,7 +14,7 @@ pub const CONSUMER_GROUP: &str = "bimride.dlq.consumer.group";
 pub const DEAD_LETTERED_AT: &str = "bimride.dlq.timestamp.ms";
 
 /// Why and where a record failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     pub reason: String,
     pub error: String,
@@ -143,33 +143,7 @@ pub struct Stored {
     /// The schema id of a record in the Confluent wire format.
     pub schema_id: Option<u32>,
     /// `None` when the record's headers are not dead-letter headers.
-    pub letter: Option<DeadLetterView>,
-}
-
-/// [`DeadLetter`] for listing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DeadLetterView {
-    pub reason: String,
-    pub error: String,
-    pub source_topic: String,
-    pub source_partition: i32,
-    pub source_offset: i64,
-    pub group: String,
-    pub dead_lettered_at_ms: i64,
-}
-
-impl From<DeadLetter> for DeadLetterView {
-    fn from(l: DeadLetter) -> Self {
-        Self {
-            reason: l.reason,
-            error: l.error,
-            source_topic: l.source_topic,
-            source_partition: l.source_partition,
-            source_offset: l.source_offset,
-            group: l.group,
-            dead_lettered_at_ms: l.dead_lettered_at_ms,
-        }
-    }
+    pub letter: Option<DeadLetter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,10 +227,7 @@ pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqE
                 .and_then(|p| bimride_events::WireHeader::parse(p).ok())
                 .map(|h| h.schema_id),
             payload,
-            letter: m
-                .headers()
-                .and_then(DeadLetter::from_headers)
-                .map(DeadLetterView::from),
+            letter: m.headers().and_then(DeadLetter::from_headers),
         });
     }
     out.sort_by_key(|s| (s.partition, s.offset));
