@@ -390,24 +390,20 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         .ensure(&topics::catalogue(PARTITIONS, 3))
         .await
         .expect("topics");
-    let stop = CancellationToken::new();
-    let registry = bimride_registry::serve(
-        bimride_registry::Registry::in_memory(),
-        "127.0.0.1:0".parse().expect("addr"),
-        stop.clone(),
-    )
-    .await
-    .expect("registry");
-    let codec = Codec::new(&RegistryConfig::new(registry.url())).expect("codec");
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (api_port, registry_port, dashboard_port) = (free_port(), free_port(), free_port());
     let api_url = format!("http://127.0.0.1:{api_port}");
+    let registry_url = format!("http://127.0.0.1:{registry_port}");
+    let codec = Codec::new(&RegistryConfig::new(registry_url.clone())).expect("codec");
 
     let env: Vec<(String, String)> = [
         ("BIMRIDE_BROKERS", cluster.bootstrap_servers().to_owned()),
-        ("BIMRIDE_SCHEMA_REGISTRY_URL", registry.url()),
+        ("BIMRIDE_SCHEMA_REGISTRY_URL", registry_url.clone()),
         ("BIMRIDE_PARTITIONS", PARTITIONS.to_string()),
         // Mock brokers answer a fetch only when its wait expires.
         (
@@ -430,6 +426,15 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         "--offer-timeout-ms",
         "3000",
     ];
+    let registry_listen = format!("127.0.0.1:{registry_port}");
+    let dashboard_http = format!("127.0.0.1:{dashboard_port}");
+    // The registry keeps its schemas in `_schemas`, so a restarted one serves the same ids.
+    let mut registry = Service::new(
+        "registry",
+        &["registry", "--listen", &registry_listen],
+        &env,
+    );
+    let mut dashboard = Service::new("dashboard", &["dashboard", "--http", &dashboard_http], &env);
     let mut api = Service::new("api", &["api", "--http", &http], &env);
     let mut dispatch_a = Service::new("dispatch-a", &dispatch, &env);
     let mut dispatch_b = Service::new("dispatch-b", &dispatch, &env);
@@ -464,6 +469,18 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         ],
         &env,
     );
+    registry.start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{registry_url}/subjects"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registry came up"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     for s in [
         &mut api,
         &mut dispatch_a,
@@ -471,6 +488,7 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         &mut billing,
         &mut notifications,
         &mut surge,
+        &mut dashboard,
         &mut fleet,
     ] {
         s.start();
@@ -539,6 +557,8 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         &mut billing,
         &mut notifications,
         &mut surge,
+        &mut registry,
+        &mut dashboard,
         &mut api,
     ] {
         let before = accepted();
@@ -572,13 +592,16 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         &mut table,
     );
 
+    // The registry stops last: the others may still ask it for a schema on the way out.
     let mut survivors = [
         &mut api,
         &mut dispatch_c,
         &mut billing,
         &mut notifications,
         &mut surge,
+        &mut dashboard,
         &mut fleet,
+        &mut registry,
     ];
     for s in &mut survivors {
         s.check_alive();
@@ -686,5 +709,4 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
     for s in &mut survivors {
         s.interrupt();
     }
-    stop.cancel();
 }
