@@ -173,7 +173,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         .find(|e| matches!(e, RideEvent::TripCompleted(_)))
         .expect("a completion");
     let ahead_ride = completed.ride_id().to_owned();
-    let next_id = admin_registry_next_id(&p).await;
+    let next_id = next_schema_id(&p).await;
     let v2_bytes = encode_v2(
         &p.codec.encode(completed).await.expect("v1 bytes"),
         next_id,
@@ -292,7 +292,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
 }
 
 /// The id the registry will give the next new schema: one above the highest so far.
-async fn admin_registry_next_id(p: &Pipeline) -> u32 {
+async fn next_schema_id(p: &Pipeline) -> u32 {
     let mut highest = 0;
     for topic in Topic::ALL {
         highest = highest.max(p.codec.register(topic).await.expect("registered"));

@@ -204,8 +204,7 @@ pub async fn replay(
     let Path(topic) = topic?;
     let Json(filter) = body?;
     let letters = read(&state, topic.clone()).await?;
-    let done = dead_letter::replay(state.producer.inner(), &letters, |s| {
-        let Some(l) = &s.letter else { return false };
+    let done = dead_letter::replay(state.producer.inner(), &letters, |s, l| {
         filter.reason.as_ref().is_none_or(|r| *r == l.reason)
             && filter
                 .source_topic

@@ -16,8 +16,6 @@ use bimride_events::{
     Codec, DispatchEvent, FareCharged, Millis, Notification, RegistryConfig, RideEvent, Topic,
 };
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, topics};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 6;
@@ -182,45 +180,14 @@ async fn book(api: String, bookings: Arc<Mutex<Bookings>>, stop: CancellationTok
     while tasks.join_next().await.is_some() {}
 }
 
-/// Every record of `topic` from the beginning, as `read_committed` readers see them.
+/// Every record of `topic` (the window reaches back past the test's start), as
+/// `read_committed` readers see them: (partition, payload).
 fn read_all(config: &KafkaConfig, topic: &str) -> Vec<(i32, Vec<u8>)> {
-    let reader: BaseConsumer = config
-        .consumer(&format!("reconcile-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    let mut assign = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let (low, high) = reader
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if low < high {
-            assign
-                .add_partition_offset(topic, p, Offset::Offset(low))
-                .expect("partition");
-            ends.insert(p, high);
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return out;
-    }
-    reader.assign(&assign).expect("assign");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut idle = std::time::Instant::now();
-    // Transaction markers take offsets, so a partition may end without its last offset read.
-    while !ends.is_empty() && idle.elapsed() < Duration::from_secs(3) {
-        assert!(std::time::Instant::now() < deadline, "{topic} read in time");
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            idle = std::time::Instant::now();
-            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
-                ends.remove(&m.partition());
-            }
-            out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
-        }
-    }
-    out
+    bimride_kafka::history::read_topic(config, "reconcile", topic, Duration::from_secs(86_400))
+        .expect("topic read to its end")
+        .into_iter()
+        .map(|h| (h.partition, h.payload))
+        .collect()
 }
 
 /// Every topic, read back and checked against the bookings.

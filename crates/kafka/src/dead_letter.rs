@@ -251,13 +251,13 @@ pub struct Replayed {
 pub async fn replay(
     producer: &FutureProducer,
     letters: &[Stored],
-    select: impl Fn(&Stored) -> bool,
+    select: impl Fn(&Stored, &DeadLetter) -> bool,
 ) -> Result<Replayed, DlqError> {
     let mut done = Replayed::default();
     let mut seen = std::collections::HashSet::new();
     let mut pending = Vec::new();
     for stored in letters {
-        let Some(letter) = stored.letter.as_ref().filter(|_| select(stored)) else {
+        let Some(letter) = stored.letter.as_ref().filter(|l| select(stored, l)) else {
             done.skipped += 1;
             continue;
         };
