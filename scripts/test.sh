@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Every check and test BimRide has. Installs what the tests need (the tansu broker, cached
-# outside the clone; Chromium, promtool and playwright-core), then runs formatting, lints and
-# the whole test suite. Each test starts
-# its own brokers and registry, so nothing needs to be running beforehand.
+# Every check and test BimRide has. Installs what the tests need (Apache Kafka's jars from
+# Maven Central, cached outside the clone; Chromium, promtool and playwright-core), starts one
+# 3-node Apache Kafka cluster that the tests share (each under topic namespaces of its own),
+# then runs formatting, lints and the whole test suite. Tests that break brokers start
+# clusters of their own; the embedded-cluster tests start theirs in process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/tansu.sh install
+scripts/kafka.sh install
 scripts/deps.sh
-export BIMRIDE_TANSU_BIN="$(scripts/tansu.sh path)"
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== apache kafka"
+export BIMRIDE_KAFKA_DIR="${BIMRIDE_KAFKA_DIR:-$(mktemp -d -t bimride-kafka-XXXXXX)}"
+trap 'scripts/kafka.sh stop' EXIT
+BIMRIDE_KAFKA_BROKERS="$(scripts/kafka.sh start | tail -1)"
+export BIMRIDE_KAFKA_BROKERS
+
 echo "== cargo test"
 cargo test --workspace --all-targets --locked

@@ -1,19 +1,19 @@
-//! Billing on real brokers: exactly once through transactions on the embedded cluster, through
-//! an aborted transaction and a crash; on tansu, which has no transactions, a clear refusal and
-//! the at-least-once mode with charges deduplicated by ride.
+//! Billing on real brokers: exactly once through transactions, on Apache Kafka and on the
+//! embedded cluster, through aborted transactions and a crash; where transactions are refused,
+//! a clear refusal; and the at-least-once mode with charges deduplicated by ride.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bimride_billing::{BillingSettings, Delivery};
 use bimride_events::{FareCharged, RideEvent, Topic};
-use bimride_tests::{Broker, Pipeline, completed_trip, decode_all, join_all, read_back};
+use bimride_tests::{
+    Broker, Pipeline, completed_trip, decode_all, fare_charged, join_all, read_back,
+};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio_util::sync::CancellationToken;
 
 use crate::group;
-
-const PAYMENTS: &str = Topic::Payments.name();
 
 fn settings(delivery: Delivery) -> BillingSettings {
     BillingSettings {
@@ -43,11 +43,7 @@ async fn stream_trips(p: &Pipeline, rides: std::ops::Range<u32>) {
 async fn committed_charges(p: &Pipeline, count: usize) -> Vec<FareCharged> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let config = p.config.clone();
-        let records =
-            tokio::task::spawn_blocking(move || read_back(&config, PAYMENTS, "read_committed"))
-                .await
-                .expect("reader joins");
+        let records = read_payments(p, "read_committed").await;
         let charges: Vec<FareCharged> = decode_all(&p.codec, &records).await;
         let rides: BTreeSet<&str> = charges.iter().map(|c| c.ride_id.as_str()).collect();
         if rides.len() >= count || tokio::time::Instant::now() > deadline {
@@ -55,6 +51,16 @@ async fn committed_charges(p: &Pipeline, count: usize) -> Vec<FareCharged> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Every record of the payments topic, as a reader with `isolation` sees it.
+async fn read_payments(p: &Pipeline, isolation: &'static str) -> Vec<(i32, Vec<u8>)> {
+    let config = p.config.clone();
+    tokio::task::spawn_blocking(move || {
+        read_back(&config, config.topics().name(Topic::Payments), isolation)
+    })
+    .await
+    .expect("reader joins")
 }
 
 /// Charges by ride; fails the test if a ride was charged twice with different charges.
@@ -151,11 +157,20 @@ fn aborted_transactions() -> u64 {
         .sum()
 }
 
-/// Tansu has no transactions: exactly-once billing refuses to start, and says what to do.
+/// Brokers that refuse transactions: exactly-once billing refuses to start, and says what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_transactions_exactly_once_billing_refuses_to_start() {
-    let broker = Broker::tansu();
+    let broker = Broker::embedded();
+    let Broker::Embedded(cluster) = &broker else {
+        unreachable!()
+    };
     let p = Pipeline::start(&broker).await;
+    cluster
+        .fail_requests(
+            RDKafkaApiKey::InitProducerId,
+            vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED],
+        )
+        .expect("error injected");
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
         bimride_billing::run(
@@ -177,11 +192,11 @@ async fn without_transactions_exactly_once_billing_refuses_to_start() {
     );
 }
 
-/// On tansu billing runs in its documented at-least-once mode: charges are deduplicated by
-/// ride, through duplicate completions and a crash.
+/// Billing's at-least-once mode, for brokers without transactions: charges are deduplicated
+/// by ride, through duplicate completions and a crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_least_once_mode_on_tansu_charges_each_ride_once() {
-    let broker = Broker::tansu();
+async fn at_least_once_mode_charges_each_ride_once() {
+    let broker = Broker::kafka();
     let p = Pipeline::start(&broker).await;
     let s = settings(Delivery::AtLeastOnce);
     let first = p.spawn_billing(s.clone(), CancellationToken::new());
@@ -223,4 +238,116 @@ async fn at_least_once_mode_on_tansu_charges_each_ride_once() {
             .collect();
         assert_eq!(distinct.len(), 1, "{ride} charged differently: {copies:?}");
     }
+}
+
+/// On Apache Kafka: a charge in a transaction that aborts reaches no money reader, and billing
+/// killed mid-stream and restarted under its transactional id charges every ride exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let broker = Broker::kafka();
+    let p = Pipeline::start(&broker).await;
+    let services = CancellationToken::new();
+    let api = p
+        .serve_api(bimride_domain::City::amsterdam(), services.clone())
+        .await;
+    let s = settings(Delivery::ExactlyOnce);
+
+    // A forged charge, written in a transaction that aborts, then a real one that commits.
+    let txn: FutureProducer = p
+        .config
+        .producer()
+        .set("transactional.id", p.group("forger"))
+        .create()
+        .expect("transactional producer");
+    let (forged, honest) = (fare_charged(9_999), fare_charged(9_998));
+    let payments = p.topic(Topic::Payments);
+    for (charge, commit) in [(&forged, false), (&honest, true)] {
+        let bytes = p.codec.encode(charge).await.expect("encoded");
+        let (txn, payments, key) = (txn.clone(), payments.clone(), charge.ride_id.clone());
+        tokio::task::spawn_blocking(move || {
+            let t = Duration::from_secs(30);
+            if commit {
+                txn.begin_transaction()?;
+            } else {
+                txn.init_transactions(t)?;
+                txn.begin_transaction()?;
+            }
+            txn.send_result(FutureRecord::to(&payments).key(&key).payload(&bytes))
+                .map_err(|(e, _)| e)?;
+            txn.flush(t)?;
+            if commit {
+                txn.commit_transaction(t)
+            } else {
+                txn.abort_transaction(t)
+            }
+        })
+        .await
+        .expect("joins")
+        .expect("transaction ends");
+    }
+
+    let first = p.spawn_billing(s.clone(), CancellationToken::new());
+    stream_trips(&p, 0..100).await;
+    assert_eq!(committed_charges(&p, 101).await.len(), 101);
+    // A crash mid-stream, with transactions open: the restart fences the dead instance and the
+    // coordinator aborts what it left.
+    let streaming = stream_trips(&p, 100..300);
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.abort();
+    };
+    tokio::join!(streaming, crash);
+    assert!(
+        first.await.is_err_and(|e| e.is_cancelled()),
+        "billing was killed"
+    );
+    let stop = CancellationToken::new();
+    let second = p.spawn_billing(s, stop.clone());
+    stream_trips(&p, 300..350).await;
+    let committed = committed_charges(&p, 351).await;
+    stop.cancel();
+    join_all(vec![second]).await;
+
+    let rides = by_ride(&committed);
+    let mut expected = expected_rides(0..350);
+    expected.insert(honest.ride_id.clone());
+    assert_eq!(rides.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let twice: Vec<_> = rides
+        .iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(twice.is_empty(), "charged twice: {twice:?}");
+
+    // The aborted record is in the log, for readers that ask for uncommitted data only.
+    let uncommitted: Vec<FareCharged> =
+        decode_all(&p.codec, &read_payments(&p, "read_uncommitted").await).await;
+    assert!(
+        uncommitted.iter().any(|c| c.ride_id == forged.ride_id),
+        "the aborted charge was written"
+    );
+    // The API reads payments committed only: it shows the honest charge and not the forged one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api
+        .rides
+        .get(&honest.ride_id)
+        .and_then(|v| v.fare)
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the API never saw the committed charge"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        api.rides
+            .get(&forged.ride_id)
+            .and_then(|v| v.fare)
+            .is_none(),
+        "the API applied an aborted charge"
+    );
+    services.cancel();
+    join_all(api.tasks).await;
 }

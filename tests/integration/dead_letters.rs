@@ -18,7 +18,8 @@ async fn garbage_is_dead_lettered(broker: Broker) {
         ..
     } = &Pipeline::start(&broker).await;
     let raw: FutureProducer = config.producer().create().expect("raw producer");
-    let topic = Topic::RideEvents.name();
+    let topics = config.topics();
+    let topic = topics.name(Topic::RideEvents);
 
     let good_before = ride_events(1);
     producer.send_all(&good_before).await.expect("good records");
@@ -51,7 +52,7 @@ async fn garbage_is_dead_lettered(broker: Broker) {
         .create()
         .expect("reader");
     reader
-        .subscribe(&[Topic::RideEvents.dead_letter()])
+        .subscribe(&[topics.dead_letter(Topic::RideEvents)])
         .expect("subscribe");
     let mut letters = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -91,4 +92,4 @@ async fn garbage_is_dead_lettered(broker: Broker) {
     assert!(running.stop().await.is_empty());
 }
 
-on_both_brokers!(garbage_is_dead_lettered: embedded_garbage_is_dead_lettered, tansu_garbage_is_dead_lettered);
+on_both_brokers!(garbage_is_dead_lettered: embedded_garbage_is_dead_lettered, kafka_garbage_is_dead_lettered);

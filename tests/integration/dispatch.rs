@@ -11,8 +11,10 @@ use bimride_simulator::SimSettings;
 use bimride_tests::*;
 use tokio_util::sync::CancellationToken;
 
-fn settings() -> DispatchSettings {
+/// Dispatch of `pipeline`'s group: instances started with it share the regions.
+fn settings(pipeline: &Pipeline) -> DispatchSettings {
     DispatchSettings {
+        group: pipeline.group("dispatch"),
         offer_timeout_ms: 1_500,
         max_wait_ms: 6_000,
         tick_ms: 50,
@@ -160,7 +162,7 @@ impl TestCity {
         let services = CancellationToken::new();
         let mut api = pipeline.serve_api(city.clone(), services.clone()).await;
         let mut tasks = std::mem::take(&mut api.tasks);
-        tasks.push(pipeline.spawn_dispatch(city.clone(), settings(), services.clone()));
+        tasks.push(pipeline.spawn_dispatch(city.clone(), settings(&pipeline), services.clone()));
         tasks.push(pipeline.spawn_simulator(city, fleet(fleet_id, drivers), services.clone()));
         // Let the drivers come online and their apps join before the rush.
         tokio::time::sleep(warm_up).await;
@@ -210,14 +212,12 @@ async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
     city.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run() {
-    let broker = Broker::embedded();
+async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run(broker: Broker) {
     let leaving = CancellationToken::new();
     let city = TestCity::start(&broker, "pair", 500, Duration::ZERO).await;
-    let first = city
-        .pipeline
-        .spawn_dispatch(City::amsterdam(), settings(), leaving.clone());
+    let first =
+        city.pipeline
+            .spawn_dispatch(City::amsterdam(), settings(&city.pipeline), leaving.clone());
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let mut rides = book(&city.api.url, 0, 150).await;
@@ -234,17 +234,8 @@ async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run() {
     city.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bookings_get_drivers_on_a_tansu_broker() {
-    let broker = Broker::tansu();
-    let city = TestCity::start(&broker, "tansu", 200, Duration::from_secs(6)).await;
-
-    let rides = book(&city.api.url, 0, 40).await;
-    let seen = outcomes(&city.pipeline, &rides, Duration::from_secs(90)).await;
-    seen.check(&rides);
-    assert!(
-        !seen.drivers_of_ride.is_empty(),
-        "no ride got a driver on tansu"
-    );
-    city.stop().await;
-}
+on_both_brokers!(
+    two_dispatchers_share_the_regions_and_one_leaves_mid_run:
+    embedded_two_dispatchers_share_the_regions_and_one_leaves_mid_run,
+    kafka_two_dispatchers_share_the_regions_and_one_leaves_mid_run
+);

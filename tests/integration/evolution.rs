@@ -21,7 +21,7 @@ fn field<'a>(record: &'a Value, name: &str) -> Option<&'a Value> {
 
 async fn evolution(broker: Broker) {
     let p = Pipeline::start(&broker).await;
-    let subject = Topic::RideEvents.value_subject();
+    let subject = p.config.topics().value_subject(Topic::RideEvents);
     let v1_id = p.codec.register(Topic::RideEvents).await.expect("v1");
     let v2_id = register_schema(&p.registry.url(), &subject, &ride_events_v2_json())
         .await
@@ -42,7 +42,7 @@ async fn evolution(broker: Broker) {
         300,
     );
     raw.send(
-        FutureRecord::to(Topic::RideEvents.name())
+        FutureRecord::to(&p.topic(Topic::RideEvents))
             .key(completed.ride_id())
             .payload(&v2_bytes),
         Duration::from_secs(10),
@@ -76,7 +76,7 @@ async fn evolution(broker: Broker) {
     );
     assert_eq!(
         bimride_kafka::metrics::DEAD_LETTERED
-            .with_label_values(&[Topic::RideEvents.name(), "schema_mismatch"])
+            .with_label_values(&[&p.topic(Topic::RideEvents), "schema_mismatch"])
             .get(),
         0,
         "nothing was dead-lettered as a mismatch"
@@ -87,7 +87,11 @@ async fn evolution(broker: Broker) {
     let records = {
         let config = p.config.clone();
         tokio::task::spawn_blocking(move || {
-            read_back(&config, Topic::RideEvents.name(), "read_committed")
+            read_back(
+                &config,
+                config.topics().name(Topic::RideEvents),
+                "read_committed",
+            )
         })
         .await
         .expect("reader joins")
@@ -137,4 +141,4 @@ async fn evolution(broker: Broker) {
     assert_eq!(latest["id"], v2_id, "v2 stays the latest");
 }
 
-on_both_brokers!(evolution: embedded_v2_and_v1_read_each_other_and_v3_is_refused, tansu_v2_and_v1_read_each_other_and_v3_is_refused);
+on_both_brokers!(evolution: embedded_v2_and_v1_read_each_other_and_v3_is_refused, kafka_v2_and_v1_read_each_other_and_v3_is_refused);

@@ -63,7 +63,11 @@ async fn a_retry_on_a_fresh_instance_gets_the_same_ride() {
 
     let config = p.config.clone();
     let requests = tokio::task::spawn_blocking(move || {
-        read_back(&config, Topic::RideRequests.name(), "read_committed")
+        read_back(
+            &config,
+            config.topics().name(Topic::RideRequests),
+            "read_committed",
+        )
     })
     .await
     .expect("reader");

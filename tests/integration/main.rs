@@ -1,17 +1,19 @@
-//! Integration tests against real brokers: each scenario runs on the embedded mock cluster
-//! and on a tansu broker in its own process.
+//! Integration tests against real brokers: Apache Kafka (the run's shared 3-node cluster,
+//! each test under a topic namespace of its own), and the embedded mock cluster that
+//! `bimride up` runs on by default.
 
-/// Runs an `async fn scenario(broker: Broker)` as two tests: on the embedded cluster and on tansu.
+/// Runs an `async fn scenario(broker: Broker)` as two tests: on the embedded cluster and on
+/// Apache Kafka.
 macro_rules! on_both_brokers {
-    ($scenario:ident: $embedded:ident, $tansu:ident) => {
+    ($scenario:ident: $embedded:ident, $kafka:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $embedded() {
             $scenario(bimride_tests::Broker::embedded()).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $tansu() {
-            $scenario(bimride_tests::Broker::tansu()).await;
+        async fn $kafka() {
+            $scenario(bimride_tests::Broker::kafka()).await;
         }
     };
 }

@@ -106,7 +106,11 @@ async fn each_step_is_told_once_and_a_flaky_webhook_gets_every_message() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let config = p.config.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_back(&config, Topic::Notifications.name(), "read_committed")
+        read_back(
+            &config,
+            config.topics().name(Topic::Notifications),
+            "read_committed",
+        )
     })
     .await
     .expect("reader joins");

@@ -27,9 +27,9 @@ const IMPOSSIBLE: [(Topic, &str); 4] = [
     (Topic::Payments, "impossible_charge"),
 ];
 
-async fn send_raw(raw: &FutureProducer, topic: Topic, key: &str, payload: &[u8]) {
+async fn send_raw(raw: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
     raw.send(
-        FutureRecord::to(topic.name()).key(key).payload(payload),
+        FutureRecord::to(topic).key(key).payload(payload),
         Duration::from_secs(10),
     )
     .await
@@ -153,8 +153,14 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
     let raw: FutureProducer = p.config.producer().create().expect("raw producer");
     let unknown_id = [0, 0x00, 0x1e, 0x84, 0x80, 2, 4, 6, 8];
     for (topic, _) in IMPOSSIBLE {
-        send_raw(&raw, topic, "poison", b"\xde\xad\xbe\xef not avro").await;
-        send_raw(&raw, topic, "poison", &unknown_id).await;
+        send_raw(
+            &raw,
+            &p.topic(topic),
+            "poison",
+            b"\xde\xad\xbe\xef not avro",
+        )
+        .await;
+        send_raw(&raw, &p.topic(topic), "poison", &unknown_id).await;
     }
     send_impossible(&p).await;
 
@@ -179,7 +185,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         next_id,
         250,
     );
-    send_raw(&raw, Topic::RideEvents, &ahead_ride, &v2_bytes).await;
+    send_raw(&raw, &p.topic(Topic::RideEvents), &ahead_ride, &v2_bytes).await;
 
     // The pipeline keeps flowing past all of it.
     rides.extend(book(&api.url, 20, 20).await);
@@ -188,12 +194,13 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
     // Every poison record is in its dead-letter topic, with its reasons, and counted.
     let mut letters: BTreeMap<Topic, Vec<Value>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let topics = p.config.topics();
     for (topic, impossible) in IMPOSSIBLE {
         let expected = ["not_wire_format", "unknown_schema_id", impossible];
         loop {
             let listed = admin_get(
                 &api,
-                &format!("/v1/admin/dead-letters/{}", topic.dead_letter()),
+                &format!("/v1/admin/dead-letters/{}", topics.dead_letter(topic)),
             )
             .await;
             let list = listed.as_array().expect("letters").clone();
@@ -203,7 +210,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
                 .collect();
             if expected.iter().all(|r| reasons.contains(r)) {
                 for l in &list {
-                    assert_eq!(l["letter"]["source_topic"], topic.name(), "{l}");
+                    assert_eq!(l["letter"]["source_topic"], topics.name(topic), "{l}");
                     assert!(l["letter"]["source_offset"].as_i64() >= Some(0), "{l}");
                     assert!(l["letter"]["group"].as_str().is_some_and(|g| !g.is_empty()));
                     assert!(l["letter"]["error"].as_str().is_some_and(|e| !e.is_empty()));
@@ -219,7 +226,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         }
         for reason in expected {
             let counted = bimride_kafka::metrics::DEAD_LETTERED
-                .with_label_values(&[topic.name(), reason])
+                .with_label_values(&[topics.name(topic), reason])
                 .get();
             assert!(counted >= 1, "{topic} {reason} is counted");
         }
@@ -233,7 +240,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         &api,
         &format!(
             "/v1/admin/dead-letters/{}/{}/{}",
-            Topic::RideEvents.dead_letter(),
+            topics.dead_letter(Topic::RideEvents),
             garbage["partition"],
             garbage["offset"]
         ),
@@ -250,7 +257,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
     // The fix: v2 is registered, and it takes the id the record was written with.
     let registered = register_schema(
         &p.registry.url(),
-        &Topic::RideEvents.value_subject(),
+        &topics.value_subject(Topic::RideEvents),
         &ride_events_v2_json(),
     )
     .await
@@ -260,7 +267,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         .post(format!(
             "{}/v1/admin/dead-letters/{}/replay",
             api.url,
-            Topic::RideEvents.dead_letter()
+            topics.dead_letter(Topic::RideEvents)
         ))
         .bearer_auth(TEST_ADMIN_TOKEN)
         .json(&json!({"reason": "unknown_schema_id"}))

@@ -8,6 +8,7 @@ use bimride_events::*;
 use bimride_tests::*;
 
 async fn members_join_and_leave_without_losing_records(broker: Broker) {
+    bimride_tests::trace();
     let Pipeline {
         config,
         codec,
@@ -33,8 +34,7 @@ async fn members_join_and_leave_without_losing_records(broker: Broker) {
     assert!(!seen.is_empty(), "the first member consumes");
 
     // A second member joins: the group rebalances while records are in flight. Both keep
-    // consuming until the second has been given partitions: tansu 0.6 never completes a
-    // rebalance whose leader leaves before the joining member has synced.
+    // consuming until the second has been given partitions.
     let mut b = crate::start::<RideEvent>(config, codec.clone(), &group);
     delivered.extend(
         producer
@@ -97,5 +97,5 @@ async fn members_join_and_leave_without_losing_records(broker: Broker) {
 on_both_brokers!(
     members_join_and_leave_without_losing_records:
     embedded_members_join_and_leave_without_losing_records,
-    tansu_members_join_and_leave_without_losing_records
+    kafka_members_join_and_leave_without_losing_records
 );

@@ -20,13 +20,16 @@ async fn registry_survives_a_restart(broker: Broker) {
     let http = reqwest::Client::new();
 
     let first_stop = CancellationToken::new();
-    let first = kafka_registry(&config, first_stop.clone()).await;
-    let ids = codec(&first).register_all().await.expect("register");
+    let first = kafka_registry(&config, &broker.registry_log(), first_stop.clone()).await;
+    let ids = codec(&first, &config)
+        .register_all()
+        .await
+        .expect("register");
     let put = http
         .put(format!(
             "{}/config/{}",
             first.url(),
-            Topic::Surge.value_subject()
+            config.topics().value_subject(Topic::Surge)
         ))
         .json(&json!({"compatibility": "FULL"}))
         .send()
@@ -57,7 +60,7 @@ async fn registry_survives_a_restart(broker: Broker) {
         .expect("first registry stops");
 
     let second_stop = CancellationToken::new();
-    let second = kafka_registry(&config, second_stop.clone()).await;
+    let second = kafka_registry(&config, &broker.registry_log(), second_stop.clone()).await;
     assert_eq!(
         get(&format!("{}/subjects", second.url())).await,
         subjects_before
@@ -74,13 +77,16 @@ async fn registry_survives_a_restart(broker: Broker) {
     }
     // Re-registering after the restart finds the same ids.
     assert_eq!(
-        codec(&second).register_all().await.expect("register again"),
+        codec(&second, &config)
+            .register_all()
+            .await
+            .expect("register again"),
         ids
     );
     let level = get(&format!(
         "{}/config/{}",
         second.url(),
-        Topic::Surge.value_subject()
+        config.topics().value_subject(Topic::Surge)
     ))
     .await;
     assert_eq!(level["compatibilityLevel"], "FULL");
@@ -96,4 +102,4 @@ async fn registry_survives_a_restart(broker: Broker) {
     second_stop.cancel();
 }
 
-on_both_brokers!(registry_survives_a_restart: embedded_registry_survives_a_restart, tansu_registry_survives_a_restart);
+on_both_brokers!(registry_survives_a_restart: embedded_registry_survives_a_restart, kafka_registry_survives_a_restart);

@@ -62,7 +62,7 @@ async fn every_event_roundtrips(broker: Broker) {
     check!(Notification, notes, "notes");
 }
 
-on_both_brokers!(every_event_roundtrips: embedded_every_event_roundtrips, tansu_every_event_roundtrips);
+on_both_brokers!(every_event_roundtrips: embedded_every_event_roundtrips, kafka_every_event_roundtrips);
 
 /// Records of one key keep their order, whatever partition the key lands on.
 async fn one_key_keeps_its_order(broker: Broker) {
@@ -105,4 +105,4 @@ async fn one_key_keeps_its_order(broker: Broker) {
     }
 }
 
-on_both_brokers!(one_key_keeps_its_order: embedded_one_key_keeps_its_order, tansu_one_key_keeps_its_order);
+on_both_brokers!(one_key_keeps_its_order: embedded_one_key_keeps_its_order, kafka_one_key_keeps_its_order);

@@ -80,7 +80,11 @@ fn traffic(
 async fn levels(p: &Pipeline, cell: &str) -> Vec<i32> {
     let config = p.config.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_back(&config, Topic::Surge.name(), "read_committed")
+        read_back(
+            &config,
+            config.topics().name(Topic::Surge),
+            "read_committed",
+        )
     })
     .await
     .expect("reader joins");

@@ -1,94 +1,31 @@
-//! Test support: real brokers (the embedded mock cluster, or a tansu process), registries,
-//! and sample events. A missing broker is a failure with a clear message, never a skip.
+//! Test support: real brokers (the embedded mock cluster, or Apache Kafka), registries, and
+//! sample events. A missing broker is a failure with a clear message, never a skip.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+pub mod kafka;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bimride_events::*;
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, TopicSpec, topics};
 use bimride_registry::{Registry, Server};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// The tansu binary: `BIMRIDE_TANSU_BIN`, else where `scripts/tansu.sh install` puts it.
-pub fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BIMRIDE_TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("BIMRIDE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bimride")))
-        .unwrap_or_else(|| PathBuf::from("/tmp/bimride-cache"));
-    cache.join("tansu-0.6.0/bin/tansu")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A tansu broker in its own process, with in-memory storage; killed on drop.
-#[derive(Debug)]
-pub struct Tansu {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Tansu {
-    pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(&tansu_binary())
-    }
-
-    pub fn start_with(binary: &std::path::Path) -> anyhow::Result<Self> {
-        if !binary.exists() {
-            bail!(
-                "tansu broker not found at {}: run `scripts/tansu.sh install` (scripts/test.sh does) \
-                 or set BIMRIDE_TANSU_BIN",
-                binary.display()
-            );
-        }
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", binary.display()))?;
-        let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            if Instant::now() > deadline {
-                bail!("tansu did not listen on {bootstrap} within 20s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { child, bootstrap })
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use kafka::KafkaCluster;
 
 /// A real broker for a test.
 #[derive(Debug)]
 pub enum Broker {
+    /// librdkafka's mock cluster, in process, of this test alone.
     Embedded(EmbeddedCluster),
-    Tansu(Tansu),
+    /// Apache Kafka. Tests share the run's cluster, each under a topic namespace (and
+    /// consumer groups, and a registry log) of its own.
+    Kafka {
+        bootstrap: String,
+        namespace: String,
+    },
 }
 
 impl Broker {
@@ -96,42 +33,85 @@ impl Broker {
         Broker::Embedded(EmbeddedCluster::start(3).expect("embedded cluster starts"))
     }
 
-    /// Panics, failing the test, when tansu is not installed.
-    pub fn tansu() -> Self {
-        Broker::Tansu(Tansu::start().unwrap_or_else(|e| panic!("{e:#}")))
+    /// The run's shared Apache Kafka cluster. Panics, failing the test, when there is none.
+    pub fn kafka() -> Self {
+        Self::kafka_at(kafka::shared_brokers())
+    }
+
+    /// Apache Kafka at `bootstrap`, under a fresh namespace.
+    pub fn kafka_at(bootstrap: impl Into<String>) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Broker::Kafka {
+            bootstrap: bootstrap.into(),
+            namespace: format!("t{}", &id[..12]),
+        }
     }
 
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Embedded(c) => c.bootstrap_servers().to_owned(),
-            Broker::Tansu(t) => t.bootstrap.clone(),
+            Broker::Kafka { bootstrap, .. } => bootstrap.clone(),
         }
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, Broker::Kafka { .. })
     }
 
     pub fn config(&self) -> KafkaConfig {
         let mut c = KafkaConfig::for_brokers(self.bootstrap());
         c.partitions = 6;
         c.linger_ms = 1;
-        if let Broker::Tansu(_) = self {
-            // tansu 0.6 answers a fetch that starts inside a record batch with the batches
-            // after it, skipping the rest of that batch: a group member taking over from a
-            // mid-batch commit would lose records. One record per batch keeps every offset
-            // a batch start.
-            c.properties.push("batch.num.messages=1".into());
+        if let Broker::Kafka { namespace, .. } = self {
+            c.namespace.clone_from(namespace);
         }
         c
+    }
+
+    /// A consumer group (or transactional id) name unique to this test.
+    pub fn group(&self, role: &str) -> String {
+        match self {
+            Broker::Embedded(_) => format!("bimride-{role}"),
+            Broker::Kafka { namespace, .. } => format!("{namespace}-{role}"),
+        }
+    }
+
+    /// The registry's log: `_schemas` on a cluster of the test's own, else one per test.
+    pub fn registry_log(&self) -> String {
+        match self {
+            Broker::Embedded(_) => topics::REGISTRY_LOG.to_owned(),
+            Broker::Kafka { namespace, .. } => format!("{namespace}._schemas"),
+        }
+    }
+
+    /// Replication of the catalogue: what production uses on Apache Kafka.
+    pub fn replication(&self) -> i32 {
+        match self {
+            Broker::Embedded(_) => 1,
+            Broker::Kafka { .. } => 3,
+        }
     }
 
     pub fn provisioner<'a>(&'a self, config: &'a KafkaConfig) -> Provisioner<'a> {
         match self {
             Broker::Embedded(c) => Provisioner::Embedded(c),
-            Broker::Tansu(_) => Provisioner::Admin(config),
+            Broker::Kafka { .. } => Provisioner::Admin(config),
         }
+    }
+
+    /// Every topic of the catalogue, in this test's namespace.
+    pub fn catalogue(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
+        topics::catalogue(
+            &config.topics(),
+            &self.registry_log(),
+            config.partitions,
+            self.replication(),
+        )
     }
 
     /// Creates every topic of the catalogue.
     pub async fn provision(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
-        let specs = topics::catalogue(config.partitions, 1);
+        let specs = self.catalogue(config);
         self.provisioner(config)
             .ensure(&specs)
             .await
@@ -140,10 +120,14 @@ impl Broker {
     }
 }
 
-/// A registry on loopback, persisted to `_schemas` on `config`'s cluster.
-pub async fn kafka_registry(config: &KafkaConfig, shutdown: CancellationToken) -> Server {
+/// A registry on loopback, persisted to the log `log` on `config`'s cluster.
+pub async fn kafka_registry(
+    config: &KafkaConfig,
+    log: &str,
+    shutdown: CancellationToken,
+) -> Server {
     let (journal, entries) =
-        bimride_registry::KafkaJournal::open(&config.client(), "_schemas", Duration::from_secs(20))
+        bimride_registry::KafkaJournal::open(&config.client(), log, Duration::from_secs(20))
             .await
             .expect("registry log replays");
     let registry = Registry::from_journal(bimride_registry::Journal::Kafka(journal), entries);
@@ -168,8 +152,8 @@ impl Pipeline {
         let config = broker.config();
         broker.provision(&config).await;
         let stop = CancellationToken::new();
-        let registry = kafka_registry(&config, stop.clone()).await;
-        let codec = codec(&registry);
+        let registry = kafka_registry(&config, &broker.registry_log(), stop.clone()).await;
+        let codec = codec(&registry, &config);
         let producer =
             bimride_kafka::EventProducer::new(&config, Arc::clone(&codec)).expect("producer");
         Self {
@@ -182,14 +166,29 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The full name of `topic` in this pipeline's namespace.
+    pub fn topic(&self, topic: Topic) -> String {
+        self.config.topics().name(topic).to_owned()
+    }
+
+    /// A consumer group (or transactional id) for `role`, unique to this pipeline's namespace
+    /// on a shared cluster.
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.config.namespace)
+    }
+}
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-pub fn codec(registry: &Server) -> Arc<Codec> {
-    Arc::new(Codec::new(&RegistryConfig::new(registry.url())).expect("codec"))
+/// A codec on `registry` for the topics of `config`'s namespace.
+pub fn codec(registry: &Server, config: &KafkaConfig) -> Arc<Codec> {
+    let registry = RegistryConfig::new(registry.url()).with_topics(config.topics());
+    Arc::new(Codec::new(&registry).expect("codec"))
 }
 
 fn id(prefix: &str, n: u32) -> String {
@@ -608,8 +607,7 @@ pub async fn join_all(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
 
 /// Every record of every partition of `topic`, from the beginning until nothing more arrives
 /// for two seconds, as a consumer with `isolation` (`read_committed` or `read_uncommitted`)
-/// sees them: (partition, payload). Watermarks are not trusted to find the end, because
-/// tansu's are not exact.
+/// sees them: (partition, payload).
 pub fn read_back(config: &KafkaConfig, topic: &str, isolation: &str) -> Vec<(i32, Vec<u8>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
@@ -814,7 +812,11 @@ pub async fn charges_by_ride(
 ) -> std::collections::BTreeMap<String, usize> {
     let config = config.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_back(&config, Topic::Payments.name(), "read_committed")
+        read_back(
+            &config,
+            config.topics().name(Topic::Payments),
+            "read_committed",
+        )
     })
     .await
     .expect("reader joins");

@@ -99,7 +99,7 @@ fn dlq_error(e: DlqError) -> ApiError {
 )]
 pub async fn summary(State(state): Shared, _: Admin) -> Result<impl IntoResponse, ApiError> {
     let mut out = Vec::new();
-    for topic in dead_letter::topics() {
+    for topic in state.kafka.topics().dead_letters() {
         let letters = read(&state, topic.to_owned()).await?;
         let mut by_reason = BTreeMap::new();
         for l in &letters {

@@ -33,8 +33,6 @@ use tokio_util::sync::CancellationToken;
 use crate::ledger::{Ledger, Mode};
 use crate::{BillingSettings, Delivery, SettingsError, metrics};
 
-const EVENTS: &str = Topic::RideEvents.name();
-const PAYMENTS: &str = Topic::Payments.name();
 /// This service's name in the shared latency and lag metrics.
 const STAGE: &str = "billing";
 /// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
@@ -74,6 +72,9 @@ struct Billing {
     settings: BillingSettings,
     ledger: Ledger,
     owned: BTreeSet<i32>,
+    /// The input topic, and the output topic read back on takeover.
+    events: String,
+    payments: String,
 }
 
 /// Runs one billing instance until `shutdown`; the batch in progress is settled first.
@@ -100,14 +101,18 @@ pub async fn run(
         // Offsets travel inside the transactions instead.
         consumer.set("enable.auto.commit", "false");
     }
-    let producer = EventProducer::with_client(&producer, Arc::clone(&codec))?;
+    let producer = EventProducer::with_client(&producer, kafka.topics(), Arc::clone(&codec))?;
     if exactly_once {
         start_transactions(&producer, kafka, &settings.group).await?;
     }
     let (context, mut changes) = ChangeContext::new(STAGE);
     let consumer: StreamConsumer<ChangeContext> = consumer.create_with_context(context)?;
-    consumer.subscribe(&[EVENTS])?;
+    let topics = kafka.topics();
+    let events = topics.name(Topic::RideEvents).to_owned();
+    consumer.subscribe(&[&events])?;
     let mut b = Billing {
+        events,
+        payments: topics.name(Topic::Payments).to_owned(),
         consumer: Arc::new(consumer),
         producer,
         codec,
@@ -155,12 +160,13 @@ async fn start_transactions(
     group: &str,
 ) -> Result<(), BillingError> {
     let p = producer.inner().clone();
+    let events = kafka.topics().name(Topic::RideEvents).to_owned();
     let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
     let started = tokio::task::spawn_blocking(move || {
         p.init_transactions(PROBE_CALL)?;
         let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(EVENTS, 0, Offset::Offset(0))?;
+        offsets.add_partition_offset(&events, 0, Offset::Offset(0))?;
         p.begin_transaction()?;
         p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
         p.abort_transaction(PROBE_CALL)
@@ -250,13 +256,14 @@ impl Billing {
         let window = Duration::from_secs(self.settings.billing_replay_secs);
         let mut events = TopicPartitionList::new();
         for p in parts {
-            events.add_partition(EVENTS, *p);
+            events.add_partition(&self.events, *p);
         }
+        let payments = self.payments.clone();
         let history = tokio::task::spawn_blocking(move || -> Result<_, BillingError> {
             let mut marks = consumer.committed_offsets(events, TXN_CALL)?;
             for e in marks.clone().elements() {
                 // Ride events and payments are co-partitioned by ride.
-                marks.add_partition_offset(PAYMENTS, e.partition(), Offset::End)?;
+                marks.add_partition_offset(&payments, e.partition(), Offset::End)?;
             }
             Ok(history::read(&kafka, &group, &marks, window)?)
         })
@@ -264,14 +271,14 @@ impl Billing {
         let (mut replayed, mut charged) = (0, 0);
         for h in history
             .iter()
-            .filter(|h| h.topic == EVENTS && h.before_mark)
+            .filter(|h| h.topic == self.events && h.before_mark)
         {
             if let Ok(e) = self.codec.decode::<RideEvent>(&h.payload).await {
                 let _ = self.ledger.apply(h.partition, &e, Mode::Replay);
                 replayed += 1;
             }
         }
-        for h in history.iter().filter(|h| h.topic == PAYMENTS) {
+        for h in history.iter().filter(|h| h.topic == self.payments) {
             if let Ok(c) = self.codec.decode::<FareCharged>(&h.payload).await {
                 self.ledger.charged(h.partition, &c);
                 charged += 1;
@@ -343,7 +350,7 @@ impl Billing {
         }
         let mut offsets = TopicPartitionList::new();
         for (p, o) in &next {
-            offsets.add_partition_offset(EVENTS, *p, Offset::Offset(*o))?;
+            offsets.add_partition_offset(&self.events, *p, Offset::Offset(*o))?;
         }
         if exactly_once {
             let group = self
@@ -372,7 +379,7 @@ impl Billing {
             }
             for (p, o) in &next {
                 // librdkafka commits `offset + 1` itself: store the record's own.
-                self.consumer.store_offset(EVENTS, *p, o - 1)?;
+                self.consumer.store_offset(&self.events, *p, o - 1)?;
             }
         }
         Ok(charges)
@@ -385,17 +392,18 @@ impl Billing {
         self.ledger.revoke(&owned);
         self.rebuild(&owned).await?;
         let consumer = Arc::clone(&self.consumer);
+        let events = self.events.clone();
         blocking(move || {
             let mut tpl = TopicPartitionList::new();
             for p in &owned {
-                tpl.add_partition(EVENTS, *p);
+                tpl.add_partition(&events, *p);
             }
             for e in consumer.committed_offsets(tpl, TXN_CALL)?.elements() {
                 let to = match e.offset() {
                     Offset::Offset(o) => Offset::Offset(o),
                     _ => Offset::Beginning,
                 };
-                consumer.seek(EVENTS, e.partition(), to, TXN_CALL)?;
+                consumer.seek(&events, e.partition(), to, TXN_CALL)?;
             }
             Ok(())
         })
@@ -405,7 +413,7 @@ impl Billing {
     /// Decodes and applies one live record: its charge, or the dead letter it becomes.
     async fn process(&mut self, m: &OwnedMessage) -> Result<Option<FareCharged>, DeadLetter> {
         bimride_kafka::metrics::CONSUMED
-            .with_label_values(&[EVENTS])
+            .with_label_values(&[&self.events])
             .inc();
         let letter =
             |reason: &str, error: String| DeadLetter::of(m, reason, error, &self.settings.group);
@@ -418,7 +426,7 @@ impl Billing {
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "decode failed; retrying");
                     bimride_kafka::metrics::RETRIES
-                        .with_label_values(&[EVENTS])
+                        .with_label_values(&[&self.events])
                         .inc();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -433,7 +441,7 @@ impl Billing {
         if self.ledger.tally().duplicates > before {
             metrics::DUPLICATES.with_label_values(&["trip"]).inc();
         }
-        bimride_kafka::metrics::observe_stage(STAGE, EVENTS, event.occurred_at().0);
+        bimride_kafka::metrics::observe_stage(STAGE, &self.events, event.occurred_at().0);
         Ok(charge)
     }
 }

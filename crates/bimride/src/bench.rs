@@ -7,8 +7,6 @@ use bimride_kafka::{Cleanup, TopicSpec};
 use crate::cli::BenchArgs;
 use crate::{shutdown, up};
 
-const PASSTHROUGH_TOPIC: &str = "bimride.bench-passthrough";
-
 #[allow(clippy::print_stdout)]
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let BenchArgs { mut up, bench } = args;
@@ -20,10 +18,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let drivers = up.sim.drivers;
     let city_model = up.city.city()?;
     let replication = up.kafka.replication_factor.unwrap_or(3);
+    let passthrough_topic = up.kafka.topics().other("bench-passthrough");
     let shutdown = shutdown::on_signal();
     let city = up::start(up, shutdown.clone()).await?;
     city.create_topic(TopicSpec {
-        name: PASSTHROUGH_TOPIC.into(),
+        name: passthrough_topic.clone(),
         partitions: 1,
         replication,
         cleanup: Cleanup::Delete,
@@ -39,7 +38,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         city: city_model,
         drivers,
         authority: city.authority.clone(),
-        passthrough_topic: PASSTHROUGH_TOPIC.into(),
+        passthrough_topic,
     };
     // The benchmark cancels `shutdown` when it is done, which stops the city.
     let report = bimride_bench::run(target, bench, shutdown).await;

@@ -8,7 +8,7 @@ use bimride_auth::{Authority, Secret};
 use bimride_billing::BillingSettings;
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
-use bimride_kafka::KafkaConfig;
+use bimride_kafka::{KafkaConfig, topics};
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
 use bimride_surge::SurgeSettings;
@@ -166,6 +166,10 @@ pub struct UpArgs {
         default_value = "127.0.0.1:8081"
     )]
     pub registry_listen: SocketAddr,
+
+    /// The compacted topic holding the embedded registry's log.
+    #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = topics::REGISTRY_LOG)]
+    pub registry_topic: String,
 
     /// Brokers of the embedded cluster.
     #[arg(long, env = "BIMRIDE_EMBEDDED_BROKERS", default_value_t = 3,
@@ -425,7 +429,7 @@ pub struct RegistryArgs {
     pub listen: SocketAddr,
 
     /// The compacted topic holding the registry's log.
-    #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = "_schemas")]
+    #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = topics::REGISTRY_LOG)]
     pub topic: String,
 }
 
@@ -433,6 +437,10 @@ pub struct RegistryArgs {
 pub struct ProvisionArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    /// The compacted topic holding the schema registry's log.
+    #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = topics::REGISTRY_LOG)]
+    pub registry_topic: String,
 }
 
 /// Logs to stderr; `BIMRIDE_LOG` overrides `default` (an `EnvFilter` directive).

@@ -8,6 +8,8 @@ use crate::cli::ProvisionArgs;
 pub async fn run(args: ProvisionArgs) -> anyhow::Result<()> {
     args.kafka.validate()?;
     let specs = topics::catalogue(
+        &args.kafka.topics(),
+        &args.registry_topic,
         args.kafka.partitions,
         args.kafka.replication_factor.unwrap_or(3),
     );

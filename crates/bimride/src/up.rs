@@ -93,7 +93,12 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     let kafka = args.kafka;
     kafka.validate()?;
 
-    let specs = topics::catalogue(kafka.partitions, kafka.replication_factor.unwrap_or(3));
+    let specs = topics::catalogue(
+        &kafka.topics(),
+        &args.registry_topic,
+        kafka.partitions,
+        kafka.replication_factor.unwrap_or(3),
+    );
     let provisioner = match &cluster {
         Some(c) => Provisioner::Embedded(c),
         None => Provisioner::Admin(&kafka),
@@ -110,7 +115,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         None => {
             let server = registry::start(
                 &kafka.client(),
-                bimride_kafka::topics::bimride_registry_topic(),
+                &args.registry_topic,
                 args.registry_listen,
                 shutdown.clone(),
             )

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{Up, metric};
 
-use bimride_events::{Codec, Millis, RegistryConfig, SurgeUpdated, Topic};
+use bimride_events::{Codec, Millis, RegistryConfig, SurgeUpdated, Topic, Topics};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -15,7 +15,45 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops_on_ctrl_c() {
-    let up = Up::start().await;
+    scenario(Up::start().await, &Topics::default()).await;
+}
+
+/// The same on Apache Kafka, as a user with Java and no Docker runs it after
+/// `scripts/kafka.sh start`: the run's shared cluster, under a namespace of this test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_apache_kafka_serves_outside_clients_and_stops_on_ctrl_c() {
+    let brokers = bimride_tests::kafka::shared_brokers();
+    let namespace = format!("up{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let registry_log = format!("{namespace}._schemas");
+    let group = |role: &str| format!("{namespace}-{role}");
+    let (dispatch, billing, txn, notifications) = (
+        group("dispatch"),
+        group("billing"),
+        group("billing-0"),
+        group("notifications"),
+    );
+    let up = Up::start_with(&[
+        "--brokers",
+        &brokers,
+        "--namespace",
+        &namespace,
+        "--registry-topic",
+        &registry_log,
+        "--dispatch-group",
+        &dispatch,
+        "--billing-group",
+        &billing,
+        "--billing-transactional-id",
+        &txn,
+        "--notifications-group",
+        &notifications,
+    ])
+    .await;
+    assert_eq!(up.field("kafka bootstrap servers:"), brokers);
+    scenario(up, &Topics::new(&namespace)).await;
+}
+
+async fn scenario(up: Up, topics: &Topics) {
     let started = up.started;
     let field = |name: &str| up.field(name);
     let http = up.http.clone();
@@ -34,7 +72,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .expect("registry")
         .to_owned();
     assert_eq!(brokers, field("kafka bootstrap servers:"));
-    assert_eq!(brokers.split(',').count(), 3, "three embedded brokers");
+    assert_eq!(brokers.split(',').count(), 3, "three brokers");
     assert_eq!(system["city"]["name"], "amsterdam");
     let ready = reqwest::get(format!("{http}/readyz"))
         .await
@@ -46,10 +84,11 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .json()
         .await
         .expect("json");
-    assert!(subjects.contains(&Topic::RideEvents.value_subject()));
+    assert!(subjects.contains(&topics.value_subject(Topic::RideEvents)));
 
     // An outside client produces a Confluent-framed record and reads it back.
-    let codec = Codec::new(&RegistryConfig::new(&registry)).expect("codec");
+    let codec =
+        Codec::new(&RegistryConfig::new(&registry).with_topics(topics.clone())).expect("codec");
     let surge = SurgeUpdated {
         event_id: "e-1".into(),
         occurred_at: Millis(1_764_000_000_000),
@@ -66,7 +105,7 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .expect("producer");
     producer
         .send(
-            FutureRecord::to(Topic::Surge.name())
+            FutureRecord::to(topics.name(Topic::Surge))
                 .key(&surge.cell)
                 .payload(&bytes),
             Duration::from_secs(10),
@@ -80,11 +119,11 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         .create()
         .expect("consumer");
     // A plain reader needs no group membership: assign every partition from the start.
-    let partitions = system_partitions(&consumer).await;
+    let partitions = system_partitions(&consumer, topics.name(Topic::Surge)).await;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment
-            .add_partition_offset(Topic::Surge.name(), p, Offset::Beginning)
+            .add_partition_offset(topics.name(Topic::Surge), p, Offset::Beginning)
             .expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
@@ -260,7 +299,8 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
         "{summary}"
     );
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
-        .args(["dlq", "--api", &http, "replay", "bimride.ride-events.dlq"])
+        .args(["dlq", "--api", &http, "replay"])
+        .arg(topics.dead_letter(Topic::RideEvents))
         .args(["--reason", "not_wire_format"])
         .env("BIMRIDE_ADMIN_TOKEN", common::ADMIN)
         .output()
@@ -305,9 +345,9 @@ async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops
     }
 }
 
-async fn system_partitions(consumer: &StreamConsumer) -> i32 {
+async fn system_partitions(consumer: &StreamConsumer, topic: &str) -> i32 {
     let metadata = consumer
-        .fetch_metadata(Some(Topic::Surge.name()), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
     let count = metadata.topics()[0].partitions().len();
     i32::try_from(count).expect("partition count")

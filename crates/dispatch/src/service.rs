@@ -32,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineError, Mode, Output, Timing};
 use crate::{DispatchSettings, metrics};
 
-const REQUESTS: &str = Topic::RideRequests.name();
-const SUPPLY: &str = Topic::DriverSupply.name();
 /// Records whose effects are still being acknowledged; past this the loop stops reading.
 const MAX_IN_FLIGHT: usize = 4096;
 /// This service's name in the shared latency and lag metrics.
@@ -61,6 +59,9 @@ struct Dispatcher {
     settings: DispatchSettings,
     engine: Engine,
     owned: BTreeSet<i32>,
+    /// The co-partitioned inputs.
+    requests: String,
+    supply: String,
 }
 
 /// Runs one dispatch instance until `shutdown` is cancelled.
@@ -82,7 +83,12 @@ pub async fn run(
             bimride_kafka::metrics::STATISTICS_INTERVAL_MS,
         )
         .create_with_context(context)?;
-    consumer.subscribe(&[REQUESTS, SUPPLY])?;
+    let topics = kafka.topics();
+    let (requests, supply) = (
+        topics.name(Topic::RideRequests).to_owned(),
+        topics.name(Topic::DriverSupply).to_owned(),
+    );
+    consumer.subscribe(&[&requests, &supply])?;
     let timing = Timing {
         offer_timeout_ms: settings.offer_timeout_ms as i64,
         max_wait_ms: settings.max_wait_ms as i64,
@@ -95,6 +101,8 @@ pub async fn run(
         engine: Engine::new(city, timing),
         settings,
         owned: BTreeSet::new(),
+        requests,
+        supply,
     };
     tracing::info!(group = %d.settings.group, "dispatch started");
     let mut acks: FuturesOrdered<Acked> = FuturesOrdered::new();
@@ -211,7 +219,7 @@ impl Dispatcher {
     }
 
     async fn decode(&self, topic: &str, bytes: &[u8]) -> Result<Input, bimride_events::CodecError> {
-        Ok(if topic == REQUESTS {
+        Ok(if topic == self.requests {
             Input::Dispatch(self.codec.decode(bytes).await?)
         } else {
             Input::Supply(self.codec.decode(bytes).await?)
@@ -324,7 +332,7 @@ impl Dispatcher {
         let group = self.settings.group.clone();
         let window = Duration::from_secs(self.settings.replay_window_secs);
         let mut tpl = TopicPartitionList::new();
-        for topic in [REQUESTS, SUPPLY] {
+        for topic in [&self.requests, &self.supply] {
             for p in parts {
                 tpl.add_partition(topic, *p);
             }
@@ -351,10 +359,11 @@ impl Dispatcher {
             .collect();
         // Supply first, so that replayed assignments find their drivers.
         let mut replayed = 0;
+        let supply = self.supply.clone();
         for only_supply in [true, false] {
             for (h, input) in inputs
                 .iter()
-                .filter(|(h, _)| (h.topic == SUPPLY) == only_supply)
+                .filter(|(h, _)| (h.topic == supply) == only_supply)
             {
                 // Past the committed offset only dispatch's own decisions, and the requests
                 // they decide, are taken: the rest is processed live.

@@ -18,15 +18,17 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::topic::{Topic, TopicValue};
+use crate::topic::{Topic, TopicValue, Topics};
 
-/// Where the schema registry is and how to reach it.
+/// Where the schema registry is, how to reach it, and which topics' subjects to use.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     pub url: String,
     pub timeout: Duration,
     /// `user:password` for HTTP basic auth, if the registry needs it.
     pub basic_auth: Option<(String, String)>,
+    /// Subjects follow the TopicNameStrategy of these topics: `<topic>-value`.
+    pub topics: Topics,
 }
 
 impl RegistryConfig {
@@ -35,7 +37,13 @@ impl RegistryConfig {
             url: url.into(),
             timeout: Duration::from_secs(5),
             basic_auth: None,
+            topics: Topics::default(),
         }
+    }
+
+    pub fn with_topics(mut self, topics: Topics) -> Self {
+        self.topics = topics;
+        self
     }
 }
 
@@ -115,6 +123,8 @@ enum WriterFit {
 
 /// Encodes and decodes topic values against a Confluent-compatible registry.
 pub struct Codec {
+    /// Value subjects, indexed by `Topic as usize`.
+    subjects: [String; 6],
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategies: HashMap<Topic, SubjectNameStrategy>,
@@ -186,7 +196,7 @@ impl Codec {
                 (
                     t,
                     SubjectNameStrategy::TopicNameStrategyWithSchema(
-                        t.name().to_owned(),
+                        config.topics.name(t).to_owned(),
                         false,
                         supplied,
                     ),
@@ -194,6 +204,7 @@ impl Codec {
             })
             .collect();
         Ok(Self {
+            subjects: Topic::ALL.map(|t| config.topics.value_subject(t)),
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             strategies,
@@ -219,13 +230,13 @@ impl Codec {
 
     /// Registers (or finds) this build's value schema of `topic` and returns its id.
     pub async fn register(&self, topic: Topic) -> Result<u32, CodecError> {
-        let subject = topic.value_subject();
+        let subject = &self.subjects[topic as usize];
         let strategy = self.strategy(topic);
         let schema = self
             .encoder
-            .get_schema_and_id(&subject, strategy.clone())
+            .get_schema_and_id(subject, strategy.clone())
             .await
-            .map_err(|e| registry_error(e, &subject))?;
+            .map_err(|e| registry_error(e, subject))?;
         if let Ok(mut ids) = self.ids.write() {
             ids.insert(topic, schema.id);
         }

@@ -10,4 +10,6 @@ pub mod topic;
 
 pub use codec::{Codec, CodecError, RegistryConfig, WireHeader};
 pub use event::*;
-pub use topic::{DispatchEvent, RideEvent, SupplyEvent, Topic, TopicValue};
+pub use topic::{
+    DEFAULT_NAMESPACE, DispatchEvent, RideEvent, SupplyEvent, Topic, TopicValue, Topics,
+};

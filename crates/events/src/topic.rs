@@ -1,5 +1,7 @@
 //! The topics, what each carries, and how each value is keyed.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::contract::{self, Contract};
@@ -26,31 +28,21 @@ impl Topic {
         Topic::Notifications,
     ];
 
-    pub const fn name(self) -> &'static str {
+    /// The topic's name within its namespace; the full name is `<namespace>.<suffix>`.
+    pub const fn suffix(self) -> &'static str {
         match self {
-            Topic::RideRequests => "bimride.ride-requests",
-            Topic::DriverSupply => "bimride.driver-supply",
-            Topic::RideEvents => "bimride.ride-events",
-            Topic::Surge => "bimride.surge",
-            Topic::Payments => "bimride.payments",
-            Topic::Notifications => "bimride.notifications",
+            Topic::RideRequests => "ride-requests",
+            Topic::DriverSupply => "driver-supply",
+            Topic::RideEvents => "ride-events",
+            Topic::Surge => "surge",
+            Topic::Payments => "payments",
+            Topic::Notifications => "notifications",
         }
     }
 
-    /// The dead-letter topic for records of this topic that could not be processed.
-    pub const fn dead_letter(self) -> &'static str {
-        match self {
-            Topic::RideRequests => "bimride.ride-requests.dlq",
-            Topic::DriverSupply => "bimride.driver-supply.dlq",
-            Topic::RideEvents => "bimride.ride-events.dlq",
-            Topic::Surge => "bimride.surge.dlq",
-            Topic::Payments => "bimride.payments.dlq",
-            Topic::Notifications => "bimride.notifications.dlq",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.name() == name)
+    /// The full name in the default namespace, such as `bimride.ride-events`.
+    pub fn default_name(self) -> String {
+        Topics::default().name(self).to_owned()
     }
 
     /// The contracts this topic carries, in union order. Append only: the order is wire format.
@@ -75,11 +67,6 @@ impl Topic {
         }
     }
 
-    /// The registry subject of the value schema (TopicNameStrategy).
-    pub fn value_subject(self) -> String {
-        format!("{}-value", self.name())
-    }
-
     pub fn value_schema_json(self) -> String {
         contract::value_schema_json(self.members())
     }
@@ -87,7 +74,73 @@ impl Topic {
 
 impl std::fmt::Display for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.suffix())
+    }
+}
+
+/// The namespace of topics unless configured otherwise.
+pub const DEFAULT_NAMESPACE: &str = "bimride";
+
+/// The topic names of one deployment: `<namespace>.<suffix>`, and `<namespace>.<suffix>.dlq`
+/// for dead letters. Several deployments (or test runs) share a cluster under different
+/// namespaces. Cheap to clone: every name is computed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    namespace: Arc<str>,
+    /// (name, dead-letter name), indexed by `Topic as usize`.
+    names: Arc<[(String, String); 6]>,
+}
+
+impl Topics {
+    pub fn new(namespace: &str) -> Self {
+        let names = Topic::ALL.map(|t| {
+            let name = format!("{namespace}.{}", t.suffix());
+            let dead = format!("{name}.dlq");
+            (name, dead)
+        });
+        Self {
+            namespace: namespace.into(),
+            names: Arc::new(names),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn name(&self, topic: Topic) -> &str {
+        &self.names[topic as usize].0
+    }
+
+    /// The dead-letter topic for records of `topic` that could not be processed.
+    pub fn dead_letter(&self, topic: Topic) -> &str {
+        &self.names[topic as usize].1
+    }
+
+    /// Every dead-letter topic.
+    pub fn dead_letters(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|(_, dead)| dead.as_str())
+    }
+
+    /// Which topic `name` is in this namespace, if any.
+    pub fn topic_of(&self, name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| self.name(*t) == name)
+    }
+
+    /// The registry subject of a topic's value schema (TopicNameStrategy).
+    pub fn value_subject(&self, topic: Topic) -> String {
+        format!("{}-value", self.name(topic))
+    }
+
+    /// A name in the namespace for a topic outside the catalogue, such as a benchmark's.
+    pub fn other(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.namespace)
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new(DEFAULT_NAMESPACE)
     }
 }
 

@@ -66,6 +66,11 @@ pub struct KafkaConfig {
     #[arg(long = "brokers", env = "BIMRIDE_BROKERS")]
     pub brokers: Option<String>,
 
+    /// Namespace of the topics: `<namespace>.ride-events` and so on. Deployments, or test
+    /// runs, that share a cluster keep apart under different namespaces.
+    #[arg(long, env = "BIMRIDE_TOPIC_NAMESPACE", default_value = bimride_events::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
     /// Client id reported to the brokers.
     #[arg(long, env = "BIMRIDE_CLIENT_ID", default_value = "bimride")]
     pub client_id: String,
@@ -133,6 +138,7 @@ impl std::fmt::Debug for KafkaConfig {
         // The password and extra properties (which may hold secrets) stay out of logs.
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
+            .field("namespace", &self.namespace)
             .field("client_id", &self.client_id)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
@@ -158,6 +164,8 @@ pub enum ConfigError {
     MissingFile { flag: &'static str, path: String },
     #[error("--kafka-property {0:?} is not of the form key=value")]
     BadProperty(String),
+    #[error("--namespace {0:?} must be non-empty ASCII letters, digits, '.', '_' or '-'")]
+    BadNamespace(String),
     #[error("--partitions must be at least 1, got {0}")]
     BadPartitions(i32),
     #[error("--replication-factor must be at least 1, got {0}")]
@@ -169,6 +177,7 @@ impl KafkaConfig {
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: Some(brokers.into()),
+            namespace: bimride_events::DEFAULT_NAMESPACE.into(),
             client_id: "bimride".into(),
             security_protocol: SecurityProtocol::Plaintext,
             sasl_mechanism: None,
@@ -225,6 +234,10 @@ impl KafkaConfig {
                 return Err(ConfigError::BadProperty(p.clone()));
             }
         }
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.namespace.is_empty() || !self.namespace.chars().all(legal) {
+            return Err(ConfigError::BadNamespace(self.namespace.clone()));
+        }
         if self.partitions < 1 {
             return Err(ConfigError::BadPartitions(self.partitions));
         }
@@ -234,6 +247,11 @@ impl KafkaConfig {
             return Err(ConfigError::BadReplication(rf));
         }
         Ok(())
+    }
+
+    /// The names of this deployment's topics.
+    pub fn topics(&self) -> bimride_events::Topics {
+        bimride_events::Topics::new(&self.namespace)
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -333,6 +351,9 @@ mod tests {
         c.ssl_ca_location = None;
         c.properties = vec!["fetch.min.bytes".into()];
         assert!(matches!(c.validate(), Err(ConfigError::BadProperty(_))));
+        c.properties.clear();
+        c.namespace = "city/1".into();
+        assert!(matches!(c.validate(), Err(ConfigError::BadNamespace(_))));
     }
 
     #[test]

@@ -120,7 +120,7 @@ struct PartitionState {
 }
 
 struct LoopContext {
-    topic: &'static str,
+    topic: String,
     stage: &'static str,
     drain_timeout: Duration,
     partitions: Mutex<HashMap<i32, Arc<PartitionState>>>,
@@ -163,11 +163,11 @@ impl ConsumerContext for LoopContext {
                 e,
                 KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
             ) {
-                tracing::warn!(topic = self.topic, error = %e, "commit on revoke failed");
+                tracing::warn!(topic = %self.topic, error = %e, "commit on revoke failed");
             }
         }
         tracing::info!(
-            topic = self.topic,
+            topic = %self.topic,
             partitions = revoked.len(),
             "partitions revoked and drained"
         );
@@ -195,9 +195,10 @@ where
     T: TopicValue,
     H: Handler<T>,
 {
-    let topic = T::TOPIC.name();
+    let topics = config.topics();
+    let topic = topics.name(T::TOPIC);
     let context = LoopContext {
-        topic,
+        topic: topic.to_owned(),
         stage: options.stage,
         drain_timeout: options.drain_timeout,
         partitions: Mutex::new(HashMap::new()),

@@ -39,12 +39,9 @@ impl DeadLetter {
         }
     }
 
-    /// The dead-letter topic of the source topic.
+    /// The dead-letter topic of the source topic: its name with `.dlq` appended.
     pub fn topic(&self) -> String {
-        bimride_events::Topic::from_name(&self.source_topic).map_or_else(
-            || format!("{}.dlq", self.source_topic),
-            |t| t.dead_letter().to_owned(),
-        )
+        format!("{}.dlq", self.source_topic)
     }
 
     pub fn headers(&self) -> OwnedHeaders {
@@ -156,16 +153,8 @@ pub enum DlqError {
     Incomplete(String),
 }
 
-/// Every dead-letter topic of the catalogue.
-pub fn topics() -> Vec<&'static str> {
-    bimride_events::Topic::ALL
-        .into_iter()
-        .map(bimride_events::Topic::dead_letter)
-        .collect()
-}
-
-fn check_topic(topic: &str) -> Result<(), DlqError> {
-    if topics().contains(&topic) {
+fn check_topic(kafka: &crate::KafkaConfig, topic: &str) -> Result<(), DlqError> {
+    if kafka.topics().dead_letters().any(|t| t == topic) {
         Ok(())
     } else {
         Err(DlqError::NotDeadLetterTopic(topic.to_owned()))
@@ -178,7 +167,7 @@ pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqE
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     use std::time::{Duration, Instant};
-    check_topic(topic)?;
+    check_topic(kafka, topic)?;
     let timeout = Duration::from_secs(10);
     let reader: BaseConsumer = kafka
         .consumer(&format!("bimride-dlq-reader-{}", uuid::Uuid::new_v4()))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_events::{Codec, CodecError, TopicValue};
+use bimride_events::{Codec, CodecError, Topic, TopicValue, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -33,15 +33,13 @@ pub struct Delivered {
 /// A send in flight. Await [`Delivery::wait`] to know it is durable.
 #[must_use = "a delivery that is never awaited may fail unnoticed"]
 pub struct Delivery {
-    topic: &'static str,
+    produced: prometheus::IntCounter,
     future: DeliveryFuture,
 }
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
+        f.debug_struct("Delivery").finish_non_exhaustive()
     }
 }
 
@@ -49,7 +47,7 @@ impl Delivery {
     pub async fn wait(self) -> Result<Delivered, ProduceError> {
         match self.future.await {
             Ok(Ok(d)) => {
-                metrics::PRODUCED.with_label_values(&[self.topic]).inc();
+                self.produced.inc();
                 Ok(Delivered {
                     partition: d.partition,
                     offset: d.offset,
@@ -65,6 +63,9 @@ impl Delivery {
 pub struct EventProducer {
     producer: FutureProducer,
     codec: Arc<Codec>,
+    topics: Topics,
+    /// Records produced, per topic, indexed by `Topic as usize`.
+    produced: Arc<[prometheus::IntCounter; 6]>,
 }
 
 impl std::fmt::Debug for EventProducer {
@@ -75,15 +76,26 @@ impl std::fmt::Debug for EventProducer {
 
 impl EventProducer {
     pub fn new(config: &KafkaConfig, codec: Arc<Codec>) -> Result<Self, ProduceError> {
-        Self::with_client(&config.producer(), codec)
+        Self::with_client(&config.producer(), config.topics(), codec)
     }
 
     /// A producer with settings of its own, such as a transactional id.
-    pub fn with_client(client: &ClientConfig, codec: Arc<Codec>) -> Result<Self, ProduceError> {
+    pub fn with_client(
+        client: &ClientConfig,
+        topics: Topics,
+        codec: Arc<Codec>,
+    ) -> Result<Self, ProduceError> {
+        let produced = Topic::ALL.map(|t| metrics::PRODUCED.with_label_values(&[topics.name(t)]));
         Ok(Self {
             producer: client.create()?,
             codec,
+            topics,
+            produced: Arc::new(produced),
         })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     pub fn codec(&self) -> &Arc<Codec> {
@@ -97,11 +109,14 @@ impl EventProducer {
     /// Encodes and enqueues `value`. Returns once it is queued, not once it is durable.
     pub async fn send<T: TopicValue>(&self, value: &T) -> Result<Delivery, ProduceError> {
         let payload = self.codec.encode(value).await?;
-        let topic = T::TOPIC.name();
+        let topic = self.topics.name(T::TOPIC);
         let mut record = FutureRecord::to(topic).key(value.key()).payload(&payload);
         loop {
             match self.producer.send_result(record) {
-                Ok(future) => return Ok(Delivery { topic, future }),
+                Ok(future) => {
+                    let produced = self.produced[T::TOPIC as usize].clone();
+                    return Ok(Delivery { produced, future });
+                }
                 // A full local queue is back-pressure, not failure: let it drain.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;

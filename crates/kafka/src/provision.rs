@@ -29,11 +29,13 @@ pub enum ProvisionError {
         "{a} has {a_parts} partitions but {b} has {b_parts}: dispatch needs them co-partitioned"
     )]
     NotCoPartitioned {
-        a: &'static str,
+        a: String,
         a_parts: usize,
-        b: &'static str,
+        b: String,
         b_parts: usize,
     },
+    #[error("topic {0} was created but has no leader for every partition yet")]
+    NotVisible(String),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -125,21 +127,57 @@ async fn ensure_by_admin(
             }
         }
     }
+    await_visible(config, specs).await?;
     check_co_partitioned(config).await?;
     Ok(created)
+}
+
+/// Waits until every topic of `specs` has a leader for each partition in the metadata: a
+/// real cluster acknowledges CreateTopics before every broker knows the new topics.
+async fn await_visible(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), ProvisionError> {
+    let client: rdkafka::consumer::BaseConsumer = config.client().create()?;
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + METADATA_TIMEOUT * 3;
+        loop {
+            let metadata = client.fetch_metadata(None, METADATA_TIMEOUT)?;
+            let ready = |name: &String| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            };
+            match names.iter().find(|n| !ready(n)) {
+                None => return Ok(()),
+                Some(n) if std::time::Instant::now() > deadline => {
+                    return Err(ProvisionError::NotVisible(n.clone()));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    })
+    .await?
 }
 
 /// Dispatch reads ride requests and driver supply of one region from the same partition
 /// number, which holds only if both topics have the same partition count.
 async fn check_co_partitioned(config: &KafkaConfig) -> Result<(), ProvisionError> {
     let (topics, _) = describe(config).await?;
-    let (a, b) = (Topic::RideRequests.name(), Topic::DriverSupply.name());
+    let names = config.topics();
+    let (a, b) = (
+        names.name(Topic::RideRequests),
+        names.name(Topic::DriverSupply),
+    );
     match (topics.get(a), topics.get(b)) {
         (Some(&a_parts), Some(&b_parts)) if a_parts != b_parts => {
             Err(ProvisionError::NotCoPartitioned {
-                a,
+                a: a.to_owned(),
                 a_parts,
-                b,
+                b: b.to_owned(),
                 b_parts,
             })
         }

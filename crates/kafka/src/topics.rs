@@ -1,6 +1,6 @@
 //! Every topic, with its partitions, replication, cleanup and retention: the one table.
 
-use bimride_events::Topic;
+use bimride_events::{Topic, Topics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cleanup {
@@ -42,9 +42,15 @@ impl TopicSpec {
     }
 }
 
-/// Every topic BimRide needs, given the partition count of the partitioned topics and the
-/// replication factor. Ride requests and driver supply share `partitions`: co-partitioned.
-pub fn catalogue(partitions: i32, replication: i32) -> Vec<TopicSpec> {
+/// Every topic BimRide needs in the namespace of `topics`, and the registry's log
+/// `registry_log`, given the partition count of the partitioned topics and the replication
+/// factor. Ride requests and driver supply share `partitions`: co-partitioned.
+pub fn catalogue(
+    topics: &Topics,
+    registry_log: &str,
+    partitions: i32,
+    replication: i32,
+) -> Vec<TopicSpec> {
     let spec =
         |name: &str, partitions: i32, cleanup: Cleanup, retention_ms: Option<i64>| TopicSpec {
             name: name.to_owned(),
@@ -64,10 +70,10 @@ pub fn catalogue(partitions: i32, replication: i32) -> Vec<TopicSpec> {
             // Latest multiplier per cell is all anyone needs.
             Topic::Surge => (partitions, Cleanup::Compact, None),
         };
-        specs.push(spec(topic.name(), parts, cleanup, retention));
+        specs.push(spec(topics.name(topic), parts, cleanup, retention));
         // Dead letters wait for a human: keep them long, and few partitions suffice.
         specs.push(spec(
-            topic.dead_letter(),
+            topics.dead_letter(topic),
             3,
             Cleanup::Delete,
             Some(90 * DAY_MS),
@@ -75,7 +81,7 @@ pub fn catalogue(partitions: i32, replication: i32) -> Vec<TopicSpec> {
     }
     // The registry's log: one partition for a total order, compacted, kept forever.
     specs.push(TopicSpec {
-        name: bimride_registry_topic().to_owned(),
+        name: registry_log.to_owned(),
         partitions: 1,
         replication,
         cleanup: Cleanup::Compact,
@@ -84,10 +90,9 @@ pub fn catalogue(partitions: i32, replication: i32) -> Vec<TopicSpec> {
     specs
 }
 
-/// Named here rather than imported so the plumbing does not depend on the registry crate.
-pub const fn bimride_registry_topic() -> &'static str {
-    "_schemas"
-}
+/// The registry's log, as Confluent's registry names it. Named here rather than imported so
+/// the plumbing does not depend on the registry crate.
+pub const REGISTRY_LOG: &str = "_schemas";
 
 #[cfg(test)]
 mod tests {
@@ -95,21 +100,24 @@ mod tests {
 
     #[test]
     fn dispatch_inputs_are_co_partitioned() {
-        let specs = catalogue(12, 3);
+        let topics = Topics::default();
+        let specs = catalogue(&topics, REGISTRY_LOG, 12, 3);
         let parts = |n: &str| specs.iter().find(|s| s.name == n).map(|s| s.partitions);
-        assert_eq!(parts(Topic::RideRequests.name()), Some(12));
+        assert_eq!(parts("bimride.ride-requests"), Some(12));
         assert_eq!(
-            parts(Topic::RideRequests.name()),
-            parts(Topic::DriverSupply.name())
+            parts(topics.name(Topic::RideRequests)),
+            parts(topics.name(Topic::DriverSupply))
         );
     }
 
     #[test]
     fn every_topic_has_a_dead_letter_topic_and_the_registry_log_is_compacted() {
-        let specs = catalogue(6, 1);
+        let topics = Topics::new("test-1");
+        let specs = catalogue(&topics, "_schemas", 6, 1);
         for t in Topic::ALL {
-            assert!(specs.iter().any(|s| s.name == t.dead_letter()));
+            assert!(specs.iter().any(|s| s.name == topics.dead_letter(t)));
         }
+        assert!(specs.iter().any(|s| s.name == "test-1.ride-events.dlq"));
         let schemas = specs
             .iter()
             .find(|s| s.name == "_schemas")
@@ -117,7 +125,7 @@ mod tests {
         assert_eq!((schemas.partitions, schemas.cleanup), (1, Cleanup::Compact));
         let surge = specs
             .iter()
-            .find(|s| s.name == Topic::Surge.name())
+            .find(|s| s.name == topics.name(Topic::Surge))
             .expect("surge");
         assert_eq!(surge.cleanup, Cleanup::Compact);
     }

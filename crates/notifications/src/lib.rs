@@ -339,7 +339,12 @@ async fn remember_sent(
     let (kafka, group) = (kafka.clone(), settings.group.clone());
     let window = Duration::from_secs(settings.notifications_replay_secs);
     let history = tokio::task::spawn_blocking(move || {
-        history::read_topic(&kafka, &group, Topic::Notifications.name(), window)
+        history::read_topic(
+            &kafka,
+            &group,
+            kafka.topics().name(Topic::Notifications),
+            window,
+        )
     })
     .await??;
     let mut remembered = 0;

@@ -142,7 +142,20 @@ async fn replay(
     let (low, high) = {
         let topic = topic.to_owned();
         let probe: rdkafka::consumer::BaseConsumer = client.create()?;
-        tokio::task::spawn_blocking(move || probe.fetch_watermarks(&topic, 0, timeout)).await??
+        tokio::task::spawn_blocking(move || {
+            // A topic just created may not have its leader everywhere yet.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                match probe.fetch_watermarks(&topic, 0, timeout) {
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::debug!(topic, error = %e, "registry log not readable yet");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    done => break done,
+                }
+            }
+        })
+        .await??
     };
     let mut entries = Vec::new();
     if high <= low {

@@ -201,9 +201,6 @@ enum Decoded {
     Supply(SupplyEvent),
 }
 
-const REQUESTS: &str = Topic::RideRequests.name();
-const SUPPLY: &str = Topic::DriverSupply.name();
-
 /// Runs the surge detector until `shutdown`.
 pub async fn run(
     kafka: &KafkaConfig,
@@ -231,10 +228,16 @@ pub async fn run(
     let since = Millis::now().0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms;
     let consumer = Arc::new(consumer);
     let assign_from = Arc::clone(&consumer);
+    let topics = kafka.topics();
+    let requests = topics.name(Topic::RideRequests).to_owned();
+    let inputs_of = [
+        requests.clone(),
+        topics.name(Topic::DriverSupply).to_owned(),
+    ];
     tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
         let timeout = Duration::from_secs(10);
         let mut times = TopicPartitionList::new();
-        for topic in [REQUESTS, SUPPLY] {
+        for topic in &inputs_of {
             let metadata = assign_from.fetch_metadata(Some(topic), timeout)?;
             for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
                 times.add_partition_offset(topic, p.id(), Offset::Offset(since))?;
@@ -295,7 +298,7 @@ pub async fn run(
             .inc();
         let bytes = m.payload().unwrap_or_default();
         // Bad records are dispatch's to dead-letter; surge only counts them.
-        let decoded = if topic == REQUESTS {
+        let decoded = if topic == requests {
             codec
                 .decode::<DispatchEvent>(bytes)
                 .await
@@ -372,7 +375,7 @@ async fn published(
         history::read_topic(
             &kafka,
             "bimride-surge-restore",
-            Topic::Surge.name(),
+            kafka.topics().name(Topic::Surge),
             Duration::from_secs(30 * 24 * 3_600),
         )
     })

@@ -53,7 +53,17 @@ pub fn rider_client(rider: &str) -> reqwest::Client {
 impl Up {
     /// Starts `bimride up` on the embedded cluster and waits for its announcement.
     pub async fn start() -> Self {
-        let log = std::env::temp_dir().join(format!("bimride-up-{}.log", std::process::id()));
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `bimride up` with extra flags, such as `--brokers`, and waits for its
+    /// announcement.
+    pub async fn start_with(args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "bimride-up-{}-{}.log",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bimride"))
             .args([
@@ -63,6 +73,7 @@ impl Up {
                 "--registry-listen",
                 "127.0.0.1:0",
             ])
+            .args(args)
             .env_remove("BIMRIDE_BROKERS")
             .env_remove("BIMRIDE_SCHEMA_REGISTRY_URL")
             .env("BIMRIDE_AUTH_SECRET", SECRET)
