@@ -87,7 +87,8 @@ await_started() {
   local n="$1" log="$DIR/logs/node-$1.log" deadline=$((SECONDS + 120))
   local from
   from="$(grep -n -- '--- start' "$log" | tail -1 | cut -d: -f1)"
-  until tail -n "+$from" "$log" | grep -q 'Kafka Server started'; do
+  # awk reads the whole log: `tail | grep -q` would fail under pipefail once grep exits early.
+  until awk -v from="$from" 'NR >= from && /Kafka Server started/ { found = 1 } END { exit !found }' "$log"; do
     [[ -n "$(pid_of "$n" || true)" ]] || die "node $n exited while starting; see $log"
     ((SECONDS < deadline)) || die "node $n did not start within 120 s; see $log"
     sleep 0.2

@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== apache kafka"
 export BIMRIDE_KAFKA_DIR="${BIMRIDE_KAFKA_DIR:-$(mktemp -d -t bimride-kafka-XXXXXX)}"
-trap 'scripts/kafka.sh stop' EXIT
+trap 'scripts/kafka.sh stop; rm -rf "$BIMRIDE_KAFKA_DIR"' EXIT
 BIMRIDE_KAFKA_BROKERS="$(scripts/kafka.sh start | tail -1)"
 export BIMRIDE_KAFKA_BROKERS
 

@@ -19,6 +19,7 @@ macro_rules! on_both_brokers {
 }
 
 mod billing;
+mod compaction;
 mod dead_letters;
 mod dispatch;
 mod evolution;

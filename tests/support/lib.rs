@@ -54,10 +54,6 @@ impl Broker {
         }
     }
 
-    pub fn is_kafka(&self) -> bool {
-        matches!(self, Broker::Kafka { .. })
-    }
-
     pub fn config(&self) -> KafkaConfig {
         let mut c = KafkaConfig::for_brokers(self.bootstrap());
         c.partitions = 6;
@@ -66,14 +62,6 @@ impl Broker {
             c.namespace.clone_from(namespace);
         }
         c
-    }
-
-    /// A consumer group (or transactional id) name unique to this test.
-    pub fn group(&self, role: &str) -> String {
-        match self {
-            Broker::Embedded(_) => format!("bimride-{role}"),
-            Broker::Kafka { namespace, .. } => format!("{namespace}-{role}"),
-        }
     }
 
     /// The registry's log: `_schemas` on a cluster of the test's own, else one per test.

@@ -51,7 +51,12 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
     config.partitions = 6;
     config.linger_ms = 1;
     Provisioner::Embedded(&cluster)
-        .ensure(&topics::catalogue(6, 3))
+        .ensure(&topics::catalogue(
+            &config.topics(),
+            topics::REGISTRY_LOG,
+            6,
+            3,
+        ))
         .await
         .expect("topics");
     let stop = CancellationToken::new();

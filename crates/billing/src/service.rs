@@ -37,6 +37,8 @@ use crate::{BillingSettings, Delivery, SettingsError, metrics};
 const STAGE: &str = "billing";
 /// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
 const TXN_CALL: Duration = Duration::from_secs(20);
+/// When a call given [`TXN_CALL`] (twice, for a commit) is taken to be stuck.
+const STUCK: Duration = Duration::from_secs(60);
 const TXN_TIMEOUT_MS: &str = "30000";
 /// Bound on each call of the start-up probe, so that a broker without transactions is
 /// reported promptly.
@@ -60,6 +62,8 @@ pub enum BillingError {
     NoTransactions { brokers: String, source: KafkaError },
     #[error("the consumer has not joined its group yet")]
     NoGroupMetadata,
+    #[error("a Kafka call did not return within {0:?}")]
+    Stuck(Duration),
     #[error("a blocking Kafka call failed to run: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -67,6 +71,8 @@ pub enum BillingError {
 struct Billing {
     consumer: Arc<StreamConsumer<ChangeContext>>,
     producer: EventProducer,
+    /// The producer's settings, to start a new one when a fatal error ends the old one.
+    producer_config: rdkafka::ClientConfig,
     codec: Arc<Codec>,
     kafka: KafkaConfig,
     settings: BillingSettings,
@@ -101,7 +107,9 @@ pub async fn run(
         // Offsets travel inside the transactions instead.
         consumer.set("enable.auto.commit", "false");
     }
-    let producer = EventProducer::with_client(&producer, kafka.topics(), Arc::clone(&codec))?;
+    let producer_config = producer;
+    let producer =
+        EventProducer::with_client(&producer_config, kafka.topics(), Arc::clone(&codec))?;
     if exactly_once {
         start_transactions(&producer, kafka, &settings.group).await?;
     }
@@ -111,6 +119,7 @@ pub async fn run(
     let events = topics.name(Topic::RideEvents).to_owned();
     consumer.subscribe(&[&events])?;
     let mut b = Billing {
+        producer_config,
         events,
         payments: topics.name(Topic::Payments).to_owned(),
         consumer: Arc::new(consumer),
@@ -162,27 +171,37 @@ async fn start_transactions(
     let p = producer.inner().clone();
     let events = kafka.topics().name(Topic::RideEvents).to_owned();
     let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
-    let started = tokio::task::spawn_blocking(move || {
-        p.init_transactions(PROBE_CALL)?;
-        let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
-        let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&events, 0, Offset::Offset(0))?;
-        p.begin_transaction()?;
-        p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
-        p.abort_transaction(PROBE_CALL)
-    })
-    .await?;
+    let started = tokio::time::timeout(
+        STUCK,
+        tokio::task::spawn_blocking(move || {
+            p.init_transactions(PROBE_CALL)?;
+            let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(&events, 0, Offset::Offset(0))?;
+            p.begin_transaction()?;
+            p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
+            p.abort_transaction(PROBE_CALL)
+        }),
+    )
+    .await
+    .map_err(|_| BillingError::Stuck(STUCK))??;
     started.map_err(|source| BillingError::NoTransactions {
         brokers: kafka.bootstrap_servers().to_owned(),
         source,
     })
 }
 
-/// Runs a blocking producer call off the async runtime.
+/// Runs a blocking Kafka call off the async runtime, for at most [`STUCK`]. librdkafka's
+/// transactional calls wait on its main thread without a bound of their own; one seen waiting
+/// through a transaction coordinator's failover never returned. A call past the bound leaves
+/// its thread behind, and billing replaces the producer.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, BillingError> {
-    Ok(tokio::task::spawn_blocking(f).await??)
+    match tokio::time::timeout(STUCK, tokio::task::spawn_blocking(f)).await {
+        Ok(done) => Ok(done??),
+        Err(_) => Err(BillingError::Stuck(STUCK)),
+    }
 }
 
 impl Billing {
@@ -301,15 +320,23 @@ impl Billing {
             }
             Err(e) => {
                 metrics::TRANSACTIONS.with_label_values(&["aborted"]).inc();
-                if let BillingError::Kafka(KafkaError::Transaction(t)) = &e
-                    && t.is_fatal()
-                {
-                    return Err(e);
-                }
                 tracing::warn!(error = %e, records = batch.len(), "batch failed; aborting and rewinding");
                 if self.settings.delivery == Delivery::ExactlyOnce {
+                    let fatal = matches!(&e, BillingError::Kafka(KafkaError::Transaction(t)) if t.is_fatal())
+                        || matches!(e, BillingError::Stuck(_));
                     let p = self.producer.inner().clone();
-                    blocking(move || p.abort_transaction(TXN_CALL)).await?;
+                    let aborted = if fatal {
+                        Ok(())
+                    } else {
+                        blocking(move || p.abort_transaction(TXN_CALL)).await
+                    };
+                    if fatal || aborted.is_err() {
+                        // A producer that cannot end its transaction is done for. A new one
+                        // under the same transactional id fences it, and the coordinator
+                        // aborts what it left open.
+                        tracing::warn!(abort = ?aborted.err(), "transactional producer unusable; starting a new one");
+                        self.restart_producer().await?;
+                    }
                 }
                 self.rewind().await
             }
@@ -383,6 +410,35 @@ impl Billing {
             }
         }
         Ok(charges)
+    }
+
+    /// Replaces the transactional producer, retrying while the brokers recover (a transaction
+    /// coordinator moving takes a session timeout and an election).
+    async fn restart_producer(&mut self) -> Result<(), BillingError> {
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let started = async {
+                let producer = EventProducer::with_client(
+                    &self.producer_config,
+                    self.kafka.topics(),
+                    Arc::clone(&self.codec),
+                )?;
+                start_transactions(&producer, &self.kafka, &self.settings.group).await?;
+                Ok::<_, BillingError>(producer)
+            };
+            match started.await {
+                Ok(producer) => {
+                    self.producer = producer;
+                    tracing::info!("new transactional producer started");
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(error = %e, "starting a new transactional producer failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// After a failed batch: forget what it changed, rebuild from the logs, and read again

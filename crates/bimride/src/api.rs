@@ -33,7 +33,7 @@ pub async fn start(
     access: bimride_api::Access,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
-    let codec = registered_codec(&info.schema_registry_url).await?;
+    let codec = registered_codec(&info.schema_registry_url, kafka).await?;
     let rides = Arc::new(RideBook::default());
     // Every API instance reads every ride, so its group is its own.
     let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
@@ -85,9 +85,12 @@ pub async fn start(
     })
 }
 
-/// A codec on the registry at `url`, with every event schema registered or found.
-pub async fn registered_codec(url: &str) -> anyhow::Result<Arc<Codec>> {
-    let codec = Arc::new(Codec::new(&RegistryConfig::new(url))?);
+/// A codec on the registry at `url` for the topics of `kafka`'s namespace, with every event
+/// schema registered or found.
+pub async fn registered_codec(url: &str, kafka: &KafkaConfig) -> anyhow::Result<Arc<Codec>> {
+    let codec = Arc::new(Codec::new(
+        &RegistryConfig::new(url).with_topics(kafka.topics()),
+    )?);
     codec
         .register_all()
         .await

@@ -20,14 +20,14 @@ use crate::{front, shutdown};
 async fn connect(args: &ServiceArgs) -> anyhow::Result<(City, Arc<Codec>, CancellationToken)> {
     args.kafka.validate()?;
     let city = args.city.city()?;
-    let codec = registered_codec(&args.schema_registry).await?;
+    let codec = registered_codec(&args.schema_registry, &args.kafka).await?;
     Ok((city, codec, shutdown::on_signal()))
 }
 
 /// Validates the cluster settings, then connects: a registered codec and the stop token.
 async fn connect_only(args: &ConnectArgs) -> anyhow::Result<(Arc<Codec>, CancellationToken)> {
     args.kafka.validate()?;
-    let codec = registered_codec(&args.schema_registry).await?;
+    let codec = registered_codec(&args.schema_registry, &args.kafka).await?;
     Ok((codec, shutdown::on_signal()))
 }
 

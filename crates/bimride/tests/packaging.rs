@@ -101,6 +101,62 @@ fn check_flags(context: &str, args: &[String], surfaces: &mut BTreeMap<String, S
     }
 }
 
+/// `scripts/kafka.sh` runs the broker every test that matters uses: it must be the compose
+/// demo's, in version and in settings.
+#[test]
+fn scripts_kafka_runs_the_compose_brokers_version_and_settings() {
+    let pom = std::fs::read_to_string(root().join("deploy/kafka/pom.xml")).expect("pom");
+    let pinned = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .expect("the pom pins kafka.version");
+    let compose = documents(&root().join("docker-compose.yml")).remove(0);
+    let services = compose["services"].as_mapping().expect("services");
+    // Settings that differ by deployment: addresses, identities and the quorum.
+    let per_node = [
+        "node.id",
+        "listeners",
+        "advertised.listeners",
+        "listener.security.protocol.map",
+        "controller.quorum.voters",
+        "log.dirs",
+    ];
+    let script: BTreeMap<String, String> =
+        std::fs::read_to_string(root().join("deploy/kafka/cluster.properties"))
+            .expect("cluster.properties")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("key=value");
+                (k.trim().to_owned(), v.trim().to_owned())
+            })
+            .collect();
+    for n in 1..=3 {
+        let kafka = &services[format!("kafka-{n}").as_str()];
+        assert_eq!(
+            str_of(&kafka["image"]),
+            format!("apache/kafka:{pinned}"),
+            "kafka-{n} runs the version scripts/kafka.sh pins"
+        );
+        let env: BTreeMap<String, String> = kafka["environment"]
+            .as_mapping()
+            .expect("environment")
+            .iter()
+            .filter_map(|(k, v)| {
+                let k = str_of(k);
+                let key = k.strip_prefix("KAFKA_")?.to_lowercase().replace('_', ".");
+                (!per_node.contains(&key.as_str())).then(|| (key, str_of(v)))
+            })
+            .collect();
+        assert_eq!(
+            env, script,
+            "docker-compose.yml's kafka-{n} and deploy/kafka/cluster.properties disagree"
+        );
+    }
+}
+
 #[test]
 fn the_compose_demo_runs_every_service_on_a_three_broker_cluster_in_order() {
     let compose = documents(&root().join("docker-compose.yml")).remove(0);

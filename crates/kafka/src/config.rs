@@ -387,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn every_consumer_reads_committed_data_only() {
+        // Payments are written in transactions: a reader of money must never see an aborted
+        // charge, and every reader here is built from this one place.
+        let mut c = KafkaConfig::for_brokers("b:9092");
+        assert_eq!(
+            c.consumer("g").get("isolation.level"),
+            Some("read_committed")
+        );
+        // Extra properties are for tuning, not for weakening what money readers see.
+        c.properties = vec!["fetch.wait.max.ms=10".into()];
+        assert_eq!(
+            c.consumer("g").get("isolation.level"),
+            Some("read_committed")
+        );
+    }
+
+    #[test]
     fn producer_is_idempotent_and_java_partitioned() {
         let p = KafkaConfig::for_brokers("b:9092").producer();
         assert_eq!(p.get("acks"), Some("all"));

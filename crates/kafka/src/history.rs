@@ -31,11 +31,35 @@ pub enum HistoryError {
     Incomplete(String),
 }
 
+/// How long a read of the past keeps trying through broker failures: a leader that fails over
+/// takes the controller's session timeout and an election. Well under `max.poll.interval.ms`,
+/// which bounds a rebuild that runs between polls.
+const READ_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Reads every partition in `marks` from `window` ago to its end, blocking. Each element's
 /// offset is the mark (usually the group's committed offset): records before it are flagged
 /// `before_mark`. A partition with no mark has no processed past. Only committed
-/// transactional data is read. Call it off the async runtime.
+/// transactional data is read. A failed attempt (a broker down, a leader moving) is started
+/// again, for up to two minutes: reading is free of effects. Call it off the async runtime.
 pub fn read(
+    kafka: &KafkaConfig,
+    group: &str,
+    marks: &TopicPartitionList,
+    window: Duration,
+) -> Result<Vec<Historic>, HistoryError> {
+    let give_up = Instant::now() + READ_PATIENCE;
+    loop {
+        match read_once(kafka, group, marks, window) {
+            Err(e) if Instant::now() < give_up => {
+                tracing::warn!(group, error = %e, "reading the past failed; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            done => return done,
+        }
+    }
+}
+
+fn read_once(
     kafka: &KafkaConfig,
     group: &str,
     marks: &TopicPartitionList,
@@ -120,6 +144,11 @@ pub fn read(
                         open.remove(&key);
                     }
                 }
+            }
+            // Broker transport failures and the like are reported here and retried by
+            // librdkafka; the deadline bounds them.
+            Some(Err(KafkaError::MessageConsumption(code))) => {
+                tracing::debug!(error = %code, "reading the past: consumer error");
             }
             Some(Err(e)) => return Err(e.into()),
         }
