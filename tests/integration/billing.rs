@@ -38,6 +38,43 @@ async fn stream_trips(p: &Pipeline, rides: std::ops::Range<u32>) {
     }
 }
 
+/// Publishes the trips of `rides` and kills `billing` `after` into it: the task is dropped
+/// where it stands, with no graceful shutdown.
+async fn crash_mid_stream(
+    p: &Pipeline,
+    rides: std::ops::Range<u32>,
+    billing: tokio::task::JoinHandle<anyhow::Result<()>>,
+    after: Duration,
+) {
+    let streaming = stream_trips(p, rides);
+    let crash = async {
+        tokio::time::sleep(after).await;
+        billing.abort();
+    };
+    tokio::join!(streaming, crash);
+    assert!(
+        billing.await.is_err_and(|e| e.is_cancelled()),
+        "billing was killed"
+    );
+}
+
+/// Starts billing again, publishes the trips of `rides`, waits until `count` rides are
+/// charged, stops billing, and returns every committed charge.
+async fn restart_and_settle(
+    p: &Pipeline,
+    settings: BillingSettings,
+    rides: std::ops::Range<u32>,
+    count: usize,
+) -> Vec<FareCharged> {
+    let stop = CancellationToken::new();
+    let billing = p.spawn_billing(settings, stop.clone());
+    stream_trips(p, rides).await;
+    let committed = committed_charges(p, count).await;
+    stop.cancel();
+    join_all(vec![billing]).await;
+    committed
+}
+
 /// Waits until a `read_committed` reader sees charges for `count` distinct rides; returns
 /// every charge it saw.
 async fn committed_charges(p: &Pipeline, count: usize) -> Vec<FareCharged> {
@@ -72,6 +109,18 @@ fn by_ride(charges: &[FareCharged]) -> BTreeMap<String, Vec<FareCharged>> {
     rides
 }
 
+/// Fails the test unless `charges` charge every ride of `expected`, and only those, once.
+fn charged_exactly_once(charges: &[FareCharged], expected: BTreeSet<String>) {
+    let rides = by_ride(charges);
+    assert_eq!(rides.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let twice: Vec<_> = rides
+        .iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(twice.is_empty(), "charged twice: {twice:?}");
+}
+
 fn expected_rides(rides: std::ops::Range<u32>) -> BTreeSet<String> {
     rides.map(|n| format!("ride-{n}")).collect()
 }
@@ -101,39 +150,13 @@ async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
     stream_trips(&p, 100..200).await;
     assert_eq!(committed_charges(&p, 200).await.len(), 200);
 
-    // A crash mid-stream: the task is dropped where it stands, with no graceful shutdown.
-    let streaming = stream_trips(&p, 200..400);
-    let crash = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        first.abort();
-    };
-    tokio::join!(streaming, crash);
-    assert!(
-        first.await.is_err_and(|e| e.is_cancelled()),
-        "billing was killed"
-    );
+    crash_mid_stream(&p, 200..400, first, Duration::from_millis(150)).await;
     drop(first_stop);
     // The restart takes the same transactional id: it fences the dead instance and aborts
     // whatever it left open.
-    let stop = CancellationToken::new();
-    let second = p.spawn_billing(s, stop.clone());
-    stream_trips(&p, 400..450).await;
+    let committed = restart_and_settle(&p, s, 400..450, 450).await;
 
-    let committed = committed_charges(&p, 450).await;
-    stop.cancel();
-    join_all(vec![second]).await;
-
-    let rides = by_ride(&committed);
-    assert_eq!(
-        rides.keys().cloned().collect::<BTreeSet<_>>(),
-        expected_rides(0..450)
-    );
-    let twice: Vec<_> = rides
-        .iter()
-        .filter(|(_, c)| c.len() > 1)
-        .map(|(r, _)| r)
-        .collect();
-    assert!(twice.is_empty(), "charged twice: {twice:?}");
+    charged_exactly_once(&committed, expected_rides(0..450));
     for c in &committed {
         assert_eq!(
             c.commission.amount_minor + c.payout.amount_minor,
@@ -290,35 +313,14 @@ async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once()
     let first = p.spawn_billing(s.clone(), CancellationToken::new());
     stream_trips(&p, 0..100).await;
     assert_eq!(committed_charges(&p, 101).await.len(), 101);
-    // A crash mid-stream, with transactions open: the restart fences the dead instance and the
-    // coordinator aborts what it left.
-    let streaming = stream_trips(&p, 100..300);
-    let crash = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        first.abort();
-    };
-    tokio::join!(streaming, crash);
-    assert!(
-        first.await.is_err_and(|e| e.is_cancelled()),
-        "billing was killed"
-    );
-    let stop = CancellationToken::new();
-    let second = p.spawn_billing(s, stop.clone());
-    stream_trips(&p, 300..350).await;
-    let committed = committed_charges(&p, 351).await;
-    stop.cancel();
-    join_all(vec![second]).await;
+    // With transactions open: the restart fences the dead instance and the coordinator
+    // aborts what it left.
+    crash_mid_stream(&p, 100..300, first, Duration::from_millis(300)).await;
+    let committed = restart_and_settle(&p, s, 300..350, 351).await;
 
-    let rides = by_ride(&committed);
     let mut expected = expected_rides(0..350);
     expected.insert(honest.ride_id.clone());
-    assert_eq!(rides.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let twice: Vec<_> = rides
-        .iter()
-        .filter(|(_, c)| c.len() > 1)
-        .map(|(r, _)| r)
-        .collect();
-    assert!(twice.is_empty(), "charged twice: {twice:?}");
+    charged_exactly_once(&committed, expected);
 
     // The aborted record is in the log, for readers that ask for uncommitted data only.
     let uncommitted: Vec<FareCharged> =

@@ -16,7 +16,9 @@ fn settings(pipeline: &Pipeline) -> DispatchSettings {
     DispatchSettings {
         group: pipeline.group("dispatch"),
         offer_timeout_ms: 1_500,
-        max_wait_ms: 6_000,
+        // Long enough for a loaded machine (two of these cities run at once in CI) to offer
+        // every ride a few times before giving up on it.
+        max_wait_ms: 15_000,
         tick_ms: 50,
         ..DispatchSettings::default()
     }

@@ -344,6 +344,18 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
     r
 }
 
+/// The city's cluster settings on `bootstrap`.
+fn city_config(bootstrap: &str) -> KafkaConfig {
+    let mut config = KafkaConfig::for_brokers(bootstrap);
+    config.partitions = PARTITIONS;
+    config
+}
+
+/// Every topic of the city, replicated three times.
+fn catalogue(config: &KafkaConfig) -> Vec<bimride_kafka::TopicSpec> {
+    topics::catalogue(&config.topics(), topics::REGISTRY_LOG, PARTITIONS, 3)
+}
+
 fn set_rtt(cluster: &EmbeddedCluster, delay: Duration) {
     for broker in 1..=cluster.brokers() {
         cluster.round_trip_time(broker, delay).expect("rtt");
@@ -669,15 +681,9 @@ impl City {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and_rebalances() {
     let cluster = EmbeddedCluster::start(3).expect("cluster");
-    let mut config = KafkaConfig::for_brokers(cluster.bootstrap_servers());
-    config.partitions = PARTITIONS;
+    let config = city_config(cluster.bootstrap_servers());
     Provisioner::Embedded(&cluster)
-        .ensure(&topics::catalogue(
-            &config.topics(),
-            topics::REGISTRY_LOG,
-            PARTITIONS,
-            3,
-        ))
+        .ensure(&catalogue(&config))
         .await
         .expect("topics");
     // Mock brokers answer a fetch only when its wait expires.
@@ -784,15 +790,9 @@ fn busiest_leader(config: &KafkaConfig) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail() {
     let cluster = KafkaCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut config = KafkaConfig::for_brokers(cluster.bootstrap());
-    config.partitions = PARTITIONS;
+    let config = city_config(cluster.bootstrap());
     Provisioner::Admin(&config)
-        .ensure(&topics::catalogue(
-            &config.topics(),
-            topics::REGISTRY_LOG,
-            PARTITIONS,
-            3,
-        ))
+        .ensure(&catalogue(&config))
         .await
         .expect("topics");
     let mut city = City::start(config.clone(), "").await;
