@@ -320,6 +320,10 @@ async fn scenario(up: Up, topics: &Topics) {
     // The debug-level log of the whole run carries no secret, token or credential.
     let log = std::fs::read_to_string(&log).expect("log");
     assert!(log.contains("ride requested"), "the log is the city's");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file carries no terminal colour codes"
+    );
     for secret in [
         common::SECRET,
         common::ADMIN,
