@@ -22,4 +22,6 @@ BIMRIDE_KAFKA_BROKERS="$(scripts/kafka.sh start | tail -1)"
 export BIMRIDE_KAFKA_BROKERS
 
 echo "== cargo test"
-cargo test --workspace --all-targets --locked
+# One test at a time: each scenario runs a whole city (and the shared brokers run beside it),
+# and two cities on two cores starve each other's simulated drivers.
+cargo test --workspace --all-targets --locked -- --test-threads=1
