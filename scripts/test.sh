@@ -24,4 +24,5 @@ export BIMRIDE_KAFKA_BROKERS
 echo "== cargo test"
 # One test at a time: each scenario runs a whole city (and the shared brokers run beside it),
 # and two cities on two cores starve each other's simulated drivers.
-cargo test --workspace --all-targets --locked -- --test-threads=1
+# (RUST_TEST_THREADS rather than --test-threads, which the criterion benches do not take.)
+RUST_TEST_THREADS=1 cargo test --workspace --all-targets --locked
