@@ -40,11 +40,6 @@ impl Topic {
         }
     }
 
-    /// The full name in the default namespace, such as `bimride.ride-events`.
-    pub fn default_name(self) -> String {
-        Topics::default().name(self).to_owned()
-    }
-
     /// The contracts this topic carries, in union order. Append only: the order is wire format.
     pub fn members(self) -> &'static [&'static Contract] {
         use contract::*;
@@ -102,10 +97,6 @@ impl Topics {
             namespace: namespace.into(),
             names: Arc::new(names),
         }
-    }
-
-    pub fn namespace(&self) -> &str {
-        &self.namespace
     }
 
     pub fn name(&self, topic: Topic) -> &str {
