@@ -173,7 +173,7 @@ async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
 fn aborted_transactions() -> u64 {
     prometheus::gather()
         .iter()
-        .filter(|f| f.name() == "bimride_billing_transactions_total")
+        .filter(|f| f.name() == "bimride_transactions_total")
         .flat_map(|f| f.get_metric())
         .filter(|m| m.get_label().iter().any(|l| l.value() == "aborted"))
         .map(|m| m.get_counter().get_value() as u64)

@@ -22,14 +22,6 @@ pub static REVENUE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-pub static TRANSACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
-        "bimride_billing_transactions_total",
-        "Billing transactions (or at-least-once batches), by outcome: committed or aborted.",
-        &["outcome"],
-    )
-});
-
 pub static DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bimride_billing_duplicates_total",

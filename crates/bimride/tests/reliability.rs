@@ -781,12 +781,6 @@ fn busiest_leader(config: &KafkaConfig) -> u32 {
 
 /// On Apache Kafka (RF 3, min ISR 2, a real transaction and group coordinator), brokers fail
 /// under the city as they do in production: killed, restarted one by one, and frozen.
-///
-/// Not run by default because it does not pass yet: every ride is charged exactly once through
-/// all four faults, but the notifications service, at least once, writes a message a second
-/// time when a send times out during a leader failover although the first landed, and one ride
-/// in a run loses its completion from the simulated fleet. Run it with `--ignored`.
-#[ignore = "fails on Apache Kafka: notifications re-sent after send timeouts, see README Reliability"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail() {
     let cluster = KafkaCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));

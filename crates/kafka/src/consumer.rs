@@ -8,6 +8,10 @@
 //! - On revoke, queued records of the lost partitions are dropped (the new owner reads them
 //!   from the committed offset) and the record in progress is drained, within
 //!   `drain_timeout`, which is kept below `session.timeout.ms`.
+//! - A record still in progress when that time runs out finishes on its own. If the
+//!   partition comes back to this process, its new worker waits for it first: one partition's
+//!   records are never handled concurrently, so a redelivered record sees the effects of the
+//!   first attempt.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -225,6 +229,8 @@ where
 
     let mut workers: HashMap<i32, (Arc<PartitionState>, mpsc::Sender<OwnedMessage>)> =
         HashMap::new();
+    // One lane per partition, kept across revokes: held while a record is handled.
+    let mut lanes: HashMap<i32, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
     let mut tasks = JoinSet::new();
     loop {
         let message = tokio::select! {
@@ -252,7 +258,13 @@ where
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(partition, Arc::clone(&state));
             let (tx, rx) = mpsc::channel(shared.options.queue_per_partition);
-            tasks.spawn(worker::<T, H>(Arc::clone(&shared), Arc::clone(&state), rx));
+            let lane = Arc::clone(lanes.entry(partition).or_default());
+            tasks.spawn(worker::<T, H>(
+                Arc::clone(&shared),
+                Arc::clone(&state),
+                lane,
+                rx,
+            ));
             workers.insert(partition, (state, tx));
         }
         if let Some((_, tx)) = workers.get(&partition) {
@@ -300,12 +312,14 @@ pub async fn apply_each<T: TopicValue>(
 async fn worker<T: TopicValue, H: Handler<T>>(
     shared: Arc<Shared<H>>,
     state: Arc<PartitionState>,
+    lane: Arc<tokio::sync::Mutex<()>>,
     mut rx: mpsc::Receiver<OwnedMessage>,
 ) {
     while let Some(message) = rx.recv().await {
         if shared.shutdown.is_cancelled() {
             break;
         }
+        let _lane = lane.lock().await;
         state.in_flight.fetch_add(1, Ordering::SeqCst);
         // Checked after raising in_flight, so a revoke either sees this record in progress
         // or this worker sees the revoke.

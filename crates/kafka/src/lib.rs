@@ -6,7 +6,8 @@
 //! - [`embedded`]: librdkafka's in-process mock cluster, reachable over loopback TCP.
 //! - [`history`]: reads a partition's recent past, to rebuild state on takeover.
 //! - [`producer`]: a typed producer that keeps many sends in flight.
-//! - [`rebalance`]: a consumer context that reports partition changes to the service loop.
+//! - [`partitioned`]: one way to own partitions: a service's state behind assignment, revoke,
+//!   record and timer hooks, at least once or in transactions.
 //! - [`consumer`]: a typed consumer loop that commits after processing and dead-letters what
 //!   it cannot process.
 
@@ -16,9 +17,9 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod history;
 pub mod metrics;
+pub mod partitioned;
 pub mod producer;
 pub mod provision;
-pub mod rebalance;
 pub mod topics;
 
 pub use config::{ConfigError, KafkaConfig};

@@ -80,6 +80,14 @@ pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static TRANSACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_transactions_total",
+        "Kafka transactions, by service and outcome: committed or aborted.",
+        &["stage", "outcome"],
+    )
+});
+
 pub static STAGE_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "bimride_stage_latency_seconds",

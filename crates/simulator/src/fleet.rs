@@ -1,7 +1,7 @@
 //! The drivers: where they are, what they are doing, and the events their apps send.
 //! Pure state: the caller feeds it time and ride events, and publishes what it returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bimride_domain::City;
@@ -85,7 +85,14 @@ pub struct Fleet {
     rng: SmallRng,
     /// Real seconds since the fleet started.
     clock: f64,
+    /// Ride events already handled, newest last: a redelivered one is ignored, as an app
+    /// ignores a push it has already shown.
+    handled: HashSet<String>,
+    handled_order: VecDeque<String>,
 }
+
+/// Ride events remembered as handled; far more than a rebalance redelivers.
+const HANDLED_CAPACITY: usize = 100_000;
 
 /// Real seconds between location updates of one driver.
 const BEAT_SECS: f64 = 2.0;
@@ -166,6 +173,8 @@ impl Fleet {
             index,
             rng,
             clock: 0.0,
+            handled: HashSet::new(),
+            handled_order: VecDeque::new(),
         }
     }
 
@@ -359,6 +368,16 @@ impl Fleet {
 
     /// Reacts to a ride event that concerns one of this fleet's drivers.
     pub fn on_ride_event(&mut self, event: &RideEvent) -> Vec<Out> {
+        let id = bimride_events::TopicValue::event_id(event);
+        if !self.handled.insert(id.to_owned()) {
+            return Vec::new();
+        }
+        self.handled_order.push_back(id.to_owned());
+        if self.handled_order.len() > HANDLED_CAPACITY
+            && let Some(old) = self.handled_order.pop_front()
+        {
+            self.handled.remove(&old);
+        }
         match event {
             RideEvent::OfferSent(o) => {
                 let Some(&i) = self.index.get(&o.driver_id) else {
@@ -551,8 +570,13 @@ mod tests {
             .collect();
         assert_eq!(order, ["DriverArrived", "TripStarted", "TripCompleted"]);
         assert!(seen.contains(&"TripTelemetry"));
-        // A second offer to a busy driver is declined.
         assert_eq!(f.busy(), 0);
+        // The assignment redelivered after a rebalance does not start the trip again.
+        assert!(f.on_ride_event(&assigned).is_empty());
+        let again: Vec<&str> = (0..400)
+            .flat_map(|_| kinds(&f.tick(Duration::from_millis(250))))
+            .collect();
+        assert!(!again.contains(&"TripCompleted"), "{again:?}");
     }
 
     #[test]
@@ -562,6 +586,7 @@ mod tests {
         f.on_ride_event(&offer("t-driver-0000"));
         let mut second = offer("t-driver-0000");
         if let RideEvent::OfferSent(o) = &mut second {
+            o.event_id = "e2".into();
             o.ride_id = "r2".into();
             o.offer_id = "o2".into();
         }

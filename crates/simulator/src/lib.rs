@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_events::{Codec, RideEvent};
+use bimride_events::{Codec, RideEvent, TopicValue};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{
     ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
@@ -131,28 +131,45 @@ impl SimSettings {
     }
 }
 
-/// Publishes the fleet's events, all in flight at once; failures are logged, as a phone
-/// app's would be retried by the next update.
+/// Publishes the fleet's events, all in flight at once. A location or status update that fails
+/// is dropped, as the app's next update supersedes it; a ride event is sent again until it
+/// lands, as a driver's app retries until the server acknowledges. Its event id is the same,
+/// so a copy that landed twice is recognised downstream.
 async fn publish(producer: &EventProducer, out: Vec<Out>) {
-    let mut pending: Vec<Delivery> = Vec::with_capacity(out.len());
+    let mut pending: Vec<(Delivery, Option<RideEvent>)> = Vec::with_capacity(out.len());
     for o in out {
         let sent = match &o {
-            Out::Supply(e) => producer.send(e).await,
-            Out::Ride(e) => producer.send(e).await,
+            Out::Supply(e) => producer.send(e).await.map(|d| (d, None)),
+            Out::Ride(e) => producer.send(e).await.map(|d| (d, Some(e.clone()))),
         };
         match sent {
             Ok(d) => pending.push(d),
             Err(e) => tracing::warn!(error = %e, "simulator event not sent"),
         }
     }
+    let producer = producer.clone();
     tokio::spawn(async move {
-        for d in pending {
-            if let Err(e) = d.wait().await {
-                tracing::warn!(error = %e, "simulator event not delivered");
+        for (delivery, ride) in pending {
+            let Err(mut error) = delivery.wait().await else {
+                continue;
+            };
+            let Some(event) = ride else {
+                tracing::warn!(%error, "driver update not delivered");
+                continue;
+            };
+            loop {
+                tracing::warn!(%error, event_id = event.event_id(), "ride event not delivered; sending it again");
+                tokio::time::sleep(RESEND_BACKOFF).await;
+                match producer.send_and_wait(&event).await {
+                    Ok(_) => break,
+                    Err(e) => error = e,
+                }
             }
         }
     });
 }
+
+const RESEND_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs the fleet and the riders until `shutdown`.
 pub async fn run(

@@ -1,0 +1,974 @@
+//! One way to own partitions: a service's state lives in a [`Processor`], which one task
+//! drives through four hooks, while a thread of its own polls the consumer.
+//!
+//! - **Assigned**: `assigned` rebuilds the new partitions' state from the log before any of
+//!   their records is processed.
+//! - **Revoked**: the polling thread hands the revoke to the task and waits. The task calls
+//!   `revoked`, makes everything decided so far durable, stores its offsets and acknowledges;
+//!   only then are the offsets committed and the rebalance goes on.
+//! - **Record**: decoded once here (a registry that is away is retried; a record that cannot
+//!   be decoded is dead-lettered with its reason), then handed to `record`, whose outputs are
+//!   produced. A record `record` rejects is dead-lettered too.
+//! - **Tick**: `tick` runs on a timer, for decisions no record causes, such as timeouts.
+//!
+//! Two deliveries drive the same hooks:
+//! - [`Delivery::AtLeastOnce`]: outputs are sent as they come, and a record's offset is stored
+//!   once its outputs, and those of every record before it, are acknowledged.
+//! - [`Delivery::Transactional`]: records are collected for a short interval, then one
+//!   transaction carries their outputs, their dead letters and their offsets. If it fails it
+//!   is aborted, the owned partitions are rebuilt from the log and the same records go again.
+//!   Revokes wait between transactions, so no partition is handed over with one open.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bimride_events::{Codec, CodecError, Millis, Topic, TopicValue, Topics};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::Producer;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::dead_letter::{self, DeadLetter};
+use crate::history::{self, Historic};
+use crate::metrics;
+use crate::producer::{Delivery as Pending, EventProducer, ProduceError};
+
+/// What a processor reads: one topic's values, or an enum over several topics.
+pub trait Inputs: Sized + Send + 'static {
+    fn topics() -> Vec<Topic>;
+    fn decode(
+        codec: &Codec,
+        topic: Topic,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<Self, CodecError>> + Send;
+    /// When it happened, for the stage latency metric.
+    fn occurred_at(&self) -> Option<Millis>;
+}
+
+impl<T: TopicValue> Inputs for T {
+    fn topics() -> Vec<Topic> {
+        vec![T::TOPIC]
+    }
+
+    async fn decode(codec: &Codec, _: Topic, bytes: &[u8]) -> Result<Self, CodecError> {
+        codec.decode(bytes).await
+    }
+
+    fn occurred_at(&self) -> Option<Millis> {
+        Some(TopicValue::occurred_at(self))
+    }
+}
+
+/// Values of two co-partitioned topics, read by one consumer.
+#[derive(Debug, Clone)]
+pub enum Either<A, B> {
+    First(A),
+    Second(B),
+}
+
+impl<A: TopicValue, B: TopicValue> Inputs for Either<A, B> {
+    fn topics() -> Vec<Topic> {
+        vec![A::TOPIC, B::TOPIC]
+    }
+
+    async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, CodecError> {
+        Ok(if topic == A::TOPIC {
+            Self::First(codec.decode(bytes).await?)
+        } else {
+            Self::Second(codec.decode(bytes).await?)
+        })
+    }
+
+    fn occurred_at(&self) -> Option<Millis> {
+        Some(match self {
+            Self::First(a) => a.occurred_at(),
+            Self::Second(b) => b.occurred_at(),
+        })
+    }
+}
+
+/// What a processor produces: any topic's value, or an enum over several.
+pub trait Outputs: Send + Sync + 'static {
+    fn send<'a>(
+        &'a self,
+        producer: &'a EventProducer,
+    ) -> impl Future<Output = Result<Pending, ProduceError>> + Send + 'a;
+}
+
+impl<T: TopicValue> Outputs for T {
+    fn send<'a>(
+        &'a self,
+        producer: &'a EventProducer,
+    ) -> impl Future<Output = Result<Pending, ProduceError>> + Send + 'a {
+        producer.send(self)
+    }
+}
+
+/// A record the processor will never accept: it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Partitions just gained, and where to rebuild them from.
+#[derive(Debug)]
+pub struct Takeover<'a> {
+    pub partitions: &'a BTreeSet<i32>,
+    /// The group's committed offsets of every input topic on those partitions.
+    pub committed: TopicPartitionList,
+    pub kafka: &'a KafkaConfig,
+    pub codec: &'a Codec,
+    pub group: &'a str,
+}
+
+impl Takeover<'_> {
+    /// Reads every partition in `marks` from `window` ago to its end; see [`history::read`].
+    pub async fn read(
+        &self,
+        marks: TopicPartitionList,
+        window: Duration,
+    ) -> Result<Vec<Historic>, RebuildError> {
+        let (kafka, group) = (self.kafka.clone(), self.group.to_owned());
+        tokio::task::spawn_blocking(move || history::read(&kafka, &group, &marks, window))
+            .await
+            .map_err(|e| RebuildError(e.to_string()))?
+            .map_err(|e| RebuildError(e.to_string()))
+    }
+
+    /// Decodes a record read back, as its topic's input.
+    pub async fn decode<I: Inputs>(&self, h: &Historic) -> Option<I> {
+        let topic = self.kafka.topics().topic_of(&h.topic)?;
+        I::decode(self.codec, topic, &h.payload).await.ok()
+    }
+}
+
+/// Why a processor could not rebuild.
+#[derive(Debug, thiserror::Error)]
+#[error("rebuilding state failed: {0}")]
+pub struct RebuildError(pub String);
+
+/// A service's state and the decisions it makes, driven by [`run`].
+pub trait Processor: Send + 'static {
+    type Input: Inputs;
+    type Output: Outputs;
+
+    /// The topics read; those of the input type unless a processor chooses them at run time.
+    fn topics(&self) -> Vec<Topic> {
+        Self::Input::topics()
+    }
+
+    /// Rebuilds the state of partitions just gained, before any of their records.
+    fn assigned(
+        &mut self,
+        takeover: Takeover<'_>,
+    ) -> impl Future<Output = Result<(), RebuildError>> + Send;
+
+    /// Forgets partitions given up. What it decided for them is made durable by the driver.
+    fn revoked(&mut self, partitions: &BTreeSet<i32>);
+
+    /// One live record of an owned partition.
+    fn record(
+        &mut self,
+        partition: i32,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Vec<Self::Output>, Rejected>> + Send;
+
+    /// Decisions no record causes; called every [`Options::tick`].
+    fn tick(&mut self, _now: Millis) -> Vec<Self::Output> {
+        Vec::new()
+    }
+
+    /// Outputs of records now durable: acknowledged, or committed with their transaction.
+    fn settled(&mut self, _outputs: &[Self::Output]) {}
+}
+
+/// How a processor's effects become durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    AtLeastOnce,
+    Transactional {
+        transactional_id: String,
+        /// How long records are collected after the first of a transaction.
+        linger: Duration,
+        max_records: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub group: String,
+    /// The service, as the metrics name it.
+    pub stage: &'static str,
+    pub delivery: Delivery,
+    /// How often [`Processor::tick`] runs; never when `None`.
+    pub tick: Option<Duration>,
+    /// Range assignment gives a member the same partition numbers of every input topic, which
+    /// co-partitioned inputs need.
+    pub co_partitioned: bool,
+}
+
+impl Options {
+    pub fn new(group: impl Into<String>, stage: &'static str) -> Self {
+        Self {
+            group: group.into(),
+            stage,
+            delivery: Delivery::AtLeastOnce,
+            tick: None,
+            co_partitioned: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionedError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
+    #[error(
+        "Kafka transactions are not available at {brokers} ({source}). Exactly-once delivery \
+         needs them; on brokers without them, run the service at least once"
+    )]
+    NoTransactions { brokers: String, source: KafkaError },
+    #[error("the consumer has not joined its group yet")]
+    NoGroupMetadata,
+    #[error("a Kafka call did not return within {0:?}")]
+    Stuck(Duration),
+    #[error("a blocking Kafka call failed to run: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Records whose effects are still being acknowledged; past this the driver stops reading.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Pause between decode attempts while the schema registry is away.
+const DECODE_RETRY: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
+/// A revoke waits this long for every send to be acknowledged: past `message.timeout.ms`,
+/// by which each has succeeded or failed.
+const REVOKE_FLUSH: Duration = Duration::from_secs(70);
+/// Bound on each blocking transaction call; well under `transaction.timeout.ms`.
+const TXN_CALL: Duration = Duration::from_secs(20);
+/// When a call given [`TXN_CALL`] (twice, for a commit) is taken to be stuck.
+const STUCK: Duration = Duration::from_secs(60);
+const TXN_TIMEOUT_MS: &str = "30000";
+/// Bound on each call of the start-up probe, so that brokers without transactions are
+/// reported promptly.
+const PROBE_CALL: Duration = Duration::from_secs(10);
+/// How long a new transactional producer is retried while the brokers recover.
+const RESTART_PATIENCE: Duration = Duration::from_secs(120);
+
+/// What the polling thread hands to the driving task, in order.
+enum Polled {
+    Record(OwnedMessage),
+    Assigned(Owned),
+    /// The rebalance waits until the driver acknowledges.
+    Revoked(Owned, oneshot::Sender<()>),
+}
+
+struct PollContext {
+    events: mpsc::Sender<Polled>,
+    stage: &'static str,
+}
+
+/// Partitions by topic.
+type Owned = BTreeMap<String, BTreeSet<i32>>;
+
+fn partitions(list: &TopicPartitionList) -> Owned {
+    let mut owned = Owned::new();
+    for e in list.elements() {
+        owned
+            .entry(e.topic().to_owned())
+            .or_default()
+            .insert(e.partition());
+    }
+    owned
+}
+
+/// The partition numbers, whatever the topic: co-partitioned inputs share them.
+fn numbers(owned: &Owned) -> BTreeSet<i32> {
+    owned.values().flatten().copied().collect()
+}
+
+impl ClientContext for PollContext {
+    fn stats(&self, statistics: Statistics) {
+        metrics::record_lag(self.stage, &statistics);
+    }
+}
+
+impl ConsumerContext for PollContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            // A closed channel: the driver has stopped and committed already.
+            if self.events.is_closed() {
+                return;
+            }
+            let (ack, acked) = oneshot::channel();
+            if self
+                .events
+                .blocking_send(Polled::Revoked(partitions(list), ack))
+                .is_ok()
+            {
+                let _ = acked.blocking_recv();
+            }
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(stage = self.stage, error = %e, "commit on revoke failed");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && !self.events.is_closed()
+        {
+            let _ = self
+                .events
+                .blocking_send(Polled::Assigned(partitions(list)));
+        }
+    }
+}
+
+type Consumer_ = Arc<BaseConsumer<PollContext>>;
+
+/// Polls until `stop`, on a thread of its own: rebalance callbacks may then wait for the
+/// driver without holding up the async runtime.
+fn poll(consumer: Consumer_, stop: CancellationToken) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.is_cancelled() {
+            match consumer.poll(POLL) {
+                Some(Ok(m)) => {
+                    let m = m.detach();
+                    if consumer
+                        .context()
+                        .events
+                        .blocking_send(Polled::Record(m))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(stage = consumer.context().stage, error = %e, "consumer error");
+                }
+                None => {}
+            }
+        }
+    })
+}
+
+/// The driver's view of the consumer, the producer and the processor.
+struct Driver<P: Processor> {
+    processor: P,
+    consumer: Consumer_,
+    producer: EventProducer,
+    kafka: KafkaConfig,
+    codec: Arc<Codec>,
+    topics: Topics,
+    options: Options,
+    owned: Owned,
+    /// Timer decisions waiting for the next transaction.
+    ticked: Vec<P::Output>,
+    shutdown: CancellationToken,
+}
+
+/// Runs `processor` over its inputs until `shutdown`; what is in progress is settled first.
+pub async fn run<P: Processor>(
+    kafka: &KafkaConfig,
+    codec: Arc<Codec>,
+    processor: P,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<P, PartitionedError> {
+    let topics = kafka.topics();
+    let inputs: Vec<String> = processor
+        .topics()
+        .into_iter()
+        .map(|t| topics.name(t).to_owned())
+        .collect();
+    let mut client = kafka.consumer(&options.group);
+    client.set("statistics.interval.ms", metrics::STATISTICS_INTERVAL_MS);
+    if options.co_partitioned {
+        client.set("partition.assignment.strategy", "range");
+    }
+    let transactional = matches!(options.delivery, Delivery::Transactional { .. });
+    if transactional {
+        // Offsets travel inside the transactions instead.
+        client.set("enable.auto.commit", "false");
+    }
+    let producer_config = producer_config(kafka, &options.delivery);
+    let producer =
+        EventProducer::with_client(&producer_config, topics.clone(), Arc::clone(&codec))?;
+    if transactional {
+        start_transactions(&producer, kafka, &options.group).await?;
+    }
+    let (events, mut polled) = mpsc::channel(1024);
+    let consumer: BaseConsumer<PollContext> = client.create_with_context(PollContext {
+        events,
+        stage: options.stage,
+    })?;
+    let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    let consumer = Arc::new(consumer);
+    let stop_polling = CancellationToken::new();
+    let poller = poll(Arc::clone(&consumer), stop_polling.clone());
+    tracing::info!(stage = options.stage, group = %options.group, topics = ?inputs, delivery = ?options.delivery, "consumer started");
+
+    let mut driver = Driver {
+        processor,
+        consumer,
+        producer,
+        kafka: kafka.clone(),
+        codec,
+        topics,
+        options,
+        owned: Owned::new(),
+        ticked: Vec::new(),
+        shutdown,
+    };
+    let result = if transactional {
+        driver.transactional(&mut polled, producer_config).await
+    } else {
+        driver.at_least_once(&mut polled).await
+    };
+    // Stop polling, then answer any revoke still waiting so the thread can end.
+    stop_polling.cancel();
+    polled.close();
+    while let Some(p) = polled.recv().await {
+        if let Polled::Revoked(_, ack) = p {
+            let _ = ack.send(());
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    let consumer = Arc::clone(&driver.consumer);
+    if !transactional {
+        match tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+            .await?
+        {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(stage = driver.options.stage, error = %e, "final commit failed")
+            }
+        }
+    }
+    tracing::info!(stage = driver.options.stage, "consumer stopped");
+    // Closing the consumer leaves its group, which blocks: not on the runtime.
+    let Driver {
+        processor,
+        consumer,
+        ..
+    } = driver;
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    result.map(|()| processor)
+}
+
+fn producer_config(kafka: &KafkaConfig, delivery: &Delivery) -> ClientConfig {
+    let mut config = kafka.producer();
+    if let Delivery::Transactional {
+        transactional_id, ..
+    } = delivery
+    {
+        config
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", TXN_TIMEOUT_MS)
+            // A message may not outlive the transaction it belongs to.
+            .set("message.timeout.ms", TXN_TIMEOUT_MS);
+    }
+    config
+}
+
+/// Registers the transactional id, fencing any earlier producer with the same id and aborting
+/// what it left open, then proves that the brokers can end a transaction. An empty
+/// transaction ends without asking them, so the probe carries an offset of a group of its
+/// own, which only the coordinator can discard.
+async fn start_transactions(
+    producer: &EventProducer,
+    kafka: &KafkaConfig,
+    group: &str,
+) -> Result<(), PartitionedError> {
+    let p = producer.inner().clone();
+    let any_topic = kafka.topics().name(Topic::RideEvents).to_owned();
+    let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
+    let started = blocking(move || {
+        p.init_transactions(PROBE_CALL)?;
+        let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(&any_topic, 0, Offset::Offset(0))?;
+        p.begin_transaction()?;
+        p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
+        p.abort_transaction(PROBE_CALL)
+    })
+    .await;
+    match started {
+        Err(PartitionedError::Kafka(source)) => Err(PartitionedError::NoTransactions {
+            brokers: kafka.bootstrap_servers().to_owned(),
+            source,
+        }),
+        other => other,
+    }
+}
+
+/// Runs a blocking Kafka call off the async runtime, for at most [`STUCK`]. librdkafka's
+/// transactional calls wait on its main thread without a bound of their own; one seen waiting
+/// through a transaction coordinator's failover never returned. A call past the bound leaves
+/// its thread behind, and the driver replaces the producer.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, PartitionedError> {
+    match tokio::time::timeout(STUCK, tokio::task::spawn_blocking(f)).await {
+        Ok(done) => Ok(done??),
+        Err(_) => Err(PartitionedError::Stuck(STUCK)),
+    }
+}
+
+/// A record's place and outputs, once they are acknowledged.
+type Acked<O> = Pin<Box<dyn Future<Output = Result<(Stored, Vec<O>), ProduceError>> + Send>>;
+type Stored = (String, i32, i64);
+
+async fn wait_all(pending: Vec<Pending>) -> Result<(), ProduceError> {
+    for p in pending {
+        p.wait().await?;
+    }
+    Ok(())
+}
+
+impl<P: Processor> Driver<P> {
+    /// Decodes a record, retrying while the registry is away. `None` at shutdown.
+    async fn decode(&self, m: &OwnedMessage) -> Option<Result<P::Input, Rejected>> {
+        let topic = self.topics.topic_of(m.topic());
+        let (Some(topic), Some(bytes)) = (topic, m.payload()) else {
+            return Some(Err(Rejected {
+                reason: "empty_payload",
+                message: "record has no value".into(),
+            }));
+        };
+        loop {
+            match P::Input::decode(&self.codec, topic, bytes).await {
+                Ok(input) => return Some(Ok(input)),
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "decode failed; retrying");
+                    metrics::RETRIES.with_label_values(&[m.topic()]).inc();
+                    if self.shutdown.is_cancelled() {
+                        return None;
+                    }
+                    tokio::time::sleep(DECODE_RETRY).await;
+                }
+                Err(e) => {
+                    return Some(Err(Rejected {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Decodes and applies one record: its outputs, or the dead letter it becomes.
+    async fn apply(&mut self, m: &OwnedMessage) -> Option<Result<Vec<P::Output>, DeadLetter>> {
+        metrics::CONSUMED.with_label_values(&[m.topic()]).inc();
+        let outcome = match self.decode(m).await? {
+            Ok(input) => {
+                let occurred = input.occurred_at();
+                let out = self.processor.record(m.partition(), input).await;
+                if out.is_ok()
+                    && let Some(occurred) = occurred
+                {
+                    metrics::observe_stage(self.options.stage, m.topic(), occurred.0);
+                }
+                out
+            }
+            Err(rejected) => Err(rejected),
+        };
+        Some(outcome.map_err(|r| {
+            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = r.reason, error = %r.message, "dead-lettering record");
+            DeadLetter::of(m, r.reason, r.message, &self.options.group)
+        }))
+    }
+
+    async fn send(&self, outputs: &[P::Output]) -> Result<Vec<Pending>, ProduceError> {
+        let mut pending = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            pending.push(o.send(&self.producer).await?);
+        }
+        Ok(pending)
+    }
+
+    async fn dead_letter(&self, m: &OwnedMessage, letter: &DeadLetter) -> Result<(), KafkaError> {
+        dead_letter::publish(
+            self.producer.inner(),
+            &letter.topic(),
+            m.key(),
+            m.payload(),
+            letter,
+        )
+        .await
+    }
+
+    fn owns(&self, m: &OwnedMessage) -> bool {
+        self.owned
+            .get(m.topic())
+            .is_some_and(|parts| parts.contains(&m.partition()))
+    }
+
+    async fn assigned(&mut self, parts: Owned) -> Result<(), PartitionedError> {
+        let mut new = Owned::new();
+        for (topic, parts) in parts {
+            let owned = self.owned.entry(topic.clone()).or_default();
+            let gained: BTreeSet<i32> = parts.difference(owned).copied().collect();
+            owned.extend(&gained);
+            if !gained.is_empty() {
+                new.insert(topic, gained);
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.rebuild(&new).await
+    }
+
+    async fn rebuild(&mut self, parts: &Owned) -> Result<(), PartitionedError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, numbers) in parts {
+            for p in numbers {
+                tpl.add_partition(topic, *p);
+            }
+        }
+        let partitions = numbers(parts);
+        let consumer = Arc::clone(&self.consumer);
+        let committed = blocking(move || consumer.committed_offsets(tpl, TXN_CALL)).await?;
+        let started = Instant::now();
+        self.processor
+            .assigned(Takeover {
+                partitions: &partitions,
+                committed,
+                kafka: &self.kafka,
+                codec: &self.codec,
+                group: &self.options.group,
+            })
+            .await?;
+        tracing::info!(stage = self.options.stage, partitions = ?parts, took_ms = started.elapsed().as_millis() as u64, "partitions taken over and rebuilt");
+        Ok(())
+    }
+
+    fn revoked(&mut self, parts: &Owned) {
+        self.processor.revoked(&numbers(parts));
+        for (topic, lost) in parts {
+            if let Some(owned) = self.owned.get_mut(topic) {
+                owned.retain(|p| !lost.contains(p));
+            }
+        }
+        tracing::info!(stage = self.options.stage, partitions = ?parts, "partitions handed off");
+    }
+
+    fn ticker(&self) -> tokio::time::Interval {
+        // A year stands for never: the branch is disabled then anyway.
+        let every = self
+            .options
+            .tick
+            .unwrap_or(Duration::from_secs(365 * 24 * 3_600));
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    }
+
+    /// Outputs sent as they come; offsets stored in order once acknowledged.
+    async fn at_least_once(
+        &mut self,
+        polled: &mut mpsc::Receiver<Polled>,
+    ) -> Result<(), PartitionedError> {
+        let mut acks: FuturesOrdered<Acked<P::Output>> = FuturesOrdered::new();
+        let mut ticker = self.ticker();
+        let ticking = self.options.tick.is_some();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                Some(acked) = acks.next(), if !acks.is_empty() => self.store(acked?),
+                _ = ticker.tick(), if ticking => {
+                    let outputs = self.processor.tick(Millis::now());
+                    // Timer decisions have no input offset: a new owner re-derives them.
+                    let pending = self.send(&outputs).await?;
+                    let stage = self.options.stage;
+                    tokio::spawn(async move {
+                        if let Err(e) = wait_all(pending).await {
+                            tracing::warn!(stage, error = %e, "timer decision not acknowledged");
+                        }
+                    });
+                }
+                p = polled.recv(), if acks.len() < MAX_IN_FLIGHT => match p {
+                    None => break,
+                    Some(Polled::Assigned(parts)) => self.assigned(parts).await?,
+                    Some(Polled::Revoked(parts, ack)) => {
+                        self.revoked(&parts);
+                        // Everything decided so far lands, and its offsets are stored,
+                        // before the partitions move.
+                        while let Some(acked) = acks.next().await {
+                            self.store(acked?);
+                        }
+                        // Timer decisions too: a rebuild reads the log only as far as it is.
+                        if let Err(e) = self.producer.flush(REVOKE_FLUSH).await {
+                            tracing::error!(stage = self.options.stage, error = %e, "decisions not acknowledged before the hand-off");
+                        }
+                        let _ = ack.send(());
+                    }
+                    Some(Polled::Record(m)) => {
+                        if !self.owns(&m) {
+                            continue;
+                        }
+                        let Some(outcome) = self.apply(&m).await else { break };
+                        let (pending, outputs) = match outcome {
+                            Ok(outputs) => (self.send(&outputs).await?, outputs),
+                            Err(letter) => {
+                                // Durable before the offset moves past the record.
+                                self.dead_letter(&m, &letter).await?;
+                                (Vec::new(), Vec::new())
+                            }
+                        };
+                        let stored = (m.topic().to_owned(), m.partition(), m.offset());
+                        acks.push_back(Box::pin(async move {
+                            wait_all(pending).await?;
+                            Ok((stored, outputs))
+                        }));
+                    }
+                },
+            }
+        }
+        while let Some(acked) = acks.next().await {
+            if let Ok(done) = acked {
+                self.store(done);
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, ((topic, partition, offset), outputs): (Stored, Vec<P::Output>)) {
+        self.processor.settled(&outputs);
+        // librdkafka commits `offset + 1` itself.
+        if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+            tracing::debug!(topic, partition, error = %e, "offset not stored");
+        }
+    }
+
+    /// Batches of records, each settled in one transaction.
+    async fn transactional(
+        &mut self,
+        polled: &mut mpsc::Receiver<Polled>,
+        producer_config: ClientConfig,
+    ) -> Result<(), PartitionedError> {
+        let Delivery::Transactional {
+            linger,
+            max_records,
+            ..
+        } = self.options.delivery.clone()
+        else {
+            unreachable!("called for transactional delivery only");
+        };
+        let mut ticker = self.ticker();
+        loop {
+            let (batch, stop) = self
+                .collect(polled, &mut ticker, linger, max_records)
+                .await?;
+            if !batch.is_empty() || !self.ticked.is_empty() {
+                self.settle(&batch, &producer_config).await?;
+            }
+            if stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Collects records until `linger` passes after the first (or after a timer decision),
+    /// the batch is full, or shutdown. Rebalances are handled here, with no transaction open.
+    async fn collect(
+        &mut self,
+        polled: &mut mpsc::Receiver<Polled>,
+        ticker: &mut tokio::time::Interval,
+        linger: Duration,
+        max_records: usize,
+    ) -> Result<(Vec<OwnedMessage>, bool), PartitionedError> {
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        let until = tokio::time::sleep(Duration::from_secs(3_600));
+        tokio::pin!(until);
+        let ticking = self.options.tick.is_some();
+        loop {
+            let lingering = !batch.is_empty() || !self.ticked.is_empty();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok((batch, true)),
+                () = &mut until, if lingering => return Ok((batch, false)),
+                _ = ticker.tick(), if ticking => {
+                    let outputs = self.processor.tick(Millis::now());
+                    if !outputs.is_empty() && !lingering {
+                        until.as_mut().reset(tokio::time::Instant::now() + linger);
+                    }
+                    self.ticked.extend(outputs);
+                }
+                p = polled.recv() => match p {
+                    None => return Ok((batch, true)),
+                    Some(Polled::Assigned(parts)) => self.assigned(parts).await?,
+                    Some(Polled::Revoked(parts, ack)) => {
+                        // The next owner reads these records again.
+                        batch.retain(|m| {
+                            !parts.get(m.topic()).is_some_and(|lost| lost.contains(&m.partition()))
+                        });
+                        self.revoked(&parts);
+                        let _ = ack.send(());
+                    }
+                    Some(Polled::Record(m)) if self.owns(&m) => {
+                        if !lingering {
+                            until.as_mut().reset(tokio::time::Instant::now() + linger);
+                        }
+                        batch.push(m);
+                        if batch.len() >= max_records {
+                            return Ok((batch, false));
+                        }
+                    }
+                    Some(Polled::Record(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Settles a batch, and after a failure aborts, rebuilds and tries the same records again.
+    async fn settle(
+        &mut self,
+        batch: &[OwnedMessage],
+        producer_config: &ClientConfig,
+    ) -> Result<(), PartitionedError> {
+        loop {
+            let error = match self.try_settle(batch).await {
+                Ok(()) => {
+                    metrics::TRANSACTIONS
+                        .with_label_values(&[self.options.stage, "committed"])
+                        .inc();
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            metrics::TRANSACTIONS
+                .with_label_values(&[self.options.stage, "aborted"])
+                .inc();
+            tracing::warn!(stage = self.options.stage, error = %error, records = batch.len(), "transaction failed; aborting and trying again");
+            let fatal = matches!(&error, PartitionedError::Kafka(KafkaError::Transaction(t)) if t.is_fatal())
+                || matches!(error, PartitionedError::Stuck(_));
+            let p = self.producer.inner().clone();
+            let aborted = if fatal {
+                Ok(())
+            } else {
+                blocking(move || p.abort_transaction(TXN_CALL)).await
+            };
+            if fatal || aborted.is_err() {
+                // A producer that cannot end its transaction is done for. A new one under the
+                // same transactional id fences it, and the coordinator aborts what it left.
+                tracing::warn!(stage = self.options.stage, abort = ?aborted.err(), "transactional producer unusable; starting a new one");
+                self.restart_producer(producer_config).await?;
+            }
+            // What the aborted transaction decided is gone: rebuild from the logs.
+            let owned = self.owned.clone();
+            self.processor.revoked(&numbers(&owned));
+            self.rebuild(&owned).await?;
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn try_settle(&mut self, batch: &[OwnedMessage]) -> Result<(), PartitionedError> {
+        let p = self.producer.inner().clone();
+        blocking(move || p.begin_transaction()).await?;
+        // Timer decisions go first; if this transaction fails they are derived again.
+        let mut all = std::mem::take(&mut self.ticked);
+        let mut pending = self.send(&all).await?;
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in batch {
+            next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            let Some(outcome) = self.apply(m).await else {
+                return Err(PartitionedError::Kafka(KafkaError::Canceled));
+            };
+            match outcome {
+                Ok(outputs) => {
+                    pending.extend(self.send(&outputs).await?);
+                    all.extend(outputs);
+                }
+                Err(letter) => self.dead_letter(m, &letter).await?,
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if offsets.count() == 0 {
+            let p = self.producer.inner().clone();
+            blocking(move || p.commit_transaction(TXN_CALL)).await?;
+            wait_all(pending).await?;
+            self.processor.settled(&all);
+            return Ok(());
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or(PartitionedError::NoGroupMetadata)?;
+        let p = self.producer.inner().clone();
+        let committed = offsets.clone();
+        blocking(move || {
+            p.send_offsets_to_transaction(&offsets, &group, TXN_CALL)?;
+            p.commit_transaction(TXN_CALL)
+        })
+        .await?;
+        // The same offsets again, through the group: a no-op where the transaction already
+        // stored them, and needed on the embedded mock cluster, which acknowledges offsets
+        // sent to a transaction without storing them. It only ever follows a commit.
+        if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
+            tracing::debug!(error = %e, "group commit after the transaction failed");
+        }
+        wait_all(pending).await?;
+        self.processor.settled(&all);
+        Ok(())
+    }
+
+    /// Replaces the transactional producer, retrying while the brokers recover (a transaction
+    /// coordinator moving takes a session timeout and an election).
+    async fn restart_producer(&mut self, config: &ClientConfig) -> Result<(), PartitionedError> {
+        let give_up = Instant::now() + RESTART_PATIENCE;
+        loop {
+            let started = async {
+                let producer = EventProducer::with_client(
+                    config,
+                    self.topics.clone(),
+                    Arc::clone(&self.codec),
+                )?;
+                start_transactions(&producer, &self.kafka, &self.options.group).await?;
+                Ok::<_, PartitionedError>(producer)
+            };
+            match started.await {
+                Ok(producer) => {
+                    self.producer = producer;
+                    tracing::info!(
+                        stage = self.options.stage,
+                        "new transactional producer started"
+                    );
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(stage = self.options.stage, error = %e, "starting a new transactional producer failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
