@@ -36,17 +36,48 @@ mod surge;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use bimride_events::{Codec, TopicValue};
-use bimride_kafka::{ConsumerOptions, KafkaConfig, Record, consumer};
+use bimride_kafka::KafkaConfig;
+use bimride_kafka::partitioned::{
+    self, Nothing, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A consumer loop running in the background, handing every record to `records`.
+/// A record a test consumer handled, and its partition.
+#[derive(Debug, Clone)]
+pub struct Record<T> {
+    pub value: T,
+    pub partition: i32,
+}
+
+/// Hands every record to a channel.
+struct Collect<T>(mpsc::UnboundedSender<Record<T>>);
+
+impl<T: TopicValue> Processor for Collect<T> {
+    type Input = T;
+    type Output = Nothing;
+
+    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
+        Ok(())
+    }
+
+    fn revoked(&mut self, _: &BTreeSet<i32>) {}
+
+    async fn record(&mut self, partition: i32, value: T) -> Result<Vec<Nothing>, Rejected> {
+        let _ = self.0.send(Record { value, partition });
+        Ok(Vec::new())
+    }
+}
+
+/// A consumer running in the background, handing every record to `records`.
 #[derive(Debug)]
 pub struct Running<T> {
     pub records: mpsc::UnboundedReceiver<Record<T>>,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bimride_kafka::ConsumerError>>,
+    task: tokio::task::JoinHandle<Result<(), PartitionedError>>,
 }
 
 impl<T> Running<T> {
@@ -85,19 +116,12 @@ pub fn start<T: TopicValue + Clone>(
     group: &str,
 ) -> Running<T> {
     let (tx, records) = mpsc::unbounded_channel();
-    let handler = Arc::new(move |record: Record<T>| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(record);
-            Ok(())
-        }
-    });
     let stop = CancellationToken::new();
-    let loop_config = config.clone();
-    let loop_stop = stop.clone();
-    let options = ConsumerOptions::new(group);
+    let (config, options, loop_stop) = (config.clone(), Options::new(group, "test"), stop.clone());
     let task = tokio::spawn(async move {
-        consumer::run::<T, _>(&loop_config, codec, options, handler, loop_stop).await
+        partitioned::run(&config, codec, Collect(tx), options, loop_stop)
+            .await
+            .map(drop)
     });
     Running {
         records,
@@ -106,7 +130,7 @@ pub fn start<T: TopicValue + Clone>(
     }
 }
 
-/// Runs a consumer loop over `T`'s topic until `count` records arrive or `timeout` passes.
+/// Runs a consumer over `T`'s topic until `count` records arrive or `timeout` passes.
 pub async fn consume<T: TopicValue + Clone>(
     config: &KafkaConfig,
     codec: Arc<Codec>,

@@ -8,8 +8,9 @@ use bimride_events::{
     ChargeKind, Codec, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
     RideEvent, RideRequested, SurgeUpdated, TopicValue,
 };
-use bimride_kafka::consumer::apply_each as feed;
-use bimride_kafka::{ConsumerError, ConsumerOptions, KafkaConfig};
+use bimride_kafka::KafkaConfig;
+use bimride_kafka::partitioned::{Options, PartitionedError};
+use bimride_kafka::projection::Projection;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -252,35 +253,24 @@ pub async fn run_projection(
     surge: Arc<crate::SurgeBook>,
     group: &str,
     shutdown: CancellationToken,
-) -> Result<(), ConsumerError> {
-    // One loop per topic, each with its own group, all applying to the same books.
-    let project = |suffix: &str| {
-        (
-            config,
-            Arc::clone(&codec),
-            ConsumerOptions::new(format!("{group}-{suffix}")).stage("api"),
-            shutdown.clone(),
-        )
-    };
+) -> Result<(), PartitionedError> {
     let (b1, b2, b3, b4) = (
         Arc::clone(&book),
         Arc::clone(&book),
         Arc::clone(&book),
         book,
     );
-    let (a, b, c, d, e) = tokio::join!(
+    Projection::new()
         // Dispatch's decisions on this topic reach the book through the ride events.
-        feed(project("requests"), move |e: &DispatchEvent| {
+        .on(move |e: &DispatchEvent| {
             if let DispatchEvent::Requested(request) = e {
                 b1.apply_request(request);
             }
-        }),
-        feed(project("events"), move |e: &RideEvent| b2.apply_event(e)),
-        feed(project("payments"), move |c: &FareCharged| b3
-            .apply_charge(c)),
-        feed(project("notifications"), move |n: &Notification| b4
-            .apply_notification(n)),
-        feed(project("surge"), move |u: &SurgeUpdated| surge.apply(u)),
-    );
-    a.and(b).and(c).and(d).and(e)
+        })
+        .on(move |e: &RideEvent| b2.apply_event(e))
+        .on(move |c: &FareCharged| b3.apply_charge(c))
+        .on(move |n: &Notification| b4.apply_notification(n))
+        .on(move |u: &SurgeUpdated| surge.apply(u))
+        .run(config, codec, Options::new(group, "api"), shutdown)
+        .await
 }

@@ -15,7 +15,7 @@ struct Api {
     url: String,
     http: reqwest::Client,
     stop: CancellationToken,
-    projection: tokio::task::JoinHandle<Result<(), bimride_kafka::ConsumerError>>,
+    projection: tokio::task::JoinHandle<Result<(), bimride_kafka::partitioned::PartitionedError>>,
     /// Dispatch decides what happens to a cancellation before a driver is assigned.
     dispatch: tokio::task::JoinHandle<Result<(), bimride_dispatch::DispatchError>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,

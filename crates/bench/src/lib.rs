@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use bimride_domain::City;
 use bimride_events::{ChargeKind, Codec, FareCharged, Notification, RideEvent};
-use bimride_kafka::consumer::apply_each;
-use bimride_kafka::{ConsumerOptions, KafkaConfig};
+use bimride_kafka::KafkaConfig;
+use bimride_kafka::partitioned::Options;
+use bimride_kafka::projection::Projection;
 // Points in the service area, denser towards the centre, as the simulated riders pick them.
 use bimride_simulator::fleet::random_point;
 use clap::Args;
@@ -229,17 +230,9 @@ async fn feed(
     shutdown: CancellationToken,
 ) {
     let group = format!("bimride-bench-{}", uuid::Uuid::new_v4());
-    let options = |suffix: &str| {
-        (
-            &kafka,
-            Arc::clone(&codec),
-            ConsumerOptions::new(format!("{group}-{suffix}")).stage("bench"),
-            shutdown.clone(),
-        )
-    };
     let (t1, t2, t3) = (Arc::clone(&tracker), Arc::clone(&tracker), tracker);
-    let (a, b, c) = tokio::join!(
-        apply_each(options("events"), move |e: &RideEvent| {
+    let fed = Projection::new()
+        .on(move |e: &RideEvent| {
             let stage = match e {
                 RideEvent::OfferSent(_) => Stage::Offered,
                 RideEvent::DriverAssigned(_) => Stage::Assigned,
@@ -247,24 +240,23 @@ async fn feed(
                 _ => return,
             };
             t1.reached(e.ride_id(), stage, Instant::now());
-        }),
-        apply_each(options("payments"), move |c: &FareCharged| {
+        })
+        .on(move |c: &FareCharged| {
             if c.kind == ChargeKind::Trip {
                 t2.reached(&c.ride_id, Stage::Charged, Instant::now());
             }
-        }),
-        apply_each(options("notifications"), move |n: &Notification| {
+        })
+        .on(move |n: &Notification| {
             if n.template == "receipt"
                 && let Some(ride) = &n.ride_id
             {
                 t3.reached(ride, Stage::Notified, Instant::now());
             }
-        }),
-    );
-    for result in [a, b, c] {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "benchmark feed failed");
-        }
+        })
+        .run(&kafka, codec, Options::new(group, "bench"), shutdown)
+        .await;
+    if let Err(e) = fed {
+        tracing::error!(error = %e, "benchmark feed failed");
     }
 }
 

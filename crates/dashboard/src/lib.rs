@@ -18,8 +18,9 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use bimride_domain::City;
 use bimride_events::{Codec, DispatchEvent, FareCharged, RideEvent, SupplyEvent, SurgeUpdated};
-use bimride_kafka::consumer::apply_each;
-use bimride_kafka::{ConsumerError, ConsumerOptions, KafkaConfig};
+use bimride_kafka::KafkaConfig;
+use bimride_kafka::partitioned::{Options, PartitionedError};
+use bimride_kafka::projection::Projection;
 use futures::Stream;
 use h3o::{LatLng, Resolution};
 use serde::Serialize;
@@ -133,37 +134,24 @@ impl Dashboard {
 }
 
 /// Feeds the dashboard from every topic it shows, until `shutdown`. Each dashboard reads the
-/// whole retained log under groups of its own, so its totals cover that log.
+/// whole retained log under a group of its own, so its totals cover that log.
 pub async fn run_feeds(
     config: &KafkaConfig,
     codec: Arc<Codec>,
     dashboard: Arc<Dashboard>,
     shutdown: CancellationToken,
-) -> Result<(), ConsumerError> {
+) -> Result<(), PartitionedError> {
     let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
-    let feed = |suffix: &str| {
-        (
-            config,
-            Arc::clone(&codec),
-            ConsumerOptions::new(format!("{group}-{suffix}")).stage("dashboard"),
-            shutdown.clone(),
-        )
-    };
     let d = || Arc::clone(&dashboard);
     let (d1, d2, d3, d4, d5) = (d(), d(), d(), d(), d());
-    let (a, b, c, e, f) = tokio::join!(
-        apply_each(feed("requests"), move |e: &DispatchEvent| d1
-            .with_view(|v| v.apply_dispatch(e))),
-        apply_each(feed("events"), move |e: &RideEvent| d2
-            .with_view(|v| v.apply_ride(e))),
-        apply_each(feed("supply"), move |e: &SupplyEvent| d3
-            .with_view(|v| v.apply_supply(e))),
-        apply_each(feed("surge"), move |u: &SurgeUpdated| d4
-            .with_view(|v| v.apply_surge(u))),
-        apply_each(feed("payments"), move |c: &FareCharged| d5
-            .with_view(|v| v.apply_charge(c))),
-    );
-    a.and(b).and(c).and(e).and(f)
+    Projection::new()
+        .on(move |e: &DispatchEvent| d1.with_view(|v| v.apply_dispatch(e)))
+        .on(move |e: &RideEvent| d2.with_view(|v| v.apply_ride(e)))
+        .on(move |e: &SupplyEvent| d3.with_view(|v| v.apply_supply(e)))
+        .on(move |u: &SurgeUpdated| d4.with_view(|v| v.apply_surge(u)))
+        .on(move |c: &FareCharged| d5.with_view(|v| v.apply_charge(c)))
+        .run(config, codec, Options::new(group, "dashboard"), shutdown)
+        .await
 }
 
 const INDEX: &str = include_str!("../assets/index.html");

@@ -8,22 +8,20 @@
 //! - [`producer`]: a typed producer that keeps many sends in flight.
 //! - [`partitioned`]: one way to own partitions: a service's state behind assignment, revoke,
 //!   record and timer hooks, at least once or in transactions.
-//! - [`consumer`]: a typed consumer loop that commits after processing and dead-letters what
-//!   it cannot process.
+//! - [`projection`]: read models on the same driver: one consumer, a function per topic.
 
 pub mod config;
-pub mod consumer;
 pub mod dead_letter;
 pub mod embedded;
 pub mod history;
 pub mod metrics;
 pub mod partitioned;
 pub mod producer;
+pub mod projection;
 pub mod provision;
 pub mod topics;
 
 pub use config::{ConfigError, KafkaConfig};
-pub use consumer::{ConsumerError, ConsumerOptions, HandleError, Handler, Record};
 pub use embedded::EmbeddedCluster;
 pub use producer::{EventProducer, ProduceError};
 pub use provision::{ProvisionError, Provisioner};

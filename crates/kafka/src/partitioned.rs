@@ -16,7 +16,8 @@
 //!   once its outputs, and those of every record before it, are acknowledged.
 //! - [`Delivery::Transactional`]: records are collected for a short interval, then one
 //!   transaction carries their outputs, their dead letters and their offsets. If it fails it
-//!   is aborted, the owned partitions are rebuilt from the log and the same records go again.
+//!   is aborted, the owned partitions are rebuilt from the log and the same records go again,
+//!   less those of partitions revoked meanwhile.
 //!   Revokes wait between transactions, so no partition is handed over with one open.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,6 +116,16 @@ impl<T: TopicValue> Outputs for T {
     }
 }
 
+/// The output of a processor that produces nothing through the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nothing {}
+
+impl Outputs for Nothing {
+    async fn send(&self, _: &EventProducer) -> Result<Pending, ProduceError> {
+        match *self {}
+    }
+}
+
 /// A record the processor will never accept: it goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -169,6 +180,16 @@ pub trait Processor: Send + 'static {
         Self::Input::topics()
     }
 
+    /// Decodes a record of one of [`Processor::topics`].
+    fn decode(
+        &self,
+        codec: &Codec,
+        topic: Topic,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<Self::Input, CodecError>> + Send {
+        Self::Input::decode(codec, topic, bytes)
+    }
+
     /// Rebuilds the state of partitions just gained, before any of their records.
     fn assigned(
         &mut self,
@@ -217,6 +238,8 @@ pub struct Options {
     /// Range assignment gives a member the same partition numbers of every input topic, which
     /// co-partitioned inputs need.
     pub co_partitioned: bool,
+    /// Where a group with no committed offset starts: the newest record, not the oldest.
+    pub from_latest: bool,
 }
 
 impl Options {
@@ -227,6 +250,7 @@ impl Options {
             delivery: Delivery::AtLeastOnce,
             tick: None,
             co_partitioned: false,
+            from_latest: false,
         }
     }
 }
@@ -268,6 +292,8 @@ const TXN_TIMEOUT_MS: &str = "30000";
 /// Bound on each call of the start-up probe, so that brokers without transactions are
 /// reported promptly.
 const PROBE_CALL: Duration = Duration::from_secs(10);
+/// Pause before the records of a failed transaction go again.
+const FAILED_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a new transactional producer is retried while the brokers recover.
 const RESTART_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -405,6 +431,9 @@ pub async fn run<P: Processor>(
     if options.co_partitioned {
         client.set("partition.assignment.strategy", "range");
     }
+    if options.from_latest {
+        client.set("auto.offset.reset", "latest");
+    }
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });
     if transactional {
         // Offsets travel inside the transactions instead.
@@ -440,10 +469,11 @@ pub async fn run<P: Processor>(
         ticked: Vec::new(),
         shutdown,
     };
+    // Boxed: the drivers' futures are large, and callers hold them across awaits.
     let result = if transactional {
-        driver.transactional(&mut polled, producer_config).await
+        Box::pin(driver.transactional(&mut polled, producer_config)).await
     } else {
-        driver.at_least_once(&mut polled).await
+        Box::pin(driver.at_least_once(&mut polled)).await
     };
     // Stop polling, then answer any revoke still waiting so the thread can end.
     stop_polling.cancel();
@@ -557,7 +587,7 @@ impl<P: Processor> Driver<P> {
             }));
         };
         loop {
-            match P::Input::decode(&self.codec, topic, bytes).await {
+            match self.processor.decode(&self.codec, topic, bytes).await {
                 Ok(input) => return Some(Ok(input)),
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "decode failed; retrying");
@@ -778,13 +808,16 @@ impl<P: Processor> Driver<P> {
             unreachable!("called for transactional delivery only");
         };
         let mut ticker = self.ticker();
+        let mut failed = Vec::new();
         loop {
             let (batch, stop) = self
-                .collect(polled, &mut ticker, linger, max_records)
+                .collect(polled, &mut ticker, linger, max_records, failed)
                 .await?;
-            if !batch.is_empty() || !self.ticked.is_empty() {
-                self.settle(&batch, &producer_config).await?;
-            }
+            failed = if batch.is_empty() && self.ticked.is_empty() {
+                Vec::new()
+            } else {
+                self.settle(batch, &producer_config).await?
+            };
             if stop {
                 return Ok(());
             }
@@ -792,16 +825,21 @@ impl<P: Processor> Driver<P> {
     }
 
     /// Collects records until `linger` passes after the first (or after a timer decision),
-    /// the batch is full, or shutdown. Rebalances are handled here, with no transaction open.
+    /// the batch is full, or shutdown. It starts with the records of a failed transaction,
+    /// if any. Rebalances are handled here, with no transaction open.
     async fn collect(
         &mut self,
         polled: &mut mpsc::Receiver<Polled>,
         ticker: &mut tokio::time::Interval,
         linger: Duration,
         max_records: usize,
+        mut batch: Vec<OwnedMessage>,
     ) -> Result<(Vec<OwnedMessage>, bool), PartitionedError> {
-        let mut batch: Vec<OwnedMessage> = Vec::new();
-        let until = tokio::time::sleep(Duration::from_secs(3_600));
+        let until = tokio::time::sleep(if batch.is_empty() {
+            Duration::from_secs(3_600)
+        } else {
+            FAILED_BACKOFF
+        });
         tokio::pin!(until);
         let ticking = self.options.tick.is_some();
         loop {
@@ -843,19 +881,21 @@ impl<P: Processor> Driver<P> {
         }
     }
 
-    /// Settles a batch, and after a failure aborts, rebuilds and tries the same records again.
+    /// Settles a batch in one transaction. After a failure it aborts and rebuilds, and returns
+    /// the batch to be collected again: a revoke waiting meanwhile (a lost group membership
+    /// fails every commit until it is handled) drops the records of the partitions lost.
     async fn settle(
         &mut self,
-        batch: &[OwnedMessage],
+        batch: Vec<OwnedMessage>,
         producer_config: &ClientConfig,
-    ) -> Result<(), PartitionedError> {
-        loop {
-            let error = match self.try_settle(batch).await {
+    ) -> Result<Vec<OwnedMessage>, PartitionedError> {
+        {
+            let error = match self.try_settle(&batch).await {
                 Ok(()) => {
                     metrics::TRANSACTIONS
                         .with_label_values(&[self.options.stage, "committed"])
                         .inc();
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 Err(e) => e,
             };
@@ -881,9 +921,7 @@ impl<P: Processor> Driver<P> {
             let owned = self.owned.clone();
             self.processor.revoked(&numbers(&owned));
             self.rebuild(&owned).await?;
-            if self.shutdown.is_cancelled() {
-                return Ok(());
-            }
+            Ok(batch)
         }
     }
 

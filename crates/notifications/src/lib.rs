@@ -12,15 +12,17 @@ pub mod sinks;
 pub mod templates;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use bimride_events::{Codec, FareCharged, Notification, RideEvent, Topic};
+use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::metrics::counter;
-use bimride_kafka::{
-    ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
-    consumer,
+use bimride_kafka::partitioned::{
+    self, Either, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
@@ -84,9 +86,7 @@ pub enum NotifyError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
-    Produce(#[from] ProduceError),
-    #[error(transparent)]
-    Consume(#[from] ConsumerError),
+    Consumer(#[from] PartitionedError),
     #[error("reading the messages already sent failed: {0}")]
     History(#[from] HistoryError),
     #[error("a blocking Kafka call failed to run: {0}")]
@@ -192,54 +192,65 @@ impl SentIds {
 
 #[derive(Debug)]
 struct Notifier {
-    producer: EventProducer,
     sinks: Vec<Box<dyn Sink>>,
-    sent: Mutex<SentIds>,
+    sent: SentIds,
 }
 
-impl Notifier {
-    fn already_sent(&self, id: &str) -> bool {
-        self.sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+impl Processor for Notifier {
+    type Input = Either<RideEvent, FareCharged>;
+    type Output = Notification;
+
+    /// Nothing to rebuild: the messages already sent were read at start.
+    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
+        Ok(())
     }
 
-    fn mark_sent(&self, id: String) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
-    }
+    fn revoked(&mut self, _: &BTreeSet<i32>) {}
 
-    /// Sends a source's messages: sinks first, then the topic, which records them as sent.
-    async fn handle(&self, source: Source) -> Result<(), HandleError> {
-        if let Source::Charge(c) = &source {
-            check_charge(c)?;
-        }
+    /// Renders a source's messages and hands them to the sinks; the driver then records them
+    /// on the topic. A message already sent is skipped.
+    async fn record(
+        &mut self,
+        _: i32,
+        input: Either<RideEvent, FareCharged>,
+    ) -> Result<Vec<Notification>, Rejected> {
+        let source = match input {
+            Either::First(e) => Source::Ride(e),
+            Either::Second(c) => {
+                check_charge(&c)?;
+                Source::Charge(c)
+            }
+        };
+        let mut out = Vec::new();
         for n in render(&source) {
-            if self.already_sent(&n.notification_id) {
+            if self.sent.contains(&n.notification_id) {
                 SKIPPED.with_label_values(&[&n.template]).inc();
                 continue;
             }
             self.deliver(&n).await?;
-            self.producer
-                .send_and_wait(&n)
-                .await
-                .map_err(|e| HandleError::Retry(e.to_string()))?;
-            SENT.with_label_values(&[&n.template]).inc();
-            self.mark_sent(n.notification_id);
+            // Marked now, not once acknowledged: a copy of the source record right behind
+            // this one must not send it again. A failed send stops the service.
+            self.sent.insert(n.notification_id.clone());
+            out.push(n);
         }
-        Ok(())
+        Ok(out)
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), HandleError> {
+    fn settled(&mut self, sent: &[Notification]) {
+        for n in sent {
+            SENT.with_label_values(&[&n.template]).inc();
+        }
+    }
+}
+
+impl Notifier {
+    async fn deliver(&self, n: &Notification) -> Result<(), Rejected> {
         for sink in &self.sinks {
             if let Err(e) = sink.deliver(n).await {
                 SINK_FAILURES.with_label_values(&[sink.name()]).inc();
                 // The source record goes to the dead-letter topic, to be replayed once the
                 // sink is back; messages it already sent are skipped then.
-                return Err(HandleError::Invalid {
+                return Err(Rejected {
                     reason: "sink_failed",
                     message: format!("{} sink: {e}", sink.name()),
                 });
@@ -250,7 +261,7 @@ impl Notifier {
 }
 
 /// A charge whose parts do not add up cannot be told to anyone: it is dead-lettered.
-fn check_charge(c: &FareCharged) -> Result<(), HandleError> {
+fn check_charge(c: &FareCharged) -> Result<(), Rejected> {
     let same_currency =
         c.commission.currency == c.fare.currency && c.payout.currency == c.fare.currency;
     let adds_up =
@@ -265,7 +276,7 @@ fn check_charge(c: &FareCharged) -> Result<(), HandleError> {
     if same_currency && adds_up && non_negative {
         Ok(())
     } else {
-        Err(HandleError::Invalid {
+        Err(Rejected {
             reason: "impossible_charge",
             message: format!(
                 "ride {}: fare {} {} is not commission {} plus payout {}",
@@ -287,44 +298,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {
     settings.validate()?;
-    let notifier = Arc::new(Notifier {
-        producer: EventProducer::new(kafka, Arc::clone(&codec))?,
+    let mut notifier = Notifier {
         sinks: settings.sinks()?,
-        sent: Mutex::new(SentIds::new(1_000_000)),
-    });
-    let remembered = remember_sent(kafka, &codec, &settings, &notifier).await?;
+        sent: SentIds::new(1_000_000),
+    };
+    let remembered = remember_sent(kafka, &codec, &settings, &mut notifier).await?;
     tracing::info!(
         remembered,
         webhook = settings.webhook_url.is_some(),
         "notifications started"
     );
-
-    let on_ride = Arc::clone(&notifier);
-    let events = consumer::run::<RideEvent, _>(
-        kafka,
-        Arc::clone(&codec),
-        ConsumerOptions::new(format!("{}-events", settings.group)).stage("notifications"),
-        Arc::new(move |r: Record<RideEvent>| {
-            let n = Arc::clone(&on_ride);
-            async move { n.handle(Source::Ride(r.value)).await }
-        }),
-        shutdown.clone(),
-    );
-    let on_charge = Arc::clone(&notifier);
-    let charges = consumer::run::<FareCharged, _>(
-        kafka,
-        codec,
-        ConsumerOptions::new(format!("{}-payments", settings.group)).stage("notifications"),
-        Arc::new(move |r: Record<FareCharged>| {
-            let n = Arc::clone(&on_charge);
-            async move { n.handle(Source::Charge(r.value)).await }
-        }),
-        shutdown,
-    );
-    let (a, b) = tokio::join!(events, charges);
-    a?;
-    b?;
-    notifier.producer.flush(Duration::from_secs(5)).await?;
+    let options = Options::new(settings.group.clone(), "notifications");
+    partitioned::run(kafka, codec, notifier, options, shutdown).await?;
     tracing::info!("notifications stopped");
     Ok(())
 }
@@ -334,7 +319,7 @@ async fn remember_sent(
     kafka: &KafkaConfig,
     codec: &Codec,
     settings: &NotificationSettings,
-    notifier: &Notifier,
+    notifier: &mut Notifier,
 ) -> Result<usize, NotifyError> {
     let (kafka, group) = (kafka.clone(), settings.group.clone());
     let window = Duration::from_secs(settings.notifications_replay_secs);
@@ -350,7 +335,7 @@ async fn remember_sent(
     let mut remembered = 0;
     for h in history {
         if let Ok(n) = codec.decode::<Notification>(&h.payload).await {
-            notifier.mark_sent(n.notification_id);
+            notifier.sent.insert(n.notification_id);
             remembered += 1;
         }
     }

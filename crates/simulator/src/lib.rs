@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bimride_domain::City;
 use bimride_events::{Codec, RideEvent, TopicValue};
-use bimride_kafka::producer::Delivery;
-use bimride_kafka::{
-    ConsumerError, ConsumerOptions, EventProducer, HandleError, KafkaConfig, ProduceError, Record,
-    consumer,
+use bimride_kafka::partitioned::{
+    self, Nothing, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
+use bimride_kafka::producer::Delivery;
+use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,7 @@ pub enum SimError {
     #[error(transparent)]
     Produce(#[from] ProduceError),
     #[error(transparent)]
-    Consume(#[from] ConsumerError),
+    Consumer(#[from] PartitionedError),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -171,6 +171,34 @@ async fn publish(producer: &EventProducer, out: Vec<Out>) {
 
 const RESEND_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The drivers' apps: each ride event concerning a driver gets the app's answer, published as
+/// an app would, outside the consumer's delivery.
+struct Apps {
+    fleet: Arc<Mutex<Fleet>>,
+    producer: EventProducer,
+}
+
+impl Processor for Apps {
+    type Input = RideEvent;
+    type Output = Nothing;
+
+    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
+        Ok(())
+    }
+
+    fn revoked(&mut self, _: &std::collections::BTreeSet<i32>) {}
+
+    async fn record(&mut self, _: i32, event: RideEvent) -> Result<Vec<Nothing>, Rejected> {
+        let out = self
+            .fleet
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_ride_event(&event);
+        publish(&self.producer, out).await;
+        Ok(Vec::new())
+    }
+}
+
 /// Runs the fleet and the riders until `shutdown`.
 pub async fn run(
     kafka: &KafkaConfig,
@@ -198,31 +226,16 @@ pub async fn run(
     );
 
     // The drivers' apps hear about their rides from the ride events.
-    let mut options = ConsumerOptions::new(format!(
-        "bimride-sim-{}-{}",
-        settings.id,
-        uuid::Uuid::new_v4()
-    ));
-    options.from_latest = true;
-    let options = options.stage("simulator");
-    let (handler_fleet, handler_producer) = (Arc::clone(&fleet), producer.clone());
-    let apps = consumer::run::<RideEvent, _>(
-        kafka,
-        codec,
-        options,
-        Arc::new(move |r: Record<RideEvent>| {
-            let out = handler_fleet
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .on_ride_event(&r.value);
-            let producer = handler_producer.clone();
-            async move {
-                publish(&producer, out).await;
-                Ok::<(), HandleError>(())
-            }
-        }),
-        shutdown.clone(),
+    let mut options = Options::new(
+        format!("bimride-sim-{}-{}", settings.id, uuid::Uuid::new_v4()),
+        "simulator",
     );
+    options.from_latest = true;
+    let apps = Apps {
+        fleet: Arc::clone(&fleet),
+        producer: producer.clone(),
+    };
+    let apps = partitioned::run(kafka, codec, apps, options, shutdown.clone());
 
     let clock = {
         let (fleet, producer, shutdown) = (Arc::clone(&fleet), producer.clone(), shutdown.clone());
