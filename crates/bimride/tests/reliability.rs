@@ -220,8 +220,15 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
     let mut r = Reconciliation::default();
     let mut rides_of_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut requested: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen_events = BTreeSet::new();
     for (partition, payload) in &requests {
         if let Ok(DispatchEvent::Requested(q)) = codec.decode::<DispatchEvent>(payload).await {
+            // The same event written twice (a producer retrying after a broker failure) is
+            // one request, as every reader takes it.
+            if !seen_events.insert(q.event_id.clone()) {
+                r.redelivered += 1;
+                continue;
+            }
             r.partition_of.insert(q.ride_id.clone(), *partition);
             *requested.entry(q.ride_id.clone()).or_default() += 1;
             if let Some(k) = q.idempotency_key {
@@ -229,7 +236,6 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
             }
         }
     }
-    let mut seen_events = BTreeSet::new();
     let mut drivers_of_ride: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut completed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // Per driver: (assigned at, ride), and per ride its completion time.

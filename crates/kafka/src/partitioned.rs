@@ -213,6 +213,12 @@ pub trait Processor: Send + 'static {
 
     /// Outputs of records now durable: acknowledged, or committed with their transaction.
     fn settled(&mut self, _outputs: &[Self::Output]) {}
+
+    /// A record that cannot be decoded or that [`Processor::record`] rejected. Returns whether
+    /// to dead-letter it; a processor that reads another's inputs leaves that to their owner.
+    fn rejected(&mut self, _topic: &str, _rejected: &Rejected) -> bool {
+        true
+    }
 }
 
 /// How a processor's effects become durable.
@@ -240,6 +246,17 @@ pub struct Options {
     pub co_partitioned: bool,
     /// Where a group with no committed offset starts: the newest record, not the oldest.
     pub from_latest: bool,
+    pub assignment: Assignment,
+}
+
+/// Which partitions a processor owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Those the group gives this member, from its committed offsets.
+    Group,
+    /// Every partition, read from this time on, with no group and nothing committed: each
+    /// instance builds the whole state, as a processor whose state spans partitions must.
+    Everything { since: Millis },
 }
 
 impl Options {
@@ -251,6 +268,7 @@ impl Options {
             tick: None,
             co_partitioned: false,
             from_latest: false,
+            assignment: Assignment::Group,
         }
     }
 }
@@ -435,7 +453,8 @@ pub async fn run<P: Processor>(
         client.set("auto.offset.reset", "latest");
     }
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });
-    if transactional {
+    let grouped = options.assignment == Assignment::Group;
+    if transactional || !grouped {
         // Offsets travel inside the transactions instead.
         client.set("enable.auto.commit", "false");
     }
@@ -450,12 +469,25 @@ pub async fn run<P: Processor>(
         events,
         stage: options.stage,
     })?;
-    let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
     let consumer = Arc::new(consumer);
+    match options.assignment {
+        Assignment::Group => {
+            let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)?;
+        }
+        Assignment::Everything { since } => {
+            let c = Arc::clone(&consumer);
+            let starts = blocking(move || assign_since(&c, &inputs, since)).await?;
+            let _ = consumer
+                .context()
+                .events
+                .send(Polled::Assigned(partitions(&starts)))
+                .await;
+        }
+    }
     let stop_polling = CancellationToken::new();
     let poller = poll(Arc::clone(&consumer), stop_polling.clone());
-    tracing::info!(stage = options.stage, group = %options.group, topics = ?inputs, delivery = ?options.delivery, "consumer started");
+    tracing::info!(stage = options.stage, group = %options.group, delivery = ?options.delivery, assignment = ?options.assignment, "consumer started");
 
     let mut driver = Driver {
         processor,
@@ -485,7 +517,7 @@ pub async fn run<P: Processor>(
     }
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
     let consumer = Arc::clone(&driver.consumer);
-    if !transactional {
+    if !transactional && grouped {
         match tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
             .await?
         {
@@ -504,6 +536,36 @@ pub async fn run<P: Processor>(
     } = driver;
     tokio::task::spawn_blocking(move || drop(consumer)).await?;
     result.map(|()| processor)
+}
+
+/// Assigns every partition of `topics` from the first record at or after `since`, or from
+/// the start where the brokers cannot look offsets up by time.
+fn assign_since(
+    consumer: &BaseConsumer<PollContext>,
+    topics: &[String],
+    since: Millis,
+) -> Result<TopicPartitionList, KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let mut times = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            times.add_partition_offset(topic, p.id(), Offset::Offset(since.0))?;
+        }
+    }
+    let starts = match consumer.offsets_for_times(times.clone(), timeout) {
+        Ok(starts) => starts,
+        Err(e) => {
+            tracing::warn!(error = %e, "offsets by time unavailable; reading from the start");
+            let mut all = TopicPartitionList::new();
+            for e in times.elements() {
+                all.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+            }
+            all
+        }
+    };
+    consumer.assign(&starts)?;
+    Ok(starts)
 }
 
 fn producer_config(kafka: &KafkaConfig, delivery: &Delivery) -> ClientConfig {
@@ -623,10 +685,14 @@ impl<P: Processor> Driver<P> {
             }
             Err(rejected) => Err(rejected),
         };
-        Some(outcome.map_err(|r| {
-            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = r.reason, error = %r.message, "dead-lettering record");
-            DeadLetter::of(m, r.reason, r.message, &self.options.group)
-        }))
+        Some(match outcome {
+            Ok(outputs) => Ok(outputs),
+            Err(r) if !self.processor.rejected(m.topic(), &r) => Ok(Vec::new()),
+            Err(r) => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = r.reason, error = %r.message, "dead-lettering record");
+                Err(DeadLetter::of(m, r.reason, r.message, &self.options.group))
+            }
+        })
     }
 
     async fn send(&self, outputs: &[P::Output]) -> Result<Vec<Pending>, ProduceError> {
@@ -678,8 +744,12 @@ impl<P: Processor> Driver<P> {
             }
         }
         let partitions = numbers(parts);
-        let consumer = Arc::clone(&self.consumer);
-        let committed = blocking(move || consumer.committed_offsets(tpl, TXN_CALL)).await?;
+        let committed = if self.options.assignment == Assignment::Group {
+            let consumer = Arc::clone(&self.consumer);
+            blocking(move || consumer.committed_offsets(tpl, TXN_CALL)).await?
+        } else {
+            TopicPartitionList::new()
+        };
         let started = Instant::now();
         self.processor
             .assigned(Takeover {
@@ -787,6 +857,9 @@ impl<P: Processor> Driver<P> {
 
     fn store(&mut self, ((topic, partition, offset), outputs): (Stored, Vec<P::Output>)) {
         self.processor.settled(&outputs);
+        if self.options.assignment != Assignment::Group {
+            return;
+        }
         // librdkafka commits `offset + 1` itself.
         if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
             tracing::debug!(topic, partition, error = %e, "offset not stored");

@@ -176,10 +176,13 @@ impl Engine {
             return Vec::new();
         }
         let cell_and_counts = match input {
-            Input::Requested { ride_id, cell, .. } => {
-                self.requested_at.insert(ride_id, (cell, at));
-                Some((cell, None))
-            }
+            // A request written twice (a producer retrying after a broker failure) is one
+            // request.
+            Input::Requested { ride_id, cell, .. } => self
+                .requested_at
+                .insert(ride_id, (cell, at))
+                .is_none()
+                .then_some((cell, None)),
             Input::Unfulfilled { ride_id, .. } => self
                 .requested_at
                 .get(&ride_id)
@@ -414,6 +417,29 @@ mod tests {
         );
         assert_eq!(level(&engine, spot), NO_SURGE);
         assert_eq!(level(&engine, neighbour), NO_SURGE);
+    }
+
+    #[test]
+    fn a_request_written_twice_counts_once() {
+        let spot = centre();
+        let traffic = |copies: usize| {
+            let mut inputs = vec![driver(1, spot, 0), driver(2, spot, 100)];
+            for n in 0..20 {
+                for _ in 0..copies {
+                    inputs.push(request(n, spot, 1_000 + i64::from(n) * 500));
+                }
+            }
+            inputs.extend((1..=6).map(|k| tick(k * 10_000 + 30_000)));
+            inputs
+        };
+        let (mut once, mut twice) = (
+            Engine::new(SurgeConfig::default()),
+            Engine::new(SurgeConfig::default()),
+        );
+        run(&mut once, traffic(1));
+        run(&mut twice, traffic(2));
+        assert!(level(&once, spot) > NO_SURGE, "the traffic surges");
+        assert_eq!(level(&twice, spot), level(&once, spot));
     }
 
     #[test]

@@ -2,32 +2,30 @@
 //! multipliers to the compacted surge topic, keyed by cell.
 //!
 //! - [`engine`]: the windows and multipliers, as pure state driven by event time.
-//! - [`run`]: the engine on Kafka. It needs no committed offsets: at start it replays the
-//!   inputs of the last sliding window from the log (by time), without publishing, then
-//!   restores the multipliers last published from the compacted topic, and goes live. So a
+//! - [`run`]: the engine on Kafka, a processor that owns every partition. It needs no
+//!   committed offsets: at start it replays the inputs of the last sliding window from the log
+//!   (by time), without publishing, then restores the multipliers last published from the
+//!   compacted topic, and goes live. So a
 //!   restart neither spikes nor drops to 1.0. Multipliers depend on event time only, so two
 //!   instances publish the same records: run a second one for availability, not for scale.
 
 pub mod engine;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bimride_domain::City;
-use bimride_events::{
-    CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic, TopicValue,
-};
+use bimride_events::{CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_kafka::metrics::{LagContext, counter, gauge};
-use bimride_kafka::producer::Delivery;
-use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
+use bimride_kafka::metrics::{counter, gauge};
+use bimride_kafka::partitioned::{
+    self, Assignment, Either, Inputs, Options, PartitionedError, Processor, RebuildError, Rejected,
+    Takeover,
+};
 use h3o::CellIndex;
 use prometheus::{IntCounterVec, IntGauge};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
@@ -65,10 +63,8 @@ impl Default for SurgeSettings {
 pub enum SurgeError {
     #[error("invalid surge settings: {0}")]
     Settings(&'static str),
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
     #[error(transparent)]
-    Produce(#[from] ProduceError),
+    Consumer(#[from] PartitionedError),
     #[error("restoring the published multipliers failed: {0}")]
     History(#[from] HistoryError),
     #[error("a blocking Kafka call failed to run: {0}")]
@@ -154,10 +150,10 @@ static SURGING: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 /// Turns a record into the engine's inputs; records it cannot place give none.
-fn inputs(city: &City, value: Decoded) -> Vec<Input> {
+fn inputs(city: &City, value: Either<DispatchEvent, SupplyEvent>) -> Vec<Input> {
     let cell = |hex: &str| hex.parse::<CellIndex>().ok();
     match value {
-        Decoded::Dispatch(DispatchEvent::Requested(r)) => cell(&r.pickup_cell)
+        Either::First(DispatchEvent::Requested(r)) => cell(&r.pickup_cell)
             .map(|cell| Input::Requested {
                 ride_id: r.ride_id,
                 cell,
@@ -165,7 +161,7 @@ fn inputs(city: &City, value: Decoded) -> Vec<Input> {
             })
             .into_iter()
             .collect(),
-        Decoded::Dispatch(DispatchEvent::Cancelled(c))
+        Either::First(DispatchEvent::Cancelled(c))
             if c.by == CancelledBy::System && c.reason == "no_driver" =>
         {
             vec![Input::Unfulfilled {
@@ -173,8 +169,8 @@ fn inputs(city: &City, value: Decoded) -> Vec<Input> {
                 at: c.occurred_at,
             }]
         }
-        Decoded::Dispatch(_) => Vec::new(),
-        Decoded::Supply(SupplyEvent::Status(s)) => city
+        Either::First(_) => Vec::new(),
+        Either::Second(SupplyEvent::Status(s)) => city
             .locate(s.position.lat, s.position.lng)
             .map(|zone| Input::Status {
                 driver_id: s.driver_id,
@@ -184,7 +180,7 @@ fn inputs(city: &City, value: Decoded) -> Vec<Input> {
             })
             .into_iter()
             .collect(),
-        Decoded::Supply(SupplyEvent::Location(l)) => cell(&l.cell)
+        Either::Second(SupplyEvent::Location(l)) => cell(&l.cell)
             .map(|cell| Input::Seen {
                 driver_id: l.driver_id,
                 cell,
@@ -192,13 +188,84 @@ fn inputs(city: &City, value: Decoded) -> Vec<Input> {
             })
             .into_iter()
             .collect(),
-        Decoded::Supply(SupplyEvent::Answer(_)) => Vec::new(),
+        Either::Second(SupplyEvent::Answer(_)) => Vec::new(),
     }
 }
 
-enum Decoded {
-    Dispatch(DispatchEvent),
-    Supply(SupplyEvent),
+/// How long the replay may stay idle before it is taken to be over: without traffic no live
+/// record would ever end it.
+const IDLE_REPLAY: Duration = Duration::from_secs(2);
+
+struct Detector {
+    engine: Engine,
+    city: City,
+    /// The multipliers last published, restored once the replay is over.
+    seeds: Option<HashMap<CellIndex, CellSurge>>,
+    /// Events from before this are replayed into the windows, not published from.
+    live_from: Millis,
+    started: Instant,
+}
+
+impl Detector {
+    fn go_live(&mut self) {
+        if let Some(seeds) = self.seeds.take() {
+            let restored = seeds.len();
+            for (cell, surge) in seeds {
+                self.engine.seed(cell, surge);
+            }
+            tracing::info!(restored, "surge caught up; publishing");
+        }
+    }
+}
+
+impl Processor for Detector {
+    type Input = Either<DispatchEvent, SupplyEvent>;
+    type Output = SurgeUpdated;
+
+    /// Nothing to rebuild: every partition is read from one sliding window ago.
+    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
+        Ok(())
+    }
+
+    fn revoked(&mut self, _: &BTreeSet<i32>) {}
+
+    async fn record(
+        &mut self,
+        _: i32,
+        input: Either<DispatchEvent, SupplyEvent>,
+    ) -> Result<Vec<SurgeUpdated>, Rejected> {
+        let live = input.occurred_at().is_some_and(|t| t >= self.live_from);
+        if live {
+            self.go_live();
+        }
+        let mut published = Vec::new();
+        for input in inputs(&self.city, input) {
+            let updates = self.engine.apply(input);
+            if live {
+                published.extend(updates);
+            }
+        }
+        LATE.set(self.engine.late() as i64);
+        // The levels change only when a window closes, not with every record.
+        if !published.is_empty() {
+            published.iter().for_each(count);
+            set_levels(&self.engine);
+        }
+        Ok(published)
+    }
+
+    fn tick(&mut self, _: Millis) -> Vec<SurgeUpdated> {
+        if self.seeds.is_some() && self.started.elapsed() > IDLE_REPLAY {
+            self.go_live();
+        }
+        Vec::new()
+    }
+
+    /// Bad records are dispatch's to dead-letter; surge only counts them.
+    fn rejected(&mut self, topic: &str, _: &Rejected) -> bool {
+        SKIPPED.with_label_values(&[topic]).inc();
+        false
+    }
 }
 
 /// Runs the surge detector until `shutdown`.
@@ -211,142 +278,28 @@ pub async fn run(
 ) -> Result<(), SurgeError> {
     settings.validate()?;
     let config = settings.config();
-    let mut engine = Engine::new(config);
-    let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let seeds = published(kafka, &codec).await?;
-
     // Inputs from one sliding window (plus lateness) ago, read without a group: every
     // instance rebuilds the same state from the log.
-    let consumer: StreamConsumer<LagContext> = kafka
-        .consumer(&format!("bimride-surge-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set(
-            "statistics.interval.ms",
-            bimride_kafka::metrics::STATISTICS_INTERVAL_MS,
-        )
-        .create_with_context(LagContext("surge"))?;
-    let since = Millis::now().0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms;
-    let consumer = Arc::new(consumer);
-    let assign_from = Arc::clone(&consumer);
-    let topics = kafka.topics();
-    let requests = topics.name(Topic::RideRequests).to_owned();
-    let inputs_of = [
-        requests.clone(),
-        topics.name(Topic::DriverSupply).to_owned(),
-    ];
-    tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
-        let timeout = Duration::from_secs(10);
-        let mut times = TopicPartitionList::new();
-        for topic in &inputs_of {
-            let metadata = assign_from.fetch_metadata(Some(topic), timeout)?;
-            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                times.add_partition_offset(topic, p.id(), Offset::Offset(since))?;
-            }
-        }
-        let starts = match assign_from.offsets_for_times(times.clone(), timeout) {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!(error = %e, "offsets by time unavailable; reading from the start");
-                let mut all = TopicPartitionList::new();
-                for e in times.elements() {
-                    all.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
-                }
-                all
-            }
-        };
-        assign_from.assign(&starts)
-    })
-    .await??;
-
-    let started = Instant::now();
-    let live_from = Millis::now().0;
-    let mut seeds = Some(seeds);
-    let mut pending: Vec<Delivery> = Vec::new();
+    let now = Millis::now();
+    let since = Millis(now.0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms);
+    let mut options = Options::new(format!("bimride-surge-{}", uuid::Uuid::new_v4()), "surge");
+    options.assignment = Assignment::Everything { since };
+    options.tick = Some(Duration::from_millis(500));
+    let detector = Detector {
+        engine: Engine::new(config),
+        city,
+        seeds: Some(seeds),
+        live_from: now,
+        started: Instant::now(),
+    };
     tracing::info!(
         tumbling_ms = config.tumbling_ms,
         sliding_ms = config.sliding_ms,
         "surge started"
     );
-    let reader = Arc::clone(&consumer);
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break,
-            // Without traffic, the replay is over once the reader has been idle a moment.
-            () = tokio::time::sleep(Duration::from_secs(2)), if seeds.is_some() => None,
-            m = reader.recv() => Some(m),
-        };
-        let live = match &message {
-            Some(Ok(m)) => m.timestamp().to_millis().is_some_and(|t| t >= live_from),
-            _ => started.elapsed() > Duration::from_secs(2),
-        };
-        if live && let Some(seeds) = seeds.take() {
-            let restored = seeds.len();
-            for (cell, surge) in seeds {
-                engine.seed(cell, surge);
-            }
-            tracing::info!(restored, "surge caught up; publishing");
-        }
-        let Some(Ok(m)) = message else {
-            if let Some(Err(e)) = message {
-                tracing::warn!(error = %e, "consumer error");
-            }
-            continue;
-        };
-        let topic = m.topic().to_owned();
-        bimride_kafka::metrics::CONSUMED
-            .with_label_values(&[&topic])
-            .inc();
-        let bytes = m.payload().unwrap_or_default();
-        // Bad records are dispatch's to dead-letter; surge only counts them.
-        let decoded = if topic == requests {
-            codec
-                .decode::<DispatchEvent>(bytes)
-                .await
-                .map(Decoded::Dispatch)
-        } else {
-            codec
-                .decode::<SupplyEvent>(bytes)
-                .await
-                .map(Decoded::Supply)
-        };
-        let Ok(decoded) = decoded else {
-            SKIPPED.with_label_values(&[&topic]).inc();
-            continue;
-        };
-        let occurred = match &decoded {
-            Decoded::Dispatch(e) => e.occurred_at(),
-            Decoded::Supply(e) => e.occurred_at(),
-        };
-        let mut published = false;
-        for input in inputs(&city, decoded) {
-            let updates = engine.apply(input);
-            if !live {
-                continue;
-            }
-            for u in updates {
-                pending.push(producer.send(&u).await?);
-                count(&u);
-                published = true;
-            }
-        }
-        if live {
-            bimride_kafka::metrics::observe_stage("surge", &topic, occurred.0);
-        }
-        LATE.set(engine.late() as i64);
-        // The levels change only when a window closes, not with every record.
-        if published {
-            set_levels(&engine);
-        }
-        if pending.len() > 256 {
-            for d in pending.drain(..) {
-                d.wait().await?;
-            }
-        }
-    }
-    for d in pending {
-        d.wait().await?;
-    }
-    tracing::info!(late = engine.late(), "surge stopped");
+    let done = partitioned::run(kafka, codec, detector, options, shutdown).await?;
+    tracing::info!(late = done.engine.late(), "surge stopped");
     Ok(())
 }
 
