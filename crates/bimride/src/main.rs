@@ -32,7 +32,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Everything was settled before `run` returned. A Kafka call abandoned past its bound
+    // (a transactional call through a coordinator's failover) may never return: do not wait.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "bimride failed");
@@ -40,6 +44,9 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// How long blocking work still running at exit is given.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {

@@ -387,11 +387,11 @@ impl ConsumerContext for PollContext {
     }
 }
 
-type Consumer_ = Arc<BaseConsumer<PollContext>>;
+type SharedConsumer = Arc<BaseConsumer<PollContext>>;
 
 /// Polls until `stop`, on a thread of its own: rebalance callbacks may then wait for the
 /// driver without holding up the async runtime.
-fn poll(consumer: Consumer_, stop: CancellationToken) -> std::thread::JoinHandle<()> {
+fn poll(consumer: SharedConsumer, stop: CancellationToken) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.is_cancelled() {
             match consumer.poll(POLL) {
@@ -418,7 +418,7 @@ fn poll(consumer: Consumer_, stop: CancellationToken) -> std::thread::JoinHandle
 /// The driver's view of the consumer, the producer and the processor.
 struct Driver<P: Processor> {
     processor: P,
-    consumer: Consumer_,
+    consumer: SharedConsumer,
     producer: EventProducer,
     kafka: KafkaConfig,
     codec: Arc<Codec>,
@@ -455,7 +455,7 @@ pub async fn run<P: Processor>(
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });
     let grouped = options.assignment == Assignment::Group;
     if transactional || !grouped {
-        // Offsets travel inside the transactions instead.
+        // Offsets travel inside the transactions, or are not kept at all.
         client.set("enable.auto.commit", "false");
     }
     let producer_config = producer_config(kafka, &options.delivery);
