@@ -469,6 +469,10 @@ pub async fn run<P: Processor>(
         events,
         stage: options.stage,
     })?;
+    // Exported at zero from the start, so that dashboards and alerts see the series.
+    for topic in &inputs {
+        metrics::RETRIES.with_label_values(&[topic]);
+    }
     let consumer = Arc::new(consumer);
     match options.assignment {
         Assignment::Group => {
