@@ -36,13 +36,9 @@ mod surge;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
 use bimride_events::{Codec, TopicValue};
 use bimride_kafka::KafkaConfig;
-use bimride_kafka::partitioned::{
-    self, Nothing, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
-};
+use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,12 +55,6 @@ struct Collect<T>(mpsc::UnboundedSender<Record<T>>);
 impl<T: TopicValue> Processor for Collect<T> {
     type Input = T;
     type Output = Nothing;
-
-    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
-        Ok(())
-    }
-
-    fn revoked(&mut self, _: &BTreeSet<i32>) {}
 
     async fn record(&mut self, partition: i32, value: T) -> Result<Vec<Nothing>, Rejected> {
         let _ = self.0.send(Record { value, partition });

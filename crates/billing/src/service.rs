@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bimride_events::{Codec, FareCharged, Millis, RideEvent, Topic};
 use bimride_kafka::KafkaConfig;
@@ -47,7 +47,6 @@ struct Billing {
     /// Read back on takeover: the charges already made.
     payments: String,
     window: Duration,
-    forgot: Instant,
 }
 
 /// Runs one billing instance until `shutdown`; the batch in progress is settled first.
@@ -59,6 +58,7 @@ pub async fn run(
 ) -> Result<(), BillingError> {
     settings.validate()?;
     let mut options = Options::new(settings.group.clone(), "billing");
+    options.tick = Some(FORGET_EVERY);
     if settings.delivery == Delivery::ExactlyOnce {
         options.delivery = partitioned::Delivery::Transactional {
             transactional_id: settings.transactional_id.clone(),
@@ -70,7 +70,6 @@ pub async fn run(
         ledger: Ledger::new(settings.commission_bp),
         payments: kafka.topics().name(Topic::Payments).to_owned(),
         window: Duration::from_secs(settings.billing_replay_secs),
-        forgot: Instant::now(),
     };
     let done = partitioned::run(kafka, codec, billing, options, shutdown)
         .await
@@ -126,11 +125,6 @@ impl Processor for Billing {
         partition: i32,
         event: RideEvent,
     ) -> Result<Vec<FareCharged>, Rejected> {
-        if self.forgot.elapsed() > FORGET_EVERY {
-            let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
-            self.ledger.forget_before(Millis(Millis::now().0 - window));
-            self.forgot = Instant::now();
-        }
         let before = self.ledger.tally().duplicates;
         let charge = self
             .ledger
@@ -143,6 +137,12 @@ impl Processor for Billing {
             metrics::DUPLICATES.with_label_values(&["trip"]).inc();
         }
         Ok(charge.into_iter().collect())
+    }
+
+    fn tick(&mut self, now: Millis) -> Vec<FareCharged> {
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        self.ledger.forget_before(Millis(now.0 - window));
+        Vec::new()
     }
 
     fn settled(&mut self, charges: &[FareCharged]) {

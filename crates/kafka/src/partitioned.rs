@@ -191,13 +191,16 @@ pub trait Processor: Send + 'static {
     }
 
     /// Rebuilds the state of partitions just gained, before any of their records.
+    /// Nothing by default: a processor without per-partition state has nothing to rebuild.
     fn assigned(
         &mut self,
-        takeover: Takeover<'_>,
-    ) -> impl Future<Output = Result<(), RebuildError>> + Send;
+        _takeover: Takeover<'_>,
+    ) -> impl Future<Output = Result<(), RebuildError>> + Send {
+        async { Ok(()) }
+    }
 
     /// Forgets partitions given up. What it decided for them is made durable by the driver.
-    fn revoked(&mut self, partitions: &BTreeSet<i32>);
+    fn revoked(&mut self, _partitions: &BTreeSet<i32>) {}
 
     /// One live record of an owned partition.
     fn record(
@@ -427,6 +430,8 @@ struct Driver<P: Processor> {
     owned: Owned,
     /// Timer decisions waiting for the next transaction.
     ticked: Vec<P::Output>,
+    /// An input topic, whose offset the transactions probe carries.
+    probe_topic: String,
     shutdown: CancellationToken,
 }
 
@@ -452,6 +457,7 @@ pub async fn run<P: Processor>(
     if options.from_latest {
         client.set("auto.offset.reset", "latest");
     }
+    let probe_topic = inputs.first().cloned().unwrap_or_default();
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });
     let grouped = options.assignment == Assignment::Group;
     if transactional || !grouped {
@@ -462,7 +468,7 @@ pub async fn run<P: Processor>(
     let producer =
         EventProducer::with_client(&producer_config, topics.clone(), Arc::clone(&codec))?;
     if transactional {
-        start_transactions(&producer, kafka, &options.group).await?;
+        start_transactions(&producer, kafka, &options.group, &probe_topic).await?;
     }
     let (events, mut polled) = mpsc::channel(1024);
     let consumer: BaseConsumer<PollContext> = client.create_with_context(PollContext {
@@ -503,13 +509,20 @@ pub async fn run<P: Processor>(
         options,
         owned: Owned::new(),
         ticked: Vec::new(),
+        probe_topic,
         shutdown,
     };
     // Boxed: the drivers' futures are large, and callers hold them across awaits.
-    let result = if transactional {
-        Box::pin(driver.transactional(&mut polled, producer_config)).await
-    } else {
-        Box::pin(driver.at_least_once(&mut polled)).await
+    let result = match driver.options.delivery {
+        Delivery::Transactional {
+            linger,
+            max_records,
+            ..
+        } => {
+            let settling = driver.transactional(&mut polled, producer_config, linger, max_records);
+            Box::pin(settling).await
+        }
+        Delivery::AtLeastOnce => Box::pin(driver.at_least_once(&mut polled)).await,
     };
     // Stop polling, then answer any revoke still waiting so the thread can end.
     stop_polling.cancel();
@@ -595,9 +608,10 @@ async fn start_transactions(
     producer: &EventProducer,
     kafka: &KafkaConfig,
     group: &str,
+    input: &str,
 ) -> Result<(), PartitionedError> {
     let p = producer.inner().clone();
-    let any_topic = kafka.topics().name(Topic::RideEvents).to_owned();
+    let any_topic = input.to_owned();
     let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
     let started = blocking(move || {
         p.init_transactions(PROBE_CALL)?;
@@ -807,11 +821,13 @@ impl<P: Processor> Driver<P> {
                     // Timer decisions have no input offset: a new owner re-derives them.
                     let pending = self.send(&outputs).await?;
                     let stage = self.options.stage;
-                    tokio::spawn(async move {
-                        if let Err(e) = wait_all(pending).await {
-                            tracing::warn!(stage, error = %e, "timer decision not acknowledged");
-                        }
-                    });
+                    if !pending.is_empty() {
+                        tokio::spawn(async move {
+                            if let Err(e) = wait_all(pending).await {
+                                tracing::warn!(stage, error = %e, "timer decision not acknowledged");
+                            }
+                        });
+                    }
                 }
                 p = polled.recv(), if acks.len() < MAX_IN_FLIGHT => match p {
                     None => break,
@@ -875,15 +891,9 @@ impl<P: Processor> Driver<P> {
         &mut self,
         polled: &mut mpsc::Receiver<Polled>,
         producer_config: ClientConfig,
+        linger: Duration,
+        max_records: usize,
     ) -> Result<(), PartitionedError> {
-        let Delivery::Transactional {
-            linger,
-            max_records,
-            ..
-        } = self.options.delivery.clone()
-        else {
-            unreachable!("called for transactional delivery only");
-        };
         let mut ticker = self.ticker();
         let mut failed = Vec::new();
         loop {
@@ -966,40 +976,38 @@ impl<P: Processor> Driver<P> {
         batch: Vec<OwnedMessage>,
         producer_config: &ClientConfig,
     ) -> Result<Vec<OwnedMessage>, PartitionedError> {
-        {
-            let error = match self.try_settle(&batch).await {
-                Ok(()) => {
-                    metrics::TRANSACTIONS
-                        .with_label_values(&[self.options.stage, "committed"])
-                        .inc();
-                    return Ok(Vec::new());
-                }
-                Err(e) => e,
-            };
-            metrics::TRANSACTIONS
-                .with_label_values(&[self.options.stage, "aborted"])
-                .inc();
-            tracing::warn!(stage = self.options.stage, error = %error, records = batch.len(), "transaction failed; aborting and trying again");
-            let fatal = matches!(&error, PartitionedError::Kafka(KafkaError::Transaction(t)) if t.is_fatal())
-                || matches!(error, PartitionedError::Stuck(_));
-            let p = self.producer.inner().clone();
-            let aborted = if fatal {
-                Ok(())
-            } else {
-                blocking(move || p.abort_transaction(TXN_CALL)).await
-            };
-            if fatal || aborted.is_err() {
-                // A producer that cannot end its transaction is done for. A new one under the
-                // same transactional id fences it, and the coordinator aborts what it left.
-                tracing::warn!(stage = self.options.stage, abort = ?aborted.err(), "transactional producer unusable; starting a new one");
-                self.restart_producer(producer_config).await?;
+        let error = match self.try_settle(&batch).await {
+            Ok(()) => {
+                metrics::TRANSACTIONS
+                    .with_label_values(&[self.options.stage, "committed"])
+                    .inc();
+                return Ok(Vec::new());
             }
-            // What the aborted transaction decided is gone: rebuild from the logs.
-            let owned = self.owned.clone();
-            self.processor.revoked(&numbers(&owned));
-            self.rebuild(&owned).await?;
-            Ok(batch)
+            Err(e) => e,
+        };
+        metrics::TRANSACTIONS
+            .with_label_values(&[self.options.stage, "aborted"])
+            .inc();
+        tracing::warn!(stage = self.options.stage, error = %error, records = batch.len(), "transaction failed; aborting and trying again");
+        let fatal = matches!(&error, PartitionedError::Kafka(KafkaError::Transaction(t)) if t.is_fatal())
+            || matches!(error, PartitionedError::Stuck(_));
+        let p = self.producer.inner().clone();
+        let aborted = if fatal {
+            Ok(())
+        } else {
+            blocking(move || p.abort_transaction(TXN_CALL)).await
+        };
+        if fatal || aborted.is_err() {
+            // A producer that cannot end its transaction is done for. A new one under the
+            // same transactional id fences it, and the coordinator aborts what it left.
+            tracing::warn!(stage = self.options.stage, abort = ?aborted.err(), "transactional producer unusable; starting a new one");
+            self.restart_producer(producer_config).await?;
         }
+        // What the aborted transaction decided is gone: rebuild from the logs.
+        let owned = self.owned.clone();
+        self.processor.revoked(&numbers(&owned));
+        self.rebuild(&owned).await?;
+        Ok(batch)
     }
 
     async fn try_settle(&mut self, batch: &[OwnedMessage]) -> Result<(), PartitionedError> {
@@ -1066,7 +1074,13 @@ impl<P: Processor> Driver<P> {
                     self.topics.clone(),
                     Arc::clone(&self.codec),
                 )?;
-                start_transactions(&producer, &self.kafka, &self.options.group).await?;
+                start_transactions(
+                    &producer,
+                    &self.kafka,
+                    &self.options.group,
+                    &self.probe_topic,
+                )
+                .await?;
                 Ok::<_, PartitionedError>(producer)
             };
             match started.await {

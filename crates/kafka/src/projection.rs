@@ -9,7 +9,7 @@
 //!     .await?;
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -19,9 +19,7 @@ use bimride_events::{Codec, CodecError, Millis, Topic, TopicValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::partitioned::{
-    self, Inputs, Nothing, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
-};
+use crate::partitioned::{self, Inputs, Nothing, Options, PartitionedError, Processor, Rejected};
 
 /// A decoded value bound to its function, ready to apply.
 pub struct Applied {
@@ -143,12 +141,6 @@ impl Processor for Projection {
             None => Applied::decode(codec, topic, bytes).await,
         }
     }
-
-    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
-        Ok(())
-    }
-
-    fn revoked(&mut self, _: &BTreeSet<i32>) {}
 
     async fn record(&mut self, _: i32, input: Applied) -> Result<Vec<Nothing>, Rejected> {
         (input.apply)();

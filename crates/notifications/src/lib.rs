@@ -15,15 +15,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
 use bimride_events::{Codec, FareCharged, Notification, RideEvent, Topic};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::metrics::counter;
-use bimride_kafka::partitioned::{
-    self, Either, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
-};
+use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
@@ -199,13 +195,6 @@ struct Notifier {
 impl Processor for Notifier {
     type Input = Either<RideEvent, FareCharged>;
     type Output = Notification;
-
-    /// Nothing to rebuild: the messages already sent were read at start.
-    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
-        Ok(())
-    }
-
-    fn revoked(&mut self, _: &BTreeSet<i32>) {}
 
     /// Renders a source's messages and hands them to the sinks; the driver then records them
     /// on the topic. A message already sent is skipped.

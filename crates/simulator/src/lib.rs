@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use bimride_domain::City;
 use bimride_events::{Codec, RideEvent, TopicValue};
-use bimride_kafka::partitioned::{
-    self, Nothing, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
-};
+use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use rand::rngs::SmallRng;
@@ -181,12 +179,6 @@ struct Apps {
 impl Processor for Apps {
     type Input = RideEvent;
     type Output = Nothing;
-
-    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
-        Ok(())
-    }
-
-    fn revoked(&mut self, _: &std::collections::BTreeSet<i32>) {}
 
     async fn record(&mut self, _: i32, event: RideEvent) -> Result<Vec<Nothing>, Rejected> {
         let out = self

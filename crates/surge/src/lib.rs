@@ -11,7 +11,7 @@
 
 pub mod engine;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,7 @@ use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::metrics::{counter, gauge};
 use bimride_kafka::partitioned::{
-    self, Assignment, Either, Inputs, Options, PartitionedError, Processor, RebuildError, Rejected,
-    Takeover,
+    self, Assignment, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
 use h3o::CellIndex;
 use prometheus::{IntCounterVec, IntGauge};
@@ -221,13 +220,6 @@ impl Detector {
 impl Processor for Detector {
     type Input = Either<DispatchEvent, SupplyEvent>;
     type Output = SurgeUpdated;
-
-    /// Nothing to rebuild: every partition is read from one sliding window ago.
-    async fn assigned(&mut self, _: Takeover<'_>) -> Result<(), RebuildError> {
-        Ok(())
-    }
-
-    fn revoked(&mut self, _: &BTreeSet<i32>) {}
 
     async fn record(
         &mut self,
