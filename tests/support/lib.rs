@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bimride_codec::{Codec, RegistryConfig};
 use bimride_events::*;
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, TopicSpec, topics};
 use bimride_registry::{Registry, Server};

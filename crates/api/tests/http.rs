@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bimride_api::{ApiParts, ApiState, RideBook, app, book};
 use bimride_domain::City;
-use bimride_events::{Codec, RegistryConfig};
+use bimride_codec::{Codec, RegistryConfig};
 use bimride_kafka::{EmbeddedCluster, EventProducer, KafkaConfig, Provisioner, topics};
 use bimride_registry::Registry;
 use serde_json::{Value, json};

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bimride_domain::City;
-use bimride_events::{ChargeKind, Codec, FareCharged, Notification, RideEvent};
+use bimride_events::{ChargeKind, FareCharged, Notification, RideEvent};
+use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::Options;
 use bimride_kafka::projection::Projection;

@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_events::{Codec, FareCharged, Millis, RideEvent, Topic};
+use bimride_events::{FareCharged, Millis, RideEvent, Topic};
+use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{
     self, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bimride_domain::City;
-use bimride_events::Codec;
+use bimride_codec::Codec;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::registered_codec;

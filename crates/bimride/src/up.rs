@@ -16,7 +16,7 @@ pub struct City {
     pub info: SystemInfo,
     pub http: std::net::SocketAddr,
     pub kafka: bimride_kafka::KafkaConfig,
-    pub codec: Arc<bimride_events::Codec>,
+    pub codec: Arc<bimride_codec::Codec>,
     pub shutdown: CancellationToken,
     /// Signs rider tokens for this city's API.
     pub authority: bimride_auth::Authority,

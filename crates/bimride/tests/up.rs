@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use common::{Up, metric};
 
-use bimride_events::{Codec, Millis, RegistryConfig, SurgeUpdated, Topic, Topics};
+use bimride_events::{Millis, SurgeUpdated, Topic, Topics};
+use bimride_codec::{Codec, RegistryConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};

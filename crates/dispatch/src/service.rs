@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_events::{Codec, DispatchEvent, Millis, RideEvent, SupplyEvent};
+use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent};
+use bimride_codec::Codec;
 use bimride_kafka::partitioned::{
     self, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };

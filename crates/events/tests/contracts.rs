@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use apache_avro::Schema;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use bimride_events::contract::{self, Contract};
-use bimride_events::{Codec, Topic};
+use bimride_events::Topic;
 use serde_json::Value;
 
 fn repo_schemas() -> PathBuf {
@@ -138,9 +138,9 @@ fn every_event_has_an_id_and_an_event_time_and_no_float_money() {
 #[test]
 fn topic_value_schemas_parse_with_members_in_order() {
     for topic in Topic::ALL {
-        let schema = Codec::value_schema(topic);
+        let schema = Schema::parse_str(&topic.value_schema_json()).expect("parses");
         let members = topic.members();
-        match schema.as_ref() {
+        match &schema {
             Schema::Union(u) => {
                 assert!(members.len() > 1);
                 let names: Vec<String> = u

@@ -213,7 +213,7 @@ pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqE
             payload_bytes: payload.as_ref().map_or(0, Vec::len),
             schema_id: payload
                 .as_deref()
-                .and_then(|p| bimride_events::WireHeader::parse(p).ok())
+                .and_then(|p| bimride_codec::WireHeader::parse(p).ok())
                 .map(|h| h.schema_id),
             payload,
             letter: m.headers().and_then(DeadLetter::from_headers),

@@ -26,7 +26,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bimride_events::{Codec, CodecError, Millis, Topic, TopicValue, Topics};
+use bimride_events::{Millis, Topic, TopicValue, Topics};
+use bimride_codec::{Codec, CodecError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};

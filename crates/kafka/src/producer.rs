@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_events::{Codec, CodecError, Topic, TopicValue, Topics};
+use bimride_events::{Topic, TopicValue, Topics};
+use bimride_codec::{Codec, CodecError};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};

@@ -15,7 +15,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use bimride_events::{Codec, FareCharged, Notification, RideEvent, Topic};
+use bimride_events::{FareCharged, Notification, RideEvent, Topic};
+use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::metrics::counter;

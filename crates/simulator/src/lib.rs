@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_events::{Codec, RideEvent, TopicValue};
+use bimride_events::{RideEvent, TopicValue};
+use bimride_codec::Codec;
 use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};

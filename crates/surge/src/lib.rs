@@ -16,7 +16,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bimride_domain::City;
-use bimride_events::{CancelledBy, Codec, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::metrics::{counter, gauge};

@@ -18,7 +18,7 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::topic::{Topic, TopicValue, Topics};
+use bimride_events::{Topic, TopicValue, Topics};
 
 /// Where the schema registry is, how to reach it, and which topics' subjects to use.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use bimride_codec::*;
 use bimride_events::*;
 use bimride_registry::Registry;
 use proptest::prelude::*;

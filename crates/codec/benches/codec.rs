@@ -1,6 +1,7 @@
 //! Encode plus decode of one event through the Confluent wire format, after warm-up, beside
 //! serde_json on the same value as an in-process baseline.
 
+use bimride_codec::*;
 use bimride_events::*;
 use bimride_registry::Registry;
 use criterion::{Criterion, criterion_group, criterion_main};
