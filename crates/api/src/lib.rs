@@ -7,7 +7,7 @@ pub mod access;
 pub mod admin;
 pub mod book;
 pub mod error;
-pub mod metrics;
+mod metrics;
 pub mod rides;
 pub mod surge;
 

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use bimride_events::{ChargeKind, FareCharged};
-use bimride_kafka::metrics::counter;
+use bimride_telemetry::counter;
 use prometheus::IntCounterVec;
 
 pub static CHARGES: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -71,7 +71,7 @@ pub async fn start(
         let app = api
             .merge(system)
             .merge(extra)
-            .route_layer(axum::middleware::from_fn(bimride_api::metrics::track));
+            .route_layer(axum::middleware::from_fn(bimride_telemetry::track));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -443,24 +443,6 @@ pub struct ProvisionArgs {
     pub registry_topic: String,
 }
 
-/// Logs to stderr; `BIMRIDE_LOG` overrides `default` (an `EnvFilter` directive).
-pub fn init_tracing(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BIMRIDE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only for a person at a terminal: a file or a pipe gets plain text, and
-    // NO_COLOR (https://no-color.org) turns it off everywhere.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,7 +42,7 @@ pub fn router(state: Arc<FrontState>) -> Router {
         .route("/v1/system", get(system))
         .route("/readyz", get(ready))
         .with_state(state)
-        .merge(metrics_router())
+        .merge(bimride_telemetry::router())
 }
 
 async fn system(State(s): State<Arc<FrontState>>) -> Json<SystemInfo> {
@@ -83,38 +83,4 @@ async fn kafka_answers(client: Arc<BaseConsumer>) -> bool {
     tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(2)).is_ok())
         .await
         .unwrap_or(false)
-}
-
-async fn metrics() -> impl IntoResponse {
-    let body = prometheus::TextEncoder::new()
-        .encode_to_string(&prometheus::gather())
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-/// `/metrics` and `/healthz`.
-pub fn metrics_router() -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-}
-
-/// Serves `/metrics` and `/healthz` on `addr` until `shutdown`: the HTTP face of a service
-/// that has no API of its own.
-pub async fn serve_metrics(
-    addr: std::net::SocketAddr,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
-    let app = metrics_router();
-    tracing::info!(%addr, "metrics endpoint listening");
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("metrics endpoint")
-    }))
 }

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Bench(_) => "warn,bimride_bench=info",
         _ => "info,rdkafka=warn",
     };
-    cli::init_tracing(cli.log_format, filter);
+    bimride_telemetry::init_tracing(matches!(cli.log_format, cli::LogFormat::Json), filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bimride")

@@ -31,7 +31,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     )
     .await?;
     let metrics =
-        crate::front::serve_metrics(args.metrics.metrics_listen, shutdown.clone()).await?;
+        bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
     shutdown.cancel();
     metrics.await??;

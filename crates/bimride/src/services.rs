@@ -14,7 +14,7 @@ use crate::cli::{
     BillingArgs, ConnectArgs, DashboardArgs, DispatchArgs, MetricsArgs, NotificationsArgs,
     ServiceArgs, SimulateArgs, SurgeArgs,
 };
-use crate::{front, shutdown};
+use crate::shutdown;
 
 /// Validates the shared settings, then connects: the city, a registered codec, the stop token.
 async fn connect(args: &ServiceArgs) -> anyhow::Result<(City, Arc<Codec>, CancellationToken)> {
@@ -41,7 +41,7 @@ async fn with_metrics<E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    let endpoint = front::serve_metrics(metrics.metrics_listen, shutdown.clone()).await?;
+    let endpoint = bimride_telemetry::serve(metrics.metrics_listen, shutdown.clone()).await?;
     let result = service.await.context(name);
     shutdown.cancel();
     endpoint.await??;
@@ -114,8 +114,8 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the dashboard to {}", args.http))?;
     let app = bimride_dashboard::router(Arc::clone(&dashboard))
-        .merge(front::metrics_router())
-        .route_layer(axum::middleware::from_fn(bimride_api::metrics::track));
+        .merge(bimride_telemetry::router())
+        .route_layer(axum::middleware::from_fn(bimride_telemetry::track));
     tracing::info!(addr = %args.http, "dashboard listening");
     let server = tokio::spawn({
         let shutdown = shutdown.clone();

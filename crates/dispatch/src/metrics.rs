@@ -3,51 +3,46 @@
 use std::sync::LazyLock;
 
 use bimride_events::{Millis, RideEvent};
-use prometheus::{
-    Histogram, IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge,
-};
+use bimride_telemetry::{counter, gauge, histogram, latency_buckets};
+use prometheus::{Histogram, IntCounterVec, IntGauge};
 
 use crate::engine::Output;
 
 pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    counter(
         "bimride_dispatch_decisions_total",
         "Dispatch decisions published, by kind: offer, declined, expired, assigned, cancelled.",
-        &["decision"]
+        &["decision"],
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 pub static WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_dispatch_waiting_rides",
-        "Rides waiting for a driver in this instance's regions."
+        "Rides waiting for a driver in this instance's regions.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 pub static DRIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_dispatch_known_drivers",
-        "Drivers known in this instance's regions."
+        "Drivers known in this instance's regions.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 pub static OWNED_PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    gauge(
         "bimride_dispatch_owned_partitions",
-        "Partitions of the dispatch inputs this instance owns."
+        "Partitions of the dispatch inputs this instance owns.",
     )
-    .unwrap_or_else(|e| panic!("metric registers once: {e}"))
 });
 
 pub static MATCH_TIME: LazyLock<Histogram> = LazyLock::new(|| {
-    bimride_kafka::metrics::histogram(
+    histogram(
         "bimride_dispatch_match_seconds",
         "From a ride's request to its driver's assignment, in event time.",
         &[],
-        bimride_kafka::metrics::latency_buckets(),
+        latency_buckets(),
     )
     .with_label_values(&[] as &[&str])
 });

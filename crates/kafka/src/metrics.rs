@@ -1,44 +1,11 @@
 //! Record counters shared by every producer and consumer. Labels are topics and reasons only.
+//! The registration helpers are `bimride-telemetry`'s.
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-};
+use bimride_telemetry::{counter, gauges, histogram, latency_buckets};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use rdkafka::statistics::Statistics;
-
-/// Registers a counter family with the default registry; every service's metrics use it.
-pub fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    // Registration fails only on a duplicate name, which is a programming error caught by
-    // any test that touches the metric.
-    register_int_counter_vec!(name, help, labels)
-        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
-}
-
-/// Registers a gauge family with the default registry.
-pub fn gauges(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register_int_gauge_vec!(name, help, labels)
-        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
-}
-
-/// Registers a histogram family with the default registry, with buckets in seconds.
-pub fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    register_histogram_vec!(name, help, labels, buckets)
-        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
-}
-
-/// Latency buckets from 1 ms to 30 s.
-pub fn latency_buckets() -> Vec<f64> {
-    vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ]
-}
-
-/// Registers a gauge with the default registry.
-pub fn gauge(name: &str, help: &str) -> IntGauge {
-    register_int_gauge!(name, help).unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
-}
 
 pub static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -19,7 +19,7 @@ use bimride_events::{FareCharged, Notification, RideEvent, Topic};
 use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_kafka::metrics::counter;
+use bimride_telemetry::counter;
 use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;

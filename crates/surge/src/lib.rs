@@ -20,7 +20,7 @@ use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdat
 use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_kafka::metrics::{counter, gauge};
+use bimride_telemetry::{counter, gauge};
 use bimride_kafka::partitioned::{
     self, Assignment, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
