@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use bimride_domain::FareParts;
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
 use bimride_events::{ChargeKind, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind, RideEvent, RideRequested, SurgeUpdated, TopicValue};
 use bimride_codec::Codec;
@@ -25,10 +26,8 @@ pub struct FareView {
     pub kind: ChargeKind,
     pub amount_minor: i64,
     pub currency: String,
-    pub base_minor: i64,
-    pub distance_minor: i64,
-    pub time_minor: i64,
-    pub surge_milli: i32,
+    #[serde(flatten)]
+    pub parts: FareParts,
     pub commission_minor: i64,
     pub payout_minor: i64,
 }
@@ -216,10 +215,12 @@ impl RideBook {
                 kind: c.kind,
                 amount_minor: c.fare.amount_minor,
                 currency: c.fare.currency.clone(),
-                base_minor: c.base_minor,
-                distance_minor: c.distance_minor,
-                time_minor: c.time_minor,
-                surge_milli: c.surge_milli,
+                parts: FareParts {
+                    base_minor: c.base_minor,
+                    distance_minor: c.distance_minor,
+                    time_minor: c.time_minor,
+                    surge_milli: c.surge_milli,
+                },
                 commission_minor: c.commission.amount_minor,
                 payout_minor: c.payout.amount_minor,
             });

@@ -78,7 +78,7 @@ impl From<Quote> for QuoteBody {
         Self {
             amount_minor: q.fare.total_minor,
             currency: CURRENCY,
-            surge_milli: q.fare.surge_milli,
+            surge_milli: q.fare.parts.surge_milli,
             distance_m: q.distance_m,
             duration_s: q.duration_s,
             breakdown: q.fare,

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bimride_domain::fare::NO_SURGE;
 use bimride_domain::ride::{Applied, RideState, Step, TransitionError};
-use bimride_domain::split_commission;
+use bimride_domain::{Fare, split_commission};
 use bimride_events::{ChargeKind, FareCharged, Millis, Money, Product, RideEvent};
 use bimride_pricing::{CURRENCY, Cancellation, cancellation_fee, rates};
 
@@ -176,9 +176,7 @@ impl Ledger {
                     ChargeKind::Trip,
                     (&c.ride_id, &c.rider_id, &c.driver_id),
                     c.occurred_at,
-                    [fare.base_minor, fare.distance_minor, fare.time_minor],
-                    fare.surge_milli,
-                    fare.total_minor,
+                    fare,
                 ))
             }
             RideEvent::RideCancelled(x) => {
@@ -202,9 +200,7 @@ impl Ledger {
                         ChargeKind::CancellationFee,
                         (&x.ride_id, &x.rider_id, driver),
                         x.occurred_at,
-                        [fee, 0, 0],
-                        NO_SURGE,
-                        fee,
+                        Fare::flat(fee),
                     )
                 })
             }
@@ -266,9 +262,11 @@ fn charge(
     kind: ChargeKind,
     (ride_id, rider_id, driver_id): (&str, &str, &str),
     at: Millis,
-    [base_minor, distance_minor, time_minor]: [i64; 3],
-    surge_milli: i32,
-    total_minor: i64,
+    Fare {
+        parts,
+        total_minor,
+        ..
+    }: Fare,
 ) -> FareCharged {
     let split = split_commission(total_minor, commission_bp);
     FareCharged {
@@ -279,10 +277,10 @@ fn charge(
         driver_id: (!driver_id.is_empty()).then(|| driver_id.to_owned()),
         kind,
         fare: money(total_minor),
-        base_minor,
-        distance_minor,
-        time_minor,
-        surge_milli,
+        base_minor: parts.base_minor,
+        distance_minor: parts.distance_minor,
+        time_minor: parts.time_minor,
+        surge_milli: parts.surge_milli,
         commission: money(split.commission_minor),
         payout: money(split.payout_minor),
     }

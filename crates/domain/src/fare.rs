@@ -10,15 +10,39 @@ pub struct Rates {
     pub minimum_minor: i64,
 }
 
-/// A fare and how it was made.
+/// How a fare was made: the breakdown that quotes, charges and ride views all show. The
+/// payments topic carries the same fields, flat, in its Avro record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Fare {
+pub struct FareParts {
     pub base_minor: i64,
     pub distance_minor: i64,
     pub time_minor: i64,
     pub surge_milli: i32,
+}
+
+/// A fare and how it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Fare {
+    #[serde(flatten)]
+    pub parts: FareParts,
     pub total_minor: i64,
     pub minimum_applied: bool,
+}
+
+impl Fare {
+    /// A fixed amount, such as a cancellation fee: all base, no surge.
+    pub fn flat(amount_minor: i64) -> Self {
+        Self {
+            parts: FareParts {
+                base_minor: amount_minor,
+                distance_minor: 0,
+                time_minor: 0,
+                surge_milli: NO_SURGE,
+            },
+            total_minor: amount_minor,
+            minimum_applied: false,
+        }
+    }
 }
 
 /// Multiplier 1.0 in thousandths.
@@ -35,10 +59,12 @@ impl Rates {
         let surged = div_round(before * surge, 1_000);
         let total_minor = surged.max(self.minimum_minor);
         Fare {
-            base_minor: self.base_minor,
-            distance_minor,
-            time_minor,
-            surge_milli: surge_milli.max(NO_SURGE),
+            parts: FareParts {
+                base_minor: self.base_minor,
+                distance_minor,
+                time_minor,
+                surge_milli: surge_milli.max(NO_SURGE),
+            },
             total_minor,
             minimum_applied: total_minor > surged,
         }
@@ -72,7 +98,7 @@ mod tests {
     #[test]
     fn a_five_km_quarter_hour_trip() {
         let fare = ECONOMY.fare(5_000, 900, NO_SURGE);
-        assert_eq!((fare.distance_minor, fare.time_minor), (600, 450));
+        assert_eq!((fare.parts.distance_minor, fare.parts.time_minor), (600, 450));
         assert_eq!(fare.total_minor, 1_300);
         assert!(!fare.minimum_applied);
         assert_eq!(ECONOMY.fare(5_000, 900, 1_500).total_minor, 1_950);

@@ -13,6 +13,6 @@ pub mod money;
 pub mod ride;
 
 pub use city::{City, CityError, Zone};
-pub use fare::{Fare, Rates};
+pub use fare::{Fare, FareParts, Rates};
 pub use money::{Split, split_commission};
 pub use ride::{Applied, RideState, RideStatus, Step, TransitionError};

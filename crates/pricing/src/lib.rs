@@ -153,6 +153,6 @@ mod tests {
         assert_eq!((q.distance_m, q.fare.total_minor), (0, 700));
         let far = quote(Product::Economy, (52.35, 4.85), (52.39, 4.93), 1_500);
         assert!(far.distance_m > 0);
-        assert_eq!(far.fare.surge_milli, 1_500);
+        assert_eq!(far.fare.parts.surge_milli, 1_500);
     }
 }
