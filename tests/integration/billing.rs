@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bimride_billing::{BillingSettings, Delivery};
 use bimride_events::{FareCharged, RideEvent, Topic};
+use bimride_kafka::service;
 use bimride_tests::{
     Broker, Pipeline, completed_trip, decode_all, fare_charged, join_all, read_back,
 };
@@ -67,7 +68,7 @@ async fn restart_and_settle(
     count: usize,
 ) -> Vec<FareCharged> {
     let stop = CancellationToken::new();
-    let billing = p.spawn_billing(settings, stop.clone());
+    let billing = p.spawn(settings, stop.clone());
     stream_trips(p, rides).await;
     let committed = committed_charges(p, count).await;
     stop.cancel();
@@ -135,7 +136,7 @@ async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
     let s = settings(Delivery::ExactlyOnce);
 
     let first_stop = CancellationToken::new();
-    let first = p.spawn_billing(s.clone(), first_stop.clone());
+    let first = p.spawn(s.clone(), first_stop.clone());
     stream_trips(&p, 0..100).await;
     assert_eq!(committed_charges(&p, 100).await.len(), 100);
     let aborted_before = aborted_transactions();
@@ -202,11 +203,9 @@ async fn without_transactions_exactly_once_billing_refuses_to_start() {
         .expect("error injected");
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
-        bimride_billing::run(
-            &p.config,
-            p.codec.clone(),
-            settings(Delivery::ExactlyOnce),
-            CancellationToken::new(),
+        service::run(
+            Box::new(settings(Delivery::ExactlyOnce)),
+            p.context(CancellationToken::new()),
         ),
     )
     .await
@@ -228,7 +227,7 @@ async fn at_least_once_mode_charges_each_ride_once() {
     let broker = Broker::kafka();
     let p = Pipeline::start(&broker).await;
     let s = settings(Delivery::AtLeastOnce);
-    let first = p.spawn_billing(s.clone(), CancellationToken::new());
+    let first = p.spawn(s.clone(), CancellationToken::new());
     stream_trips(&p, 0..60).await;
     // A driver app that retries its completion, with a new event id.
     let mut again: Vec<RideEvent> = (0..20).filter_map(|n| completed_trip(n).pop()).collect();
@@ -248,7 +247,7 @@ async fn at_least_once_mode_charges_each_ride_once() {
     };
     tokio::join!(streaming, crash);
     let stop = CancellationToken::new();
-    let second = p.spawn_billing(s, stop.clone());
+    let second = p.spawn(s, stop.clone());
     stream_trips(&p, 100..110).await;
     let charges = committed_charges(&p, 110).await;
     stop.cancel();
@@ -316,7 +315,7 @@ async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once()
         .expect("transaction ends");
     }
 
-    let first = p.spawn_billing(s.clone(), CancellationToken::new());
+    let first = p.spawn(s.clone(), CancellationToken::new());
     stream_trips(&p, 0..100).await;
     assert_eq!(committed_charges(&p, 101).await.len(), 101);
     // With transactions open: the restart fences the dead instance and the coordinator

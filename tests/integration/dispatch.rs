@@ -164,8 +164,8 @@ impl TestCity {
         let services = CancellationToken::new();
         let mut api = pipeline.serve_api(city.clone(), services.clone()).await;
         let mut tasks = std::mem::take(&mut api.tasks);
-        tasks.push(pipeline.spawn_dispatch(city.clone(), settings(&pipeline), services.clone()));
-        tasks.push(pipeline.spawn_simulator(city, fleet(fleet_id, drivers), services.clone()));
+        tasks.push(pipeline.spawn(settings(&pipeline), services.clone()));
+        tasks.push(pipeline.spawn(fleet(fleet_id, drivers), services.clone()));
         // Let the drivers come online and their apps join before the rush.
         tokio::time::sleep(warm_up).await;
         Self {
@@ -217,9 +217,9 @@ async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
 async fn two_dispatchers_share_the_regions_and_one_leaves_mid_run(broker: Broker) {
     let leaving = CancellationToken::new();
     let city = TestCity::start(&broker, "pair", 500, Duration::ZERO).await;
-    let first =
-        city.pipeline
-            .spawn_dispatch(City::amsterdam(), settings(&city.pipeline), leaving.clone());
+    let first = city
+        .pipeline
+        .spawn(settings(&city.pipeline), leaving.clone());
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let mut rides = book(&city.api.url, 0, 150).await;

@@ -199,8 +199,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
     let city = City::amsterdam();
     let api = p.serve_api(city.clone(), stop.clone()).await;
     let mut tasks = api.tasks;
-    tasks.push(p.spawn_dispatch(
-        city.clone(),
+    tasks.push(p.spawn(
         DispatchSettings {
             group: group("dispatch"),
             offer_timeout_ms: 3_000,
@@ -210,8 +209,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
         },
         stop.clone(),
     ));
-    tasks.push(p.spawn_simulator(
-        city,
+    tasks.push(p.spawn(
         SimSettings {
             drivers: 300,
             booking_rate: 0.0,
@@ -222,7 +220,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
         },
         stop.clone(),
     ));
-    tasks.push(p.spawn_billing(
+    tasks.push(p.spawn(
         BillingSettings {
             group: group("billing"),
             delivery,
@@ -231,7 +229,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
         },
         stop.clone(),
     ));
-    tasks.push(p.spawn_notifications(
+    tasks.push(p.spawn(
         NotificationSettings {
             group: group("notifications"),
             ..NotificationSettings::default()

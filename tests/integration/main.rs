@@ -36,8 +36,8 @@ mod surge;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_events::TopicValue;
 use bimride_codec::Codec;
+use bimride_events::TopicValue;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use tokio::sync::mpsc;

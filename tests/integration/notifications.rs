@@ -67,7 +67,7 @@ async fn each_step_is_told_once_and_a_flaky_webhook_gets_every_message() {
         ..Hook::default()
     }));
     let url = serve_hook(Arc::clone(&hook), stop.clone()).await;
-    let notifications = p.spawn_notifications(
+    let notifications = p.spawn(
         NotificationSettings {
             group: group("notifications"),
             webhook_url: Some(url),

@@ -102,8 +102,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
     let city = City::amsterdam();
     let api = p.serve_api(city.clone(), stop.clone()).await;
     let tasks = vec![
-        p.spawn_dispatch(
-            city.clone(),
+        p.spawn(
             DispatchSettings {
                 group: group("dispatch"),
                 max_wait_ms: 120_000,
@@ -111,12 +110,8 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
             },
             stop.clone(),
         ),
-        p.spawn_surge(
-            city.clone(),
-            bimride_surge::SurgeSettings::default(),
-            stop.clone(),
-        ),
-        p.spawn_billing(
+        p.spawn(bimride_surge::SurgeSettings::default(), stop.clone()),
+        p.spawn(
             BillingSettings {
                 group: group("billing"),
                 delivery: Delivery::ExactlyOnce,
@@ -125,15 +120,14 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
             },
             stop.clone(),
         ),
-        p.spawn_notifications(
+        p.spawn(
             NotificationSettings {
                 group: group("notifications"),
                 ..NotificationSettings::default()
             },
             stop.clone(),
         ),
-        p.spawn_simulator(
-            city,
+        p.spawn(
             SimSettings {
                 drivers: 150,
                 booking_rate: 0.0,

@@ -109,16 +109,6 @@ async fn wait_for(p: &Pipeline, cell: &str, what: &str, ok: impl Fn(&[i32]) -> b
     }
 }
 
-fn spawn_surge(
-    p: &Pipeline,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<Result<(), bimride_surge::SurgeError>> {
-    let (config, codec) = (p.config.clone(), p.codec.clone());
-    tokio::spawn(async move {
-        bimride_surge::run(&config, codec, City::amsterdam(), settings(), stop).await
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_cell_surges_and_a_restart_neither_drops_nor_spikes() {
     let broker = Broker::embedded();
@@ -133,7 +123,7 @@ async fn a_flooded_cell_surges_and_a_restart_neither_drops_nor_spikes() {
     let traffic = traffic(&p, spot, 3, traffic_stop.clone());
 
     let first_stop = CancellationToken::new();
-    let first = spawn_surge(&p, first_stop.clone());
+    let first = p.spawn(settings(), first_stop.clone());
     let before = wait_for(&p, &cell, "the flooded cell never surged", |l| {
         l.iter().any(|m| *m >= 1_500)
     })
@@ -145,7 +135,7 @@ async fn a_flooded_cell_surges_and_a_restart_neither_drops_nor_spikes() {
     // Down for a few windows while the flood goes on; then back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second_stop = CancellationToken::new();
-    let second = spawn_surge(&p, second_stop.clone());
+    let second = p.spawn(settings(), second_stop.clone());
     let after = wait_for(&p, &cell, "no update after the restart", |l| {
         l.len() >= before.len() + 3
     })

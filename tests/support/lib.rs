@@ -6,9 +6,10 @@ pub mod kafka;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use bimride_codec::{Codec, RegistryConfig};
 use bimride_events::*;
+use bimride_kafka::service::{self, Context, Service};
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, TopicSpec, topics};
 use bimride_registry::{Registry, Server};
 use futures::StreamExt;
@@ -511,77 +512,24 @@ impl Pipeline {
         }
     }
 
-    /// A dispatch instance until `stop`.
-    pub fn spawn_dispatch(
-        &self,
-        city: bimride_domain::City,
-        settings: bimride_dispatch::DispatchSettings,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
-        tokio::spawn(async move {
-            bimride_dispatch::run(&config, codec, city, settings, stop)
-                .await
-                .context("dispatch")
-        })
+    /// What every service is given, on this pipeline's cluster and codec, in Amsterdam.
+    pub fn context(&self, stop: CancellationToken) -> Context {
+        Context {
+            kafka: self.config.clone(),
+            codec: Arc::clone(&self.codec),
+            city: bimride_domain::City::amsterdam(),
+            shutdown: stop,
+        }
     }
 
-    /// A billing instance until `stop`.
-    pub fn spawn_billing(
+    /// Any service, on this pipeline, until `stop`.
+    pub fn spawn(
         &self,
-        settings: bimride_billing::BillingSettings,
+        service: impl Service,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
-        tokio::spawn(async move {
-            bimride_billing::run(&config, codec, settings, stop)
-                .await
-                .context("billing")
-        })
-    }
-
-    /// A notifications instance until `stop`.
-    pub fn spawn_notifications(
-        &self,
-        settings: bimride_notifications::NotificationSettings,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
-        tokio::spawn(async move {
-            bimride_notifications::run(&config, codec, settings, stop)
-                .await
-                .context("notifications")
-        })
-    }
-
-    /// A surge detector until `stop`.
-    pub fn spawn_surge(
-        &self,
-        city: bimride_domain::City,
-        settings: bimride_surge::SurgeSettings,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
-        tokio::spawn(async move {
-            bimride_surge::run(&config, codec, city, settings, stop)
-                .await
-                .context("surge")
-        })
-    }
-
-    /// A simulated fleet (and riders, if the settings book any) until `stop`.
-    pub fn spawn_simulator(
-        &self,
-        city: bimride_domain::City,
-        settings: bimride_simulator::SimSettings,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (config, codec) = (self.config.clone(), Arc::clone(&self.codec));
-        tokio::spawn(async move {
-            bimride_simulator::run(&config, codec, city, settings, stop)
-                .await
-                .context("simulator")
-        })
+        let cx = self.context(stop);
+        tokio::spawn(async move { Ok(service::run(Box::new(service), cx).await?) })
     }
 }
 

@@ -3,10 +3,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use bimride_codec::Codec;
 use bimride_domain::FareParts;
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
-use bimride_events::{ChargeKind, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind, RideEvent, RideRequested, SurgeUpdated, TopicValue};
-use bimride_codec::Codec;
+use bimride_events::{
+    ChargeKind, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
+    RideEvent, RideRequested, SurgeUpdated, TopicValue,
+};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{Options, PartitionedError};
 use bimride_kafka::projection::Projection;

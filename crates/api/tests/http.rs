@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_api::{ApiParts, ApiState, RideBook, app, book};
-use bimride_domain::City;
 use bimride_codec::{Codec, RegistryConfig};
+use bimride_domain::City;
+use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EmbeddedCluster, EventProducer, KafkaConfig, Provisioner, topics};
 use bimride_registry::Registry;
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ struct Api {
     stop: CancellationToken,
     projection: tokio::task::JoinHandle<Result<(), bimride_kafka::partitioned::PartitionedError>>,
     /// Dispatch decides what happens to a cancellation before a driver is assigned.
-    dispatch: tokio::task::JoinHandle<Result<(), bimride_dispatch::DispatchError>>,
+    dispatch: tokio::task::JoinHandle<Result<(), service::Failed>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cluster: EmbeddedCluster,
 }
@@ -82,13 +83,15 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         let (config, codec, rides, stop) = projection;
         book::run_projection(&config, codec, rides, surge, "api-test", stop).await
     });
-    let dispatch = {
-        let (config, codec, stop) = (config.clone(), Arc::clone(&codec), stop.clone());
-        tokio::spawn(async move {
-            let settings = bimride_dispatch::DispatchSettings::default();
-            bimride_dispatch::run(&config, codec, City::amsterdam(), settings, stop).await
-        })
-    };
+    let dispatch = tokio::spawn(service::run(
+        Box::new(bimride_dispatch::DispatchSettings::default()),
+        Context {
+            kafka: config.clone(),
+            codec: Arc::clone(&codec),
+            city: City::amsterdam(),
+            shutdown: stop.clone(),
+        },
+    ));
     let producer = EventProducer::new(&config, codec).expect("producer");
     let state = ApiState::new(ApiParts {
         producer,

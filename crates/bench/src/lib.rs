@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bimride_codec::Codec;
 use bimride_domain::City;
 use bimride_events::{ChargeKind, FareCharged, Notification, RideEvent};
-use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::Options;
 use bimride_kafka::projection::Projection;

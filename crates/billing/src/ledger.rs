@@ -10,16 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use bimride_domain::fare::NO_SURGE;
 use bimride_domain::ride::{Applied, RideState, Step, TransitionError};
-use bimride_domain::{Fare, split_commission};
+use bimride_domain::{Fare, Mode, split_commission};
 use bimride_events::{ChargeKind, FareCharged, Millis, Money, Product, RideEvent};
 use bimride_pricing::{CURRENCY, Cancellation, cancellation_fee, rates};
-
-/// Live records may charge; replayed ones only rebuild state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Live,
-    Replay,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -73,7 +66,7 @@ impl Account {
 
 /// Counts of what the ledger decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
+pub struct Charges {
     pub trips: u64,
     pub cancellation_fees: u64,
     pub duplicates: u64,
@@ -83,7 +76,7 @@ pub struct Tally {
 pub struct Ledger {
     commission_bp: u32,
     accounts: HashMap<String, Account>,
-    tally: Tally,
+    tally: Charges,
 }
 
 /// The id of a ride's charge: the same ride always gives the same id, so a duplicate charge
@@ -101,11 +94,11 @@ impl Ledger {
         Self {
             commission_bp,
             accounts: HashMap::new(),
-            tally: Tally::default(),
+            tally: Charges::default(),
         }
     }
 
-    pub fn tally(&self) -> Tally {
+    pub fn tally(&self) -> Charges {
         self.tally
     }
 
@@ -263,9 +256,7 @@ fn charge(
     (ride_id, rider_id, driver_id): (&str, &str, &str),
     at: Millis,
     Fare {
-        parts,
-        total_minor,
-        ..
+        parts, total_minor, ..
     }: Fare,
 ) -> FareCharged {
     let split = split_commission(total_minor, commission_bp);

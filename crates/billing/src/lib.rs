@@ -11,7 +11,7 @@ pub mod ledger;
 mod metrics;
 mod service;
 
-pub use service::{BillingError, run};
+pub use service::BillingError;
 
 /// How billing makes its charges durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,33 +80,25 @@ impl Default for BillingSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid billing settings: {0}")]
-pub struct SettingsError(&'static str);
-
 impl BillingSettings {
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    fn check(&self) -> Result<(), &'static str> {
         if self.group.trim().is_empty() {
-            return Err(SettingsError("the billing group must not be empty"));
+            return Err("the billing group must not be empty");
         }
         if self.transactional_id.trim().is_empty() {
-            return Err(SettingsError("the transactional id must not be empty"));
+            return Err("the transactional id must not be empty");
         }
         if self.commission_bp > 10_000 {
-            return Err(SettingsError(
-                "the commission must be 0 to 10000 basis points",
-            ));
+            return Err("the commission must be 0 to 10000 basis points");
         }
         if !(1..=10_000).contains(&self.commit_ms) {
-            return Err(SettingsError("the commit interval must be 1 ms to 10 s"));
+            return Err("the commit interval must be 1 ms to 10 s");
         }
         if !(1..=100_000).contains(&self.max_batch) {
-            return Err(SettingsError("the batch must be 1 to 100000 records"));
+            return Err("the batch must be 1 to 100000 records");
         }
         if !(60..=7 * 24 * 3_600).contains(&self.billing_replay_secs) {
-            return Err(SettingsError(
-                "the replay window must be a minute to a week",
-            ));
+            return Err("the replay window must be a minute to a week");
         }
         Ok(())
     }

@@ -8,28 +8,26 @@
 //!   charged is not charged again.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_events::{FareCharged, Millis, RideEvent, Topic};
-use bimride_codec::Codec;
-use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{
     self, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use futures::future::BoxFuture;
 use rdkafka::Offset;
-use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{Ledger, Mode};
-use crate::{BillingSettings, Delivery, SettingsError, metrics};
+use bimride_domain::Mode;
+
+use crate::ledger::Ledger;
+use crate::{BillingSettings, Delivery, metrics};
 
 /// How often rides charged longer ago than the replay window are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
     #[error(
         "Kafka transactions are not available at {brokers} ({source}). Billing charges exactly \
          once only with transactions; on brokers without them, run it with \
@@ -50,14 +48,24 @@ struct Billing {
     window: Duration,
 }
 
-/// Runs one billing instance until `shutdown`; the batch in progress is settled first.
-pub async fn run(
-    kafka: &KafkaConfig,
-    codec: Arc<Codec>,
-    settings: BillingSettings,
-    shutdown: CancellationToken,
-) -> Result<(), BillingError> {
-    settings.validate()?;
+impl Service for BillingSettings {
+    fn name(&self) -> &'static str {
+        "billing"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new("billing", problem))
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(bill(*self, cx).await?) })
+    }
+}
+
+/// Runs one billing instance until the context's token is cancelled; the batch in progress
+/// is settled first.
+async fn bill(settings: BillingSettings, cx: Context) -> Result<(), BillingError> {
     let mut options = Options::new(settings.group.clone(), "billing");
     options.tick = Some(FORGET_EVERY);
     if settings.delivery == Delivery::ExactlyOnce {
@@ -69,10 +77,10 @@ pub async fn run(
     }
     let billing = Billing {
         ledger: Ledger::new(settings.commission_bp),
-        payments: kafka.topics().name(Topic::Payments).to_owned(),
+        payments: cx.kafka.topics().name(Topic::Payments).to_owned(),
         window: Duration::from_secs(settings.billing_replay_secs),
     };
-    let done = partitioned::run(kafka, codec, billing, options, shutdown)
+    let done = partitioned::run(&cx.kafka, cx.codec, billing, options, cx.shutdown)
         .await
         .map_err(|e| match e {
             PartitionedError::NoTransactions { brokers, source } => {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bimride_api::{ApiParts, ApiState, RideBook, book};
-use bimride_domain::City;
 use bimride_codec::{Codec, RegistryConfig};
+use bimride_domain::City;
 use bimride_kafka::{EventProducer, KafkaConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

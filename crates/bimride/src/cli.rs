@@ -207,17 +207,6 @@ pub struct ServiceArgs {
     pub schema_registry: String,
 }
 
-/// A service that needs only the cluster and the registry.
-#[derive(Debug, Args)]
-pub struct ConnectArgs {
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-
-    /// URL of the Confluent-compatible schema registry.
-    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
-    pub schema_registry: String,
-}
-
 #[derive(Debug, Args)]
 pub struct SurgeArgs {
     #[command(flatten)]
@@ -233,7 +222,7 @@ pub struct SurgeArgs {
 #[derive(Debug, Args)]
 pub struct BillingArgs {
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     pub billing: BillingSettings,
@@ -245,7 +234,7 @@ pub struct BillingArgs {
 #[derive(Debug, Args)]
 pub struct NotificationsArgs {
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     pub notifications: NotificationSettings,

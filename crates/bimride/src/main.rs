@@ -56,11 +56,25 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Dlq(args) => admin::dlq(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
-        cli::Command::Dispatch(args) => services::dispatch(args).await,
-        cli::Command::Simulate(args) => services::simulate(*args).await,
-        cli::Command::Billing(args) => services::billing(args).await,
-        cli::Command::Notifications(args) => services::notifications(args).await,
-        cli::Command::Surge(args) => services::surge(args).await,
+        cli::Command::Dispatch(a) => {
+            services::serve(Box::new(a.dispatch), a.service, &a.metrics).await
+        }
+        cli::Command::Simulate(a) => {
+            let mut sim = a.sim;
+            sim.authority = a
+                .auth_secret
+                .as_ref()
+                .map(|s| bimride_auth::Authority::new(s, None))
+                .transpose()?;
+            services::serve(Box::new(sim), a.service, &a.metrics).await
+        }
+        cli::Command::Billing(a) => {
+            services::serve(Box::new(a.billing), a.service, &a.metrics).await
+        }
+        cli::Command::Notifications(a) => {
+            services::serve(Box::new(a.notifications), a.service, &a.metrics).await
+        }
+        cli::Command::Surge(a) => services::serve(Box::new(a.surge), a.service, &a.metrics).await,
         cli::Command::Dashboard(args) => services::dashboard(args).await,
         cli::Command::Bench(args) => bench::run(*args).await,
     }

@@ -30,8 +30,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let metrics =
-        bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
+    let metrics = bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
     shutdown.cancel();
     metrics.await??;

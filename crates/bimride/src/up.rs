@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::Context as _;
+use bimride_kafka::service::{self, Context, Service};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use crate::front::SystemInfo;
 use crate::{api, registry, shutdown};
 
 /// The whole city, running until its shutdown token is cancelled.
-pub struct City {
+pub struct Running {
     pub info: SystemInfo,
     pub http: std::net::SocketAddr,
     pub kafka: bimride_kafka::KafkaConfig,
@@ -21,12 +22,13 @@ pub struct City {
     /// Signs rider tokens for this city's API.
     pub authority: bimride_auth::Authority,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    services: Vec<JoinHandle<Result<(), service::Failed>>>,
     /// The embedded registry, stopped after the services that use it.
     registry: Option<JoinHandle<std::io::Result<()>>>,
     cluster: Option<EmbeddedCluster>,
 }
 
-impl City {
+impl Running {
     /// Creates a topic on the city's cluster, embedded or not.
     pub async fn create_topic(&self, spec: bimride_kafka::TopicSpec) -> anyhow::Result<()> {
         let provisioner = match &self.cluster {
@@ -44,6 +46,9 @@ impl City {
     pub async fn stopped(self) -> anyhow::Result<()> {
         for task in self.tasks {
             task.await??;
+        }
+        for service in self.services {
+            service.await??;
         }
         if let Some(registry) = self.registry {
             registry.await??;
@@ -63,8 +68,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Starts every part of the city; they stop when `shutdown` is cancelled, or when one fails.
-pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<City> {
+pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let city = args.city.city()?;
+    // Every setting is checked before anything starts; the simulator's once its API is known.
     args.dispatch.validate()?;
     args.billing.validate()?;
     args.notifications.validate()?;
@@ -150,86 +156,38 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     let http_addr = front.addr;
 
-    let codec = &front.codec;
     let mut sim = args.sim;
     sim.api_url = format!("http://{http_addr}");
     sim.authority = Some(authority.clone());
-    sim.validate()?;
-    let services = [
-        supervise("dispatch", &shutdown, {
-            let (kafka, codec, city, s) = (
-                kafka.clone(),
-                Arc::clone(codec),
-                city.clone(),
-                shutdown.clone(),
-            );
-            async move { Ok(bimride_dispatch::run(&kafka, codec, city, args.dispatch, s).await?) }
-        }),
-        supervise("simulator", &shutdown, {
-            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
-            let city = city.clone();
-            async move { Ok(bimride_simulator::run(&kafka, codec, city, sim, s).await?) }
-        }),
-        supervise("billing", &shutdown, {
-            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
-            async move { Ok(bimride_billing::run(&kafka, codec, args.billing, s).await?) }
-        }),
-        supervise("surge", &shutdown, {
-            let (kafka, codec, city, s) = (
-                kafka.clone(),
-                Arc::clone(codec),
-                city.clone(),
-                shutdown.clone(),
-            );
-            async move { Ok(bimride_surge::run(&kafka, codec, city, args.surge, s).await?) }
-        }),
-        supervise("dashboard", &shutdown, {
-            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
-            async move {
-                tokio::spawn(Arc::clone(&dashboard).publish(s.clone()));
-                Ok(bimride_dashboard::run_feeds(&kafka, codec, dashboard, s).await?)
-            }
-        }),
-        supervise("notifications", &shutdown, {
-            let (kafka, codec, s) = (kafka.clone(), Arc::clone(codec), shutdown.clone());
-            async move { Ok(bimride_notifications::run(&kafka, codec, args.notifications, s).await?) }
-        }),
+    let cx = Context {
+        kafka: kafka.clone(),
+        codec: Arc::clone(&front.codec),
+        city,
+        shutdown: shutdown.clone(),
+    };
+    let services: [Box<dyn Service>; 6] = [
+        Box::new(args.dispatch),
+        Box::new(sim),
+        Box::new(args.billing),
+        Box::new(args.surge),
+        Box::new(bimride_dashboard::Feeds(dashboard)),
+        Box::new(args.notifications),
     ];
-
-    let codec = Arc::clone(&front.codec);
-    let tasks = front.tasks.into_iter().chain(services).collect();
-    Ok(City {
+    let services = services
+        .into_iter()
+        .map(|s| service::spawn(s, cx.clone()))
+        .collect();
+    Ok(Running {
         info,
         http: http_addr,
         kafka,
-        codec,
+        codec: cx.codec,
         shutdown,
         authority,
-        tasks,
+        tasks: front.tasks,
+        services,
         registry,
         cluster,
-    })
-}
-
-/// Runs one service of the city. If it fails, everything stops: `up` never carries on with
-/// a part of the pipeline missing.
-fn supervise(
-    name: &'static str,
-    shutdown: &CancellationToken,
-    service: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-) -> JoinHandle<anyhow::Result<()>> {
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let result = service.await.context(name);
-        if let Err(e) = &result {
-            tracing::error!(
-                service = name,
-                error = format!("{e:#}"),
-                "service failed; stopping"
-            );
-            shutdown.cancel();
-        }
-        result
     })
 }
 

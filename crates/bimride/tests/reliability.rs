@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bimride_events::{DispatchEvent, FareCharged, Millis, Notification, RideEvent, Topic};
 use bimride_codec::{Codec, RegistryConfig};
+use bimride_events::{DispatchEvent, FareCharged, Millis, Notification, RideEvent, Topic};
 use bimride_kafka::{EmbeddedCluster, KafkaConfig, Provisioner, topics};
 use bimride_tests::KafkaCluster;
 use tokio_util::sync::CancellationToken;

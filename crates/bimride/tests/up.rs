@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{Up, metric};
 
-use bimride_events::{Millis, SurgeUpdated, Topic, Topics};
 use bimride_codec::{Codec, RegistryConfig};
+use bimride_events::{Millis, SurgeUpdated, Topic, Topics};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};

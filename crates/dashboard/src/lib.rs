@@ -18,11 +18,11 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use bimride_domain::City;
 use bimride_events::{DispatchEvent, FareCharged, RideEvent, SupplyEvent, SurgeUpdated};
-use bimride_codec::Codec;
-use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{Options, PartitionedError};
 use bimride_kafka::projection::Projection;
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
 use futures::Stream;
+use futures::future::BoxFuture;
 use h3o::{LatLng, Resolution};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -134,14 +134,29 @@ impl Dashboard {
     }
 }
 
-/// Feeds the dashboard from every topic it shows, until `shutdown`. Each dashboard reads the
-/// whole retained log under a group of its own, so its totals cover that log.
-pub async fn run_feeds(
-    config: &KafkaConfig,
-    codec: Arc<Codec>,
-    dashboard: Arc<Dashboard>,
-    shutdown: CancellationToken,
-) -> Result<(), PartitionedError> {
+/// The dashboard as a service: its feeds and its publisher of snapshots.
+#[derive(Debug, Clone)]
+pub struct Feeds(pub Arc<Dashboard>);
+
+impl Service for Feeds {
+    fn name(&self) -> &'static str {
+        "dashboard"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        Ok(())
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        tokio::spawn(Arc::clone(&self.0).publish(cx.shutdown.clone()));
+        Box::pin(async move { Ok(feed(self.0, cx).await?) })
+    }
+}
+
+/// Feeds the dashboard from every topic it shows, until the context's token is cancelled.
+/// Each dashboard reads the whole retained log under a group of its own, so its totals cover
+/// that log.
+async fn feed(dashboard: Arc<Dashboard>, cx: Context) -> Result<(), PartitionedError> {
     let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
     let d = || Arc::clone(&dashboard);
     let (d1, d2, d3, d4, d5) = (d(), d(), d(), d(), d());
@@ -151,7 +166,12 @@ pub async fn run_feeds(
         .on(move |e: &SupplyEvent| d3.with_view(|v| v.apply_supply(e)))
         .on(move |u: &SurgeUpdated| d4.with_view(|v| v.apply_surge(u)))
         .on(move |c: &FareCharged| d5.with_view(|v| v.apply_charge(c)))
-        .run(config, codec, Options::new(group, "dashboard"), shutdown)
+        .run(
+            &cx.kafka,
+            cx.codec,
+            Options::new(group, "dashboard"),
+            cx.shutdown,
+        )
         .await
 }
 

@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use bimride_domain::City;
 use bimride_domain::matching::{Driver, Supply};
+use bimride_domain::{City, Mode};
 use bimride_events::{
     CancelledBy, DispatchEvent, DriverAssigned, DriverStatus, DriverStatusChanged, Millis,
     OfferAnswer, OfferAnswered, OfferSent, Product, RideCancelled, RideEvent, RideRequested,
@@ -41,14 +41,6 @@ pub enum Output {
     Log(DispatchEvent),
 }
 
-/// Whether a record is replayed to rebuild state, or processed live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Rebuilding after an assignment: learn the state, decide and publish nothing.
-    Replay,
-    Live,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("ride {ride}: pickup cell {cell:?} is not an H3 cell")]
@@ -59,7 +51,7 @@ pub enum EngineError {
 
 /// Counts of what happened, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
+pub struct Decisions {
     pub offers: u64,
     pub declined: u64,
     pub expired: u64,
@@ -117,7 +109,7 @@ pub struct Engine {
     waiting: BTreeSet<(Millis, String)>,
     /// Driver of each assignment in force, with its event time.
     assignments: HashMap<String, (String, Millis)>,
-    tally: Tally,
+    tally: Decisions,
 }
 
 pub fn product_code(p: Product) -> u8 {
@@ -142,11 +134,11 @@ impl Engine {
             rides: HashMap::new(),
             waiting: BTreeSet::new(),
             assignments: HashMap::new(),
-            tally: Tally::default(),
+            tally: Decisions::default(),
         }
     }
 
-    pub fn tally(&self) -> Tally {
+    pub fn tally(&self) -> Decisions {
         self.tally
     }
 

@@ -8,8 +8,6 @@ pub mod engine;
 mod metrics;
 mod service;
 
-pub use service::{DispatchError, run};
-
 /// Dispatch settings, from flags with environment fallbacks.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatchSettings {
@@ -34,10 +32,6 @@ pub struct DispatchSettings {
     pub tick_ms: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid dispatch settings: {0}")]
-pub struct SettingsError(&'static str);
-
 impl Default for DispatchSettings {
     fn default() -> Self {
         Self {
@@ -51,27 +45,21 @@ impl Default for DispatchSettings {
 }
 
 impl DispatchSettings {
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    fn check(&self) -> Result<(), &'static str> {
         if self.group.trim().is_empty() {
-            return Err(SettingsError("the dispatch group must not be empty"));
+            return Err("the dispatch group must not be empty");
         }
         if !(50..=600_000).contains(&self.offer_timeout_ms) {
-            return Err(SettingsError(
-                "the offer timeout must be 50 ms to 10 minutes",
-            ));
+            return Err("the offer timeout must be 50 ms to 10 minutes");
         }
         if self.max_wait_ms <= self.offer_timeout_ms || self.max_wait_ms > 3_600_000 {
-            return Err(SettingsError(
-                "the maximum wait must exceed the offer timeout and be at most an hour",
-            ));
+            return Err("the maximum wait must exceed the offer timeout and be at most an hour");
         }
         if self.replay_window_secs * 1000 < self.max_wait_ms {
-            return Err(SettingsError(
-                "the replay window must cover the maximum wait",
-            ));
+            return Err("the replay window must cover the maximum wait");
         }
         if !(10..=5_000).contains(&self.tick_ms) {
-            return Err(SettingsError("the tick must be 10 ms to 5 s"));
+            return Err("the tick must be 10 ms to 5 s");
         }
         Ok(())
     }

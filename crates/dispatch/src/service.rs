@@ -9,27 +9,21 @@
 //! - Offsets are stored at least once, after everything a record caused is acknowledged.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_domain::City;
 use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent};
-use bimride_codec::Codec;
 use bimride_kafka::partitioned::{
     self, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::producer::Delivery;
-use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
-use tokio_util::sync::CancellationToken;
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::{EventProducer, ProduceError};
+use futures::future::BoxFuture;
 
-use crate::engine::{Engine, Mode, Output, Timing};
+use bimride_domain::Mode;
+
+use crate::engine::{Engine, Output, Timing};
 use crate::{DispatchSettings, metrics};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    #[error(transparent)]
-    Consumer(#[from] PartitionedError),
-}
 
 type Input = Either<DispatchEvent, SupplyEvent>;
 
@@ -49,14 +43,23 @@ struct Dispatcher {
     owned: BTreeSet<i32>,
 }
 
-/// Runs one dispatch instance until `shutdown` is cancelled.
-pub async fn run(
-    kafka: &KafkaConfig,
-    codec: Arc<Codec>,
-    city: City,
-    settings: DispatchSettings,
-    shutdown: CancellationToken,
-) -> Result<(), DispatchError> {
+impl Service for DispatchSettings {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new("dispatch", problem))
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(dispatch(*self, cx).await?) })
+    }
+}
+
+/// Runs one dispatch instance until the context's token is cancelled.
+async fn dispatch(settings: DispatchSettings, cx: Context) -> Result<(), PartitionedError> {
     let timing = Timing {
         offer_timeout_ms: settings.offer_timeout_ms as i64,
         max_wait_ms: settings.max_wait_ms as i64,
@@ -65,11 +68,11 @@ pub async fn run(
     options.tick = Some(Duration::from_millis(settings.tick_ms));
     options.co_partitioned = true;
     let dispatcher = Dispatcher {
-        engine: Engine::new(city, timing),
+        engine: Engine::new(cx.city, timing),
         settings,
         owned: BTreeSet::new(),
     };
-    let done = partitioned::run(kafka, codec, dispatcher, options, shutdown).await?;
+    let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
     tracing::info!(tally = ?done.engine.tally(), "dispatch stopped");
     Ok(())
 }

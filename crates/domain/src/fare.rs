@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn a_five_km_quarter_hour_trip() {
         let fare = ECONOMY.fare(5_000, 900, NO_SURGE);
-        assert_eq!((fare.parts.distance_minor, fare.parts.time_minor), (600, 450));
+        assert_eq!(
+            (fare.parts.distance_minor, fare.parts.time_minor),
+            (600, 450)
+        );
         assert_eq!(fare.total_minor, 1_300);
         assert!(!fare.minimum_applied);
         assert_eq!(ECONOMY.fare(5_000, 900, 1_500).total_minor, 1_950);

@@ -15,4 +15,12 @@ pub mod ride;
 pub use city::{City, CityError, Zone};
 pub use fare::{Fare, FareParts, Rates};
 pub use money::{Split, split_commission};
+/// Whether a record is processed live, or replayed to rebuild state after a takeover: a
+/// replayed one teaches state, and decides and publishes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
+}
+
 pub use ride::{Applied, RideState, RideStatus, Step, TransitionError};

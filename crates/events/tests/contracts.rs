@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use apache_avro::Schema;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
-use bimride_events::contract::{self, Contract};
 use bimride_events::Topic;
+use bimride_events::contract::{self, Contract};
 use serde_json::Value;
 
 fn repo_schemas() -> PathBuf {

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 
+use crate::SettingsError;
+
 /// How clients reach the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SecurityProtocol {
@@ -152,26 +154,6 @@ impl std::fmt::Debug for KafkaConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("no Kafka brokers configured: pass --brokers or set BIMRIDE_BROKERS")]
-    NoBrokers,
-    #[error("--security-protocol {0} needs --sasl-mechanism, --sasl-username and --sasl-password")]
-    IncompleteSasl(&'static str),
-    #[error("SASL settings were given but --security-protocol is {0}")]
-    SaslWithoutSaslProtocol(&'static str),
-    #[error("{flag} points at {path}, which does not exist")]
-    MissingFile { flag: &'static str, path: String },
-    #[error("--kafka-property {0:?} is not of the form key=value")]
-    BadProperty(String),
-    #[error("--namespace {0:?} must be non-empty ASCII letters, digits, '.', '_' or '-'")]
-    BadNamespace(String),
-    #[error("--partitions must be at least 1, got {0}")]
-    BadPartitions(i32),
-    #[error("--replication-factor must be at least 1, got {0}")]
-    BadReplication(i32),
-}
-
 impl KafkaConfig {
     /// A plaintext configuration for `brokers`, defaults elsewhere; for tests and embedded mode.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
@@ -195,10 +177,15 @@ impl KafkaConfig {
     }
 
     /// Checks everything that can be checked before connecting.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |problem: String| Err(SettingsError::new("kafka", problem));
         match &self.brokers {
             Some(b) if !b.trim().is_empty() => {}
-            _ => return Err(ConfigError::NoBrokers),
+            _ => {
+                return invalid(
+                    "no Kafka brokers configured: pass --brokers or set BIMRIDE_BROKERS".into(),
+                );
+            }
         }
         let sasl_given = self.sasl_mechanism.is_some()
             || self.sasl_username.is_some()
@@ -208,11 +195,15 @@ impl KafkaConfig {
                 || self.sasl_username.is_none()
                 || self.sasl_password.is_none()
             {
-                return Err(ConfigError::IncompleteSasl(self.security_protocol.as_str()));
+                return invalid(format!(
+                    "--security-protocol {} needs --sasl-mechanism, --sasl-username and --sasl-password",
+                    self.security_protocol.as_str()
+                ));
             }
         } else if sasl_given {
-            return Err(ConfigError::SaslWithoutSaslProtocol(
-                self.security_protocol.as_str(),
+            return invalid(format!(
+                "SASL settings were given but --security-protocol is {}",
+                self.security_protocol.as_str()
             ));
         }
         for (flag, path) in [
@@ -223,28 +214,36 @@ impl KafkaConfig {
             if let Some(p) = path
                 && !p.exists()
             {
-                return Err(ConfigError::MissingFile {
-                    flag,
-                    path: p.display().to_string(),
-                });
+                return invalid(format!(
+                    "{flag} points at {}, which does not exist",
+                    p.display()
+                ));
             }
         }
         for p in &self.properties {
             if !p.contains('=') {
-                return Err(ConfigError::BadProperty(p.clone()));
+                return invalid(format!(
+                    "--kafka-property {p:?} is not of the form key=value"
+                ));
             }
         }
         let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.namespace.is_empty() || !self.namespace.chars().all(legal) {
-            return Err(ConfigError::BadNamespace(self.namespace.clone()));
+            return invalid(format!(
+                "--namespace {:?} must be non-empty ASCII letters, digits, '.', '_' or '-'",
+                self.namespace
+            ));
         }
         if self.partitions < 1 {
-            return Err(ConfigError::BadPartitions(self.partitions));
+            return invalid(format!(
+                "--partitions must be at least 1, got {}",
+                self.partitions
+            ));
         }
         if let Some(rf) = self.replication_factor
             && rf < 1
         {
-            return Err(ConfigError::BadReplication(rf));
+            return invalid(format!("--replication-factor must be at least 1, got {rf}"));
         }
         Ok(())
     }
@@ -334,26 +333,30 @@ impl KafkaConfig {
 mod tests {
     use super::*;
 
+    fn problem(c: &KafkaConfig) -> String {
+        c.validate().expect_err("invalid").to_string()
+    }
+
     #[test]
     fn validation_names_the_problem() {
         let mut c = KafkaConfig::for_brokers("");
-        assert_eq!(c.validate(), Err(ConfigError::NoBrokers));
+        assert!(problem(&c).contains("no Kafka brokers"));
         c.brokers = Some("localhost:9092".into());
         assert_eq!(c.validate(), Ok(()));
         c.security_protocol = SecurityProtocol::SaslSsl;
-        assert_eq!(c.validate(), Err(ConfigError::IncompleteSasl("sasl_ssl")));
+        assert!(problem(&c).contains("sasl_ssl needs"));
         c.sasl_mechanism = Some(SaslMechanism::ScramSha512);
         c.sasl_username = Some("dispatch".into());
         c.sasl_password = Some("s3cret".into());
         assert_eq!(c.validate(), Ok(()));
         c.ssl_ca_location = Some("/no/such/ca.pem".into());
-        assert!(matches!(c.validate(), Err(ConfigError::MissingFile { .. })));
+        assert!(problem(&c).contains("does not exist"));
         c.ssl_ca_location = None;
         c.properties = vec!["fetch.min.bytes".into()];
-        assert!(matches!(c.validate(), Err(ConfigError::BadProperty(_))));
+        assert!(problem(&c).contains("key=value"));
         c.properties.clear();
         c.namespace = "city/1".into();
-        assert!(matches!(c.validate(), Err(ConfigError::BadNamespace(_))));
+        assert!(problem(&c).contains("--namespace"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`partitioned`]: one way to own partitions: a service's state behind assignment, revoke,
 //!   record and timer hooks, at least once or in transactions.
 //! - [`projection`]: read models on the same driver: one consumer, a function per topic.
+//! - [`service`]: services as values, with one context and one settings error.
 
 pub mod config;
 pub mod dead_letter;
@@ -19,10 +20,12 @@ pub mod partitioned;
 pub mod producer;
 pub mod projection;
 pub mod provision;
+pub mod service;
 pub mod topics;
 
-pub use config::{ConfigError, KafkaConfig};
+pub use config::KafkaConfig;
 pub use embedded::EmbeddedCluster;
 pub use producer::{EventProducer, ProduceError};
 pub use provision::{ProvisionError, Provisioner};
+pub use service::{Context, Service, ServiceError, SettingsError};
 pub use topics::{Cleanup, TopicSpec};

@@ -26,8 +26,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bimride_events::{Millis, Topic, TopicValue, Topics};
 use bimride_codec::{Codec, CodecError};
+use bimride_events::{Millis, Topic, TopicValue, Topics};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};

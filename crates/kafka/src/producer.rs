@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_events::{Topic, TopicValue, Topics};
 use bimride_codec::{Codec, CodecError};
+use bimride_events::{Topic, TopicValue, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};

@@ -15,8 +15,8 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bimride_events::{Millis, Topic, TopicValue};
 use bimride_codec::{Codec, CodecError};
+use bimride_events::{Millis, Topic, TopicValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;

@@ -12,17 +12,18 @@ pub mod sinks;
 pub mod templates;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use bimride_events::{FareCharged, Notification, RideEvent, Topic};
 use bimride_codec::Codec;
+use bimride_events::{FareCharged, Notification, RideEvent, Topic};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_telemetry::counter;
 use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_telemetry::counter;
+use futures::future::BoxFuture;
 use prometheus::IntCounterVec;
-use tokio_util::sync::CancellationToken;
 
 use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
 use crate::templates::{Source, render};
@@ -78,8 +79,8 @@ impl Default for NotificationSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("invalid notification settings: {0}")]
-    Settings(&'static str),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -91,26 +92,21 @@ pub enum NotifyError {
 }
 
 impl NotificationSettings {
-    pub fn validate(&self) -> Result<(), NotifyError> {
+    fn check(&self) -> Result<(), &'static str> {
         if self.group.trim().is_empty() {
-            return Err(NotifyError::Settings("the group must not be empty"));
+            return Err("the group must not be empty");
         }
         if let Some(url) = &self.webhook_url {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|_| NotifyError::Settings("the webhook URL is not a URL"))?;
+            let parsed = reqwest::Url::parse(url).map_err(|_| "the webhook URL is not a URL")?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(NotifyError::Settings(
-                    "the webhook URL must be http or https",
-                ));
+                return Err("the webhook URL must be http or https");
             }
         }
         if self.webhook_retries > 20 {
-            return Err(NotifyError::Settings("at most 20 webhook retries"));
+            return Err("at most 20 webhook retries");
         }
         if !(100..=60_000).contains(&self.webhook_timeout_ms) {
-            return Err(NotifyError::Settings(
-                "the webhook timeout must be 100 ms to 60 s",
-            ));
+            return Err("the webhook timeout must be 100 ms to 60 s");
         }
         Ok(())
     }
@@ -119,7 +115,7 @@ impl NotificationSettings {
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
         if let Some(url) = &self.webhook_url {
             let url = reqwest::Url::parse(url)
-                .map_err(|_| NotifyError::Settings("the webhook URL is not a URL"))?;
+                .map_err(|_| SettingsError::new("notifications", "the webhook URL is not a URL"))?;
             sinks.push(Box::new(WebhookSink::new(
                 url,
                 self.webhook_retries,
@@ -280,26 +276,35 @@ fn check_charge(c: &FareCharged) -> Result<(), Rejected> {
     }
 }
 
-/// Runs the notifier until `shutdown`.
-pub async fn run(
-    kafka: &KafkaConfig,
-    codec: Arc<Codec>,
-    settings: NotificationSettings,
-    shutdown: CancellationToken,
-) -> Result<(), NotifyError> {
-    settings.validate()?;
+impl Service for NotificationSettings {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new("notifications", problem))
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(notify(&self, cx).await?) })
+    }
+}
+
+/// Runs the notifier until the context's token is cancelled.
+async fn notify(settings: &NotificationSettings, cx: Context) -> Result<(), NotifyError> {
     let mut notifier = Notifier {
         sinks: settings.sinks()?,
         sent: SentIds::new(1_000_000),
     };
-    let remembered = remember_sent(kafka, &codec, &settings, &mut notifier).await?;
+    let remembered = remember_sent(&cx.kafka, &cx.codec, settings, &mut notifier).await?;
     tracing::info!(
         remembered,
         webhook = settings.webhook_url.is_some(),
         "notifications started"
     );
     let options = Options::new(settings.group.clone(), "notifications");
-    partitioned::run(kafka, codec, notifier, options, shutdown).await?;
+    partitioned::run(&cx.kafka, cx.codec, notifier, options, cx.shutdown).await?;
     tracing::info!("notifications stopped");
     Ok(())
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bimride_domain::City;
 use bimride_events::{RideEvent, TopicValue};
-use bimride_codec::Codec;
 use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use bimride_kafka::producer::Delivery;
-use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::{EventProducer, ProduceError};
+use futures::future::BoxFuture;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -80,8 +81,6 @@ impl Default for SimSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("invalid simulator settings: {0}")]
-    Settings(&'static str),
     #[error(transparent)]
     Produce(#[from] ProduceError),
     #[error(transparent)]
@@ -91,30 +90,24 @@ pub enum SimError {
 }
 
 impl SimSettings {
-    pub fn validate(&self) -> Result<(), SimError> {
+    fn check(&self) -> Result<(), &'static str> {
         if self.drivers > 100_000 {
-            return Err(SimError::Settings("at most 100000 drivers"));
+            return Err("at most 100000 drivers");
         }
         if !(self.booking_rate.is_finite() && (0.0..=100_000.0).contains(&self.booking_rate)) {
-            return Err(SimError::Settings(
-                "the booking rate must be 0 to 100000 per second",
-            ));
+            return Err("the booking rate must be 0 to 100000 per second");
         }
         if !(0.0..=1.0).contains(&self.accept_ratio) {
-            return Err(SimError::Settings(
-                "the accept ratio must be between 0 and 1",
-            ));
+            return Err("the accept ratio must be between 0 and 1");
         }
         if !(self.speedup.is_finite() && (0.1..=1000.0).contains(&self.speedup)) {
-            return Err(SimError::Settings("the speedup must be 0.1 to 1000"));
+            return Err("the speedup must be 0.1 to 1000");
         }
         if self.booking_rate > 0.0 && self.authority.is_none() {
-            return Err(SimError::Settings(
-                "booking riders need the API's token secret (--auth-secret)",
-            ));
+            return Err("booking riders need the API's token secret (--auth-secret)");
         }
         if reqwest::Url::parse(&self.api_url).is_err() {
-            return Err(SimError::Settings("the API URL is not a URL"));
+            return Err("the API URL is not a URL");
         }
         if self.id.is_empty()
             || !self
@@ -122,9 +115,7 @@ impl SimSettings {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
-            return Err(SimError::Settings(
-                "the simulator id must be letters, digits and dashes",
-            ));
+            return Err("the simulator id must be letters, digits and dashes");
         }
         Ok(())
     }
@@ -192,16 +183,30 @@ impl Processor for Apps {
     }
 }
 
-/// Runs the fleet and the riders until `shutdown`.
-pub async fn run(
-    kafka: &KafkaConfig,
-    codec: Arc<Codec>,
-    city: City,
-    settings: SimSettings,
-    shutdown: CancellationToken,
-) -> Result<(), SimError> {
-    settings.validate()?;
-    let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
+impl Service for SimSettings {
+    fn name(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new("simulator", problem))
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(simulate(*self, cx).await?) })
+    }
+}
+
+/// Runs the fleet and the riders until the context's token is cancelled.
+async fn simulate(settings: SimSettings, cx: Context) -> Result<(), SimError> {
+    let Context {
+        kafka,
+        codec,
+        city,
+        shutdown,
+    } = cx;
+    let producer = EventProducer::new(&kafka, Arc::clone(&codec))?;
     let fleet = Arc::new(Mutex::new(Fleet::new(
         city.clone(),
         FleetSettings {
@@ -228,7 +233,7 @@ pub async fn run(
         fleet: Arc::clone(&fleet),
         producer: producer.clone(),
     };
-    let apps = partitioned::run(kafka, codec, apps, options, shutdown.clone());
+    let apps = partitioned::run(&kafka, codec, apps, options, shutdown.clone());
 
     let clock = {
         let (fleet, producer, shutdown) = (Arc::clone(&fleet), producer.clone(), shutdown.clone());

@@ -2,7 +2,7 @@
 //! multipliers to the compacted surge topic, keyed by cell.
 //!
 //! - [`engine`]: the windows and multipliers, as pure state driven by event time.
-//! - [`run`]: the engine on Kafka, a processor that owns every partition. It needs no
+//! - The [`Service`]: the engine on Kafka, a processor that owns every partition. It needs no
 //!   committed offsets: at start it replays the inputs of the last sliding window from the log
 //!   (by time), without publishing, then restores the multipliers last published from the
 //!   compacted topic, and goes live. So a
@@ -12,21 +12,22 @@
 pub mod engine;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use bimride_codec::Codec;
 use bimride_domain::City;
 use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
-use bimride_codec::Codec;
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_telemetry::{counter, gauge};
 use bimride_kafka::partitioned::{
     self, Assignment, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
+use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_telemetry::{counter, gauge};
+use futures::future::BoxFuture;
 use h3o::CellIndex;
 use prometheus::{IntCounterVec, IntGauge};
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
 
@@ -61,8 +62,6 @@ impl Default for SurgeSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SurgeError {
-    #[error("invalid surge settings: {0}")]
-    Settings(&'static str),
     #[error(transparent)]
     Consumer(#[from] PartitionedError),
     #[error("restoring the published multipliers failed: {0}")]
@@ -72,11 +71,9 @@ pub enum SurgeError {
 }
 
 impl SurgeSettings {
-    pub fn validate(&self) -> Result<(), SurgeError> {
+    fn check(&self) -> Result<(), &'static str> {
         if !(1..=3_600).contains(&self.surge_tumbling_secs) {
-            return Err(SurgeError::Settings(
-                "the tumbling window must be 1 s to 1 h",
-            ));
+            return Err("the tumbling window must be 1 s to 1 h");
         }
         if self.surge_sliding_secs < self.surge_tumbling_secs
             || !self
@@ -84,19 +81,15 @@ impl SurgeSettings {
                 .is_multiple_of(self.surge_tumbling_secs)
             || self.surge_sliding_secs > 24 * 3_600
         {
-            return Err(SurgeError::Settings(
+            return Err(
                 "the sliding window must be a whole number of tumbling windows, at most a day",
-            ));
+            );
         }
         if self.surge_lateness_ms > self.surge_tumbling_secs * 1_000 {
-            return Err(SurgeError::Settings(
-                "the lateness must not exceed the tumbling window",
-            ));
+            return Err("the lateness must not exceed the tumbling window");
         }
         if !(NO_SURGE..=10_000).contains(&self.surge_cap_milli) {
-            return Err(SurgeError::Settings(
-                "the cap must be 1000 to 10000 thousandths",
-            ));
+            return Err("the cap must be 1000 to 10000 thousandths");
         }
         Ok(())
     }
@@ -261,17 +254,25 @@ impl Processor for Detector {
     }
 }
 
-/// Runs the surge detector until `shutdown`.
-pub async fn run(
-    kafka: &KafkaConfig,
-    codec: Arc<Codec>,
-    city: City,
-    settings: SurgeSettings,
-    shutdown: CancellationToken,
-) -> Result<(), SurgeError> {
-    settings.validate()?;
+impl Service for SurgeSettings {
+    fn name(&self) -> &'static str {
+        "surge"
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new("surge", problem))
+    }
+
+    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(detect(&self, cx).await?) })
+    }
+}
+
+/// Runs the surge detector until the context's token is cancelled.
+async fn detect(settings: &SurgeSettings, cx: Context) -> Result<(), SurgeError> {
     let config = settings.config();
-    let seeds = published(kafka, &codec).await?;
+    let seeds = published(&cx.kafka, &cx.codec).await?;
     // Inputs from one sliding window (plus lateness) ago, read without a group: every
     // instance rebuilds the same state from the log.
     let now = Millis::now();
@@ -281,7 +282,7 @@ pub async fn run(
     options.tick = Some(Duration::from_millis(500));
     let detector = Detector {
         engine: Engine::new(config),
-        city,
+        city: cx.city,
         seeds: Some(seeds),
         live_from: now,
         started: Instant::now(),
@@ -291,7 +292,7 @@ pub async fn run(
         sliding_ms = config.sliding_ms,
         "surge started"
     );
-    let done = partitioned::run(kafka, codec, detector, options, shutdown).await?;
+    let done = partitioned::run(&cx.kafka, cx.codec, detector, options, cx.shutdown).await?;
     tracing::info!(late = done.engine.late(), "surge stopped");
     Ok(())
 }
