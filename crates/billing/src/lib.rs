@@ -79,27 +79,3 @@ impl Default for BillingSettings {
         }
     }
 }
-
-impl BillingSettings {
-    fn check(&self) -> Result<(), &'static str> {
-        if self.group.trim().is_empty() {
-            return Err("the billing group must not be empty");
-        }
-        if self.transactional_id.trim().is_empty() {
-            return Err("the transactional id must not be empty");
-        }
-        if self.commission_bp > 10_000 {
-            return Err("the commission must be 0 to 10000 basis points");
-        }
-        if !(1..=10_000).contains(&self.commit_ms) {
-            return Err("the commit interval must be 1 ms to 10 s");
-        }
-        if !(1..=100_000).contains(&self.max_batch) {
-            return Err("the batch must be 1 to 100000 records");
-        }
-        if !(60..=7 * 24 * 3_600).contains(&self.billing_replay_secs) {
-            return Err("the replay window must be a minute to a week");
-        }
-        Ok(())
-    }
-}

@@ -14,8 +14,7 @@ use bimride_events::{FareCharged, Millis, RideEvent, Topic};
 use bimride_kafka::partitioned::{
     self, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
-use futures::future::BoxFuture;
+use bimride_kafka::service::{Context, Service};
 use rdkafka::Offset;
 
 use bimride_domain::Mode;
@@ -49,47 +48,59 @@ struct Billing {
 }
 
 impl Service for BillingSettings {
-    fn name(&self) -> &'static str {
-        "billing"
+    const NAME: &'static str = "billing";
+    type Error = BillingError;
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.group.trim().is_empty() {
+            return Err("the billing group must not be empty");
+        }
+        if self.transactional_id.trim().is_empty() {
+            return Err("the transactional id must not be empty");
+        }
+        if self.commission_bp > 10_000 {
+            return Err("the commission must be 0 to 10000 basis points");
+        }
+        if !(1..=10_000).contains(&self.commit_ms) {
+            return Err("the commit interval must be 1 ms to 10 s");
+        }
+        if !(1..=100_000).contains(&self.max_batch) {
+            return Err("the batch must be 1 to 100000 records");
+        }
+        if !(60..=7 * 24 * 3_600).contains(&self.billing_replay_secs) {
+            return Err("the replay window must be a minute to a week");
+        }
+        Ok(())
     }
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.check()
-            .map_err(|problem| SettingsError::new("billing", problem))
-    }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
-        Box::pin(async move { Ok(bill(*self, cx).await?) })
-    }
-}
-
-/// Runs one billing instance until the context's token is cancelled; the batch in progress
-/// is settled first.
-async fn bill(settings: BillingSettings, cx: Context) -> Result<(), BillingError> {
-    let mut options = Options::new(settings.group.clone(), "billing");
-    options.tick = Some(FORGET_EVERY);
-    if settings.delivery == Delivery::ExactlyOnce {
-        options.delivery = partitioned::Delivery::Transactional {
-            transactional_id: settings.transactional_id.clone(),
-            linger: Duration::from_millis(settings.commit_ms),
-            max_records: settings.max_batch,
+    /// Runs one billing instance until the context's token is cancelled; the batch in progress
+    /// is settled first.
+    async fn run(self, cx: Context) -> Result<(), BillingError> {
+        let mut options = Options::new(self.group.clone(), "billing");
+        options.tick = Some(FORGET_EVERY);
+        if self.delivery == Delivery::ExactlyOnce {
+            options.delivery = partitioned::Delivery::Transactional {
+                transactional_id: self.transactional_id.clone(),
+                linger: Duration::from_millis(self.commit_ms),
+                max_records: self.max_batch,
+            };
+        }
+        let billing = Billing {
+            ledger: Ledger::new(self.commission_bp),
+            payments: cx.kafka.topics().name(Topic::Payments).to_owned(),
+            window: Duration::from_secs(self.billing_replay_secs),
         };
+        let done = partitioned::run(&cx.kafka, cx.codec, billing, options, cx.shutdown)
+            .await
+            .map_err(|e| match e {
+                PartitionedError::NoTransactions { brokers, source } => {
+                    BillingError::NoTransactions { brokers, source }
+                }
+                other => other.into(),
+            })?;
+        tracing::info!(tally = ?done.ledger.tally(), "billing stopped");
+        Ok(())
     }
-    let billing = Billing {
-        ledger: Ledger::new(settings.commission_bp),
-        payments: cx.kafka.topics().name(Topic::Payments).to_owned(),
-        window: Duration::from_secs(settings.billing_replay_secs),
-    };
-    let done = partitioned::run(&cx.kafka, cx.codec, billing, options, cx.shutdown)
-        .await
-        .map_err(|e| match e {
-            PartitionedError::NoTransactions { brokers, source } => {
-                BillingError::NoTransactions { brokers, source }
-            }
-            other => other.into(),
-        })?;
-    tracing::info!(tally = ?done.ledger.tally(), "billing stopped");
-    Ok(())
 }
 
 impl Processor for Billing {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bimride_kafka::service::{self, Context, Service};
+use bimride_kafka::service::{self, AnyService, Context};
 
 use crate::api::registered_codec;
 use crate::cli::{DashboardArgs, MetricsArgs, ServiceArgs};
@@ -13,7 +13,7 @@ use crate::shutdown;
 /// Checks the settings, connects, then runs `service` beside its metrics endpoint; when the
 /// service ends, so does the endpoint.
 pub async fn serve(
-    service: Box<dyn Service>,
+    service: Box<dyn AnyService>,
     args: ServiceArgs,
     metrics: &MetricsArgs,
 ) -> anyhow::Result<()> {

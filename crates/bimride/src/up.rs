@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bimride_kafka::service::{self, Context, Service};
+use bimride_kafka::service::{self, AnyService, Context};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         city,
         shutdown: shutdown.clone(),
     };
-    let services: [Box<dyn Service>; 6] = [
+    let services: [Box<dyn AnyService>; 6] = [
         Box::new(args.dispatch),
         Box::new(sim),
         Box::new(args.billing),

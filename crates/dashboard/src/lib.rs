@@ -20,9 +20,8 @@ use bimride_domain::City;
 use bimride_events::{DispatchEvent, FareCharged, RideEvent, SupplyEvent, SurgeUpdated};
 use bimride_kafka::partitioned::{Options, PartitionedError};
 use bimride_kafka::projection::Projection;
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::service::{Context, Service};
 use futures::Stream;
-use futures::future::BoxFuture;
 use h3o::{LatLng, Resolution};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -139,40 +138,32 @@ impl Dashboard {
 pub struct Feeds(pub Arc<Dashboard>);
 
 impl Service for Feeds {
-    fn name(&self) -> &'static str {
-        "dashboard"
-    }
+    const NAME: &'static str = "dashboard";
+    type Error = PartitionedError;
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        Ok(())
-    }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+    /// Feeds the dashboard from every topic it shows, until the context's token is cancelled.
+    /// Each dashboard reads the whole retained log under a group of its own, so its totals cover
+    /// that log.
+    async fn run(self, cx: Context) -> Result<(), PartitionedError> {
         tokio::spawn(Arc::clone(&self.0).publish(cx.shutdown.clone()));
-        Box::pin(async move { Ok(feed(self.0, cx).await?) })
+        let dashboard = self.0;
+        let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
+        let d = || Arc::clone(&dashboard);
+        let (d1, d2, d3, d4, d5) = (d(), d(), d(), d(), d());
+        Projection::new()
+            .on(move |e: &DispatchEvent| d1.with_view(|v| v.apply_dispatch(e)))
+            .on(move |e: &RideEvent| d2.with_view(|v| v.apply_ride(e)))
+            .on(move |e: &SupplyEvent| d3.with_view(|v| v.apply_supply(e)))
+            .on(move |u: &SurgeUpdated| d4.with_view(|v| v.apply_surge(u)))
+            .on(move |c: &FareCharged| d5.with_view(|v| v.apply_charge(c)))
+            .run(
+                &cx.kafka,
+                cx.codec,
+                Options::new(group, "dashboard"),
+                cx.shutdown,
+            )
+            .await
     }
-}
-
-/// Feeds the dashboard from every topic it shows, until the context's token is cancelled.
-/// Each dashboard reads the whole retained log under a group of its own, so its totals cover
-/// that log.
-async fn feed(dashboard: Arc<Dashboard>, cx: Context) -> Result<(), PartitionedError> {
-    let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
-    let d = || Arc::clone(&dashboard);
-    let (d1, d2, d3, d4, d5) = (d(), d(), d(), d(), d());
-    Projection::new()
-        .on(move |e: &DispatchEvent| d1.with_view(|v| v.apply_dispatch(e)))
-        .on(move |e: &RideEvent| d2.with_view(|v| v.apply_ride(e)))
-        .on(move |e: &SupplyEvent| d3.with_view(|v| v.apply_supply(e)))
-        .on(move |u: &SurgeUpdated| d4.with_view(|v| v.apply_surge(u)))
-        .on(move |c: &FareCharged| d5.with_view(|v| v.apply_charge(c)))
-        .run(
-            &cx.kafka,
-            cx.codec,
-            Options::new(group, "dashboard"),
-            cx.shutdown,
-        )
-        .await
 }
 
 const INDEX: &str = include_str!("../assets/index.html");

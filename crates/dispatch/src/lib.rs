@@ -43,24 +43,3 @@ impl Default for DispatchSettings {
         }
     }
 }
-
-impl DispatchSettings {
-    fn check(&self) -> Result<(), &'static str> {
-        if self.group.trim().is_empty() {
-            return Err("the dispatch group must not be empty");
-        }
-        if !(50..=600_000).contains(&self.offer_timeout_ms) {
-            return Err("the offer timeout must be 50 ms to 10 minutes");
-        }
-        if self.max_wait_ms <= self.offer_timeout_ms || self.max_wait_ms > 3_600_000 {
-            return Err("the maximum wait must exceed the offer timeout and be at most an hour");
-        }
-        if self.replay_window_secs * 1000 < self.max_wait_ms {
-            return Err("the replay window must cover the maximum wait");
-        }
-        if !(10..=5_000).contains(&self.tick_ms) {
-            return Err("the tick must be 10 ms to 5 s");
-        }
-        Ok(())
-    }
-}

@@ -16,9 +16,8 @@ use bimride_kafka::partitioned::{
     self, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::producer::Delivery;
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
-use futures::future::BoxFuture;
 
 use bimride_domain::Mode;
 
@@ -44,37 +43,46 @@ struct Dispatcher {
 }
 
 impl Service for DispatchSettings {
-    fn name(&self) -> &'static str {
-        "dispatch"
+    const NAME: &'static str = "dispatch";
+    type Error = PartitionedError;
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.group.trim().is_empty() {
+            return Err("the dispatch group must not be empty");
+        }
+        if !(50..=600_000).contains(&self.offer_timeout_ms) {
+            return Err("the offer timeout must be 50 ms to 10 minutes");
+        }
+        if self.max_wait_ms <= self.offer_timeout_ms || self.max_wait_ms > 3_600_000 {
+            return Err("the maximum wait must exceed the offer timeout and be at most an hour");
+        }
+        if self.replay_window_secs * 1000 < self.max_wait_ms {
+            return Err("the replay window must cover the maximum wait");
+        }
+        if !(10..=5_000).contains(&self.tick_ms) {
+            return Err("the tick must be 10 ms to 5 s");
+        }
+        Ok(())
     }
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.check()
-            .map_err(|problem| SettingsError::new("dispatch", problem))
+    /// Runs one dispatch instance until the context's token is cancelled.
+    async fn run(self, cx: Context) -> Result<(), PartitionedError> {
+        let timing = Timing {
+            offer_timeout_ms: self.offer_timeout_ms as i64,
+            max_wait_ms: self.max_wait_ms as i64,
+        };
+        let mut options = Options::new(self.group.clone(), "dispatch");
+        options.tick = Some(Duration::from_millis(self.tick_ms));
+        options.co_partitioned = true;
+        let dispatcher = Dispatcher {
+            engine: Engine::new(cx.city, timing),
+            settings: self,
+            owned: BTreeSet::new(),
+        };
+        let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
+        tracing::info!(tally = ?done.engine.tally(), "dispatch stopped");
+        Ok(())
     }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
-        Box::pin(async move { Ok(dispatch(*self, cx).await?) })
-    }
-}
-
-/// Runs one dispatch instance until the context's token is cancelled.
-async fn dispatch(settings: DispatchSettings, cx: Context) -> Result<(), PartitionedError> {
-    let timing = Timing {
-        offer_timeout_ms: settings.offer_timeout_ms as i64,
-        max_wait_ms: settings.max_wait_ms as i64,
-    };
-    let mut options = Options::new(settings.group.clone(), "dispatch");
-    options.tick = Some(Duration::from_millis(settings.tick_ms));
-    options.co_partitioned = true;
-    let dispatcher = Dispatcher {
-        engine: Engine::new(cx.city, timing),
-        settings,
-        owned: BTreeSet::new(),
-    };
-    let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
-    tracing::info!(tally = ?done.engine.tally(), "dispatch stopped");
-    Ok(())
 }
 
 /// The ride a dispatch decision settles: an assignment, or a cancellation by the system.

@@ -27,5 +27,5 @@ pub use config::KafkaConfig;
 pub use embedded::EmbeddedCluster;
 pub use producer::{EventProducer, ProduceError};
 pub use provision::{ProvisionError, Provisioner};
-pub use service::{Context, Service, ServiceError, SettingsError};
+pub use service::{AnyService, Context, Service, ServiceError, SettingsError};
 pub use topics::{Cleanup, TopicSpec};

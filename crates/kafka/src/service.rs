@@ -3,6 +3,7 @@
 //! and tests start any of them the same way.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 
 use bimride_codec::Codec;
@@ -28,14 +29,39 @@ pub type ServiceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A service is its settings: it checks them, then runs until the context's token is
 /// cancelled or it fails.
-pub trait Service: Send + 'static {
+pub trait Service: Send + Sized + 'static {
     /// Names the service in logs, metrics and errors.
+    const NAME: &'static str;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Checks everything that can be checked before connecting; the problem, if any.
+    fn check(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    fn run(self, cx: Context) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Any [`Service`], so that services of different kinds make one list.
+pub trait AnyService: Send {
     fn name(&self) -> &'static str;
-
-    /// Checks everything that can be checked before connecting.
     fn validate(&self) -> Result<(), SettingsError>;
+    fn start(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>>;
+}
 
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>>;
+impl<S: Service> AnyService for S {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.check()
+            .map_err(|problem| SettingsError::new(S::NAME, problem))
+    }
+
+    fn start(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move { Ok((*self).run(cx).await?) })
+    }
 }
 
 /// A setting that cannot work, found before anything started.
@@ -64,19 +90,19 @@ pub struct Failed {
 }
 
 /// Checks `service`'s settings, then runs it.
-pub async fn run(service: Box<dyn Service>, cx: Context) -> Result<(), Failed> {
+pub async fn run(service: Box<dyn AnyService>, cx: Context) -> Result<(), Failed> {
     let name = service.name();
     let failed = |source: ServiceError| Failed {
         service: name,
         source,
     };
     service.validate().map_err(|e| failed(e.into()))?;
-    service.run(cx).await.map_err(failed)
+    service.start(cx).await.map_err(failed)
 }
 
 /// Starts `service` on its own task. If it fails, the context's token is cancelled: nothing
 /// carries on with a part of the pipeline missing.
-pub fn spawn(service: Box<dyn Service>, cx: Context) -> JoinHandle<Result<(), Failed>> {
+pub fn spawn(service: Box<dyn AnyService>, cx: Context) -> JoinHandle<Result<(), Failed>> {
     let shutdown = cx.shutdown.clone();
     tokio::spawn(async move {
         let result = run(service, cx).await;

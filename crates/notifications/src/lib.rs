@@ -20,9 +20,8 @@ use bimride_events::{FareCharged, Notification, RideEvent, Topic};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::service::{Context, Service, SettingsError};
 use bimride_telemetry::counter;
-use futures::future::BoxFuture;
 use prometheus::IntCounterVec;
 
 use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
@@ -92,25 +91,6 @@ pub enum NotifyError {
 }
 
 impl NotificationSettings {
-    fn check(&self) -> Result<(), &'static str> {
-        if self.group.trim().is_empty() {
-            return Err("the group must not be empty");
-        }
-        if let Some(url) = &self.webhook_url {
-            let parsed = reqwest::Url::parse(url).map_err(|_| "the webhook URL is not a URL")?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err("the webhook URL must be http or https");
-            }
-        }
-        if self.webhook_retries > 20 {
-            return Err("at most 20 webhook retries");
-        }
-        if !(100..=60_000).contains(&self.webhook_timeout_ms) {
-            return Err("the webhook timeout must be 100 ms to 60 s");
-        }
-        Ok(())
-    }
-
     fn sinks(&self) -> Result<Vec<Box<dyn Sink>>, NotifyError> {
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
         if let Some(url) = &self.webhook_url {
@@ -277,36 +257,45 @@ fn check_charge(c: &FareCharged) -> Result<(), Rejected> {
 }
 
 impl Service for NotificationSettings {
-    fn name(&self) -> &'static str {
-        "notifications"
+    const NAME: &'static str = "notifications";
+    type Error = NotifyError;
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.group.trim().is_empty() {
+            return Err("the group must not be empty");
+        }
+        if let Some(url) = &self.webhook_url {
+            let parsed = reqwest::Url::parse(url).map_err(|_| "the webhook URL is not a URL")?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err("the webhook URL must be http or https");
+            }
+        }
+        if self.webhook_retries > 20 {
+            return Err("at most 20 webhook retries");
+        }
+        if !(100..=60_000).contains(&self.webhook_timeout_ms) {
+            return Err("the webhook timeout must be 100 ms to 60 s");
+        }
+        Ok(())
     }
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.check()
-            .map_err(|problem| SettingsError::new("notifications", problem))
+    /// Runs the notifier until the context's token is cancelled.
+    async fn run(self, cx: Context) -> Result<(), NotifyError> {
+        let mut notifier = Notifier {
+            sinks: self.sinks()?,
+            sent: SentIds::new(1_000_000),
+        };
+        let remembered = remember_sent(&cx.kafka, &cx.codec, &self, &mut notifier).await?;
+        tracing::info!(
+            remembered,
+            webhook = self.webhook_url.is_some(),
+            "notifications started"
+        );
+        let options = Options::new(self.group.clone(), "notifications");
+        partitioned::run(&cx.kafka, cx.codec, notifier, options, cx.shutdown).await?;
+        tracing::info!("notifications stopped");
+        Ok(())
     }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
-        Box::pin(async move { Ok(notify(&self, cx).await?) })
-    }
-}
-
-/// Runs the notifier until the context's token is cancelled.
-async fn notify(settings: &NotificationSettings, cx: Context) -> Result<(), NotifyError> {
-    let mut notifier = Notifier {
-        sinks: settings.sinks()?,
-        sent: SentIds::new(1_000_000),
-    };
-    let remembered = remember_sent(&cx.kafka, &cx.codec, settings, &mut notifier).await?;
-    tracing::info!(
-        remembered,
-        webhook = settings.webhook_url.is_some(),
-        "notifications started"
-    );
-    let options = Options::new(settings.group.clone(), "notifications");
-    partitioned::run(&cx.kafka, cx.codec, notifier, options, cx.shutdown).await?;
-    tracing::info!("notifications stopped");
-    Ok(())
 }
 
 /// Reads the messages sent within the replay window, so that a restart does not repeat them.
@@ -354,10 +343,10 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let mut s = NotificationSettings::default();
-        assert!(s.validate().is_ok());
+        assert!(s.check().is_ok());
         s.webhook_url = Some("ftp://example.com".into());
-        assert!(s.validate().is_err());
+        assert!(s.check().is_err());
         s.webhook_url = Some("http://127.0.0.1:9/hook".into());
-        assert!(s.validate().is_ok());
+        assert!(s.check().is_ok());
     }
 }

@@ -13,9 +13,8 @@ use bimride_domain::City;
 use bimride_events::{RideEvent, TopicValue};
 use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
 use bimride_kafka::producer::Delivery;
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
-use futures::future::BoxFuture;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -89,38 +88,6 @@ pub enum SimError {
     Http(#[from] reqwest::Error),
 }
 
-impl SimSettings {
-    fn check(&self) -> Result<(), &'static str> {
-        if self.drivers > 100_000 {
-            return Err("at most 100000 drivers");
-        }
-        if !(self.booking_rate.is_finite() && (0.0..=100_000.0).contains(&self.booking_rate)) {
-            return Err("the booking rate must be 0 to 100000 per second");
-        }
-        if !(0.0..=1.0).contains(&self.accept_ratio) {
-            return Err("the accept ratio must be between 0 and 1");
-        }
-        if !(self.speedup.is_finite() && (0.1..=1000.0).contains(&self.speedup)) {
-            return Err("the speedup must be 0.1 to 1000");
-        }
-        if self.booking_rate > 0.0 && self.authority.is_none() {
-            return Err("booking riders need the API's token secret (--auth-secret)");
-        }
-        if reqwest::Url::parse(&self.api_url).is_err() {
-            return Err("the API URL is not a URL");
-        }
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err("the simulator id must be letters, digits and dashes");
-        }
-        Ok(())
-    }
-}
-
 /// Publishes the fleet's events, all in flight at once. A location or status update that fails
 /// is dropped, as the app's next update supersedes it; a ride event is sent again until it
 /// lands, as a driver's app retries until the server acknowledges. Its event id is the same,
@@ -184,81 +151,102 @@ impl Processor for Apps {
 }
 
 impl Service for SimSettings {
-    fn name(&self) -> &'static str {
-        "simulator"
-    }
+    const NAME: &'static str = "simulator";
+    type Error = SimError;
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.check()
-            .map_err(|problem| SettingsError::new("simulator", problem))
-    }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
-        Box::pin(async move { Ok(simulate(*self, cx).await?) })
-    }
-}
-
-/// Runs the fleet and the riders until the context's token is cancelled.
-async fn simulate(settings: SimSettings, cx: Context) -> Result<(), SimError> {
-    let Context {
-        kafka,
-        codec,
-        city,
-        shutdown,
-    } = cx;
-    let producer = EventProducer::new(&kafka, Arc::clone(&codec))?;
-    let fleet = Arc::new(Mutex::new(Fleet::new(
-        city.clone(),
-        FleetSettings {
-            drivers: settings.drivers,
-            accept_ratio: settings.accept_ratio,
-            speedup: settings.speedup,
-            seed: settings.seed,
-        },
-        &settings.id,
-    )));
-    tracing::info!(
-        drivers = settings.drivers,
-        booking_rate = settings.booking_rate,
-        "simulator started"
-    );
-
-    // The drivers' apps hear about their rides from the ride events.
-    let mut options = Options::new(
-        format!("bimride-sim-{}-{}", settings.id, uuid::Uuid::new_v4()),
-        "simulator",
-    );
-    options.from_latest = true;
-    let apps = Apps {
-        fleet: Arc::clone(&fleet),
-        producer: producer.clone(),
-    };
-    let apps = partitioned::run(&kafka, codec, apps, options, shutdown.clone());
-
-    let clock = {
-        let (fleet, producer, shutdown) = (Arc::clone(&fleet), producer.clone(), shutdown.clone());
-        async move {
-            let step = Duration::from_millis(250);
-            let mut ticker = tokio::time::interval(step);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
-                let out = fleet.lock().unwrap_or_else(|p| p.into_inner()).tick(step);
-                publish(&producer, out).await;
-            }
+    fn check(&self) -> Result<(), &'static str> {
+        if self.drivers > 100_000 {
+            return Err("at most 100000 drivers");
         }
-    };
+        if !(self.booking_rate.is_finite() && (0.0..=100_000.0).contains(&self.booking_rate)) {
+            return Err("the booking rate must be 0 to 100000 per second");
+        }
+        if !(0.0..=1.0).contains(&self.accept_ratio) {
+            return Err("the accept ratio must be between 0 and 1");
+        }
+        if !(self.speedup.is_finite() && (0.1..=1000.0).contains(&self.speedup)) {
+            return Err("the speedup must be 0.1 to 1000");
+        }
+        if self.booking_rate > 0.0 && self.authority.is_none() {
+            return Err("booking riders need the API's token secret (--auth-secret)");
+        }
+        if reqwest::Url::parse(&self.api_url).is_err() {
+            return Err("the API URL is not a URL");
+        }
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err("the simulator id must be letters, digits and dashes");
+        }
+        Ok(())
+    }
 
-    let riders = riders(city, settings.clone(), shutdown.clone());
-    let (apps, (), riders) = tokio::join!(apps, clock, riders);
-    producer.flush(Duration::from_secs(5)).await?;
-    apps?;
-    riders?;
-    tracing::info!("simulator stopped");
-    Ok(())
+    /// Runs the fleet and the riders until the context's token is cancelled.
+    async fn run(self, cx: Context) -> Result<(), SimError> {
+        let Context {
+            kafka,
+            codec,
+            city,
+            shutdown,
+        } = cx;
+        let producer = EventProducer::new(&kafka, Arc::clone(&codec))?;
+        let fleet = Arc::new(Mutex::new(Fleet::new(
+            city.clone(),
+            FleetSettings {
+                drivers: self.drivers,
+                accept_ratio: self.accept_ratio,
+                speedup: self.speedup,
+                seed: self.seed,
+            },
+            &self.id,
+        )));
+        tracing::info!(
+            drivers = self.drivers,
+            booking_rate = self.booking_rate,
+            "simulator started"
+        );
+
+        // The drivers' apps hear about their rides from the ride events.
+        let mut options = Options::new(
+            format!("bimride-sim-{}-{}", self.id, uuid::Uuid::new_v4()),
+            "simulator",
+        );
+        options.from_latest = true;
+        let apps = Apps {
+            fleet: Arc::clone(&fleet),
+            producer: producer.clone(),
+        };
+        let apps = partitioned::run(&kafka, codec, apps, options, shutdown.clone());
+
+        let clock = {
+            let (fleet, producer, shutdown) =
+                (Arc::clone(&fleet), producer.clone(), shutdown.clone());
+            async move {
+                let step = Duration::from_millis(250);
+                let mut ticker = tokio::time::interval(step);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = ticker.tick() => {}
+                    }
+                    let out = fleet.lock().unwrap_or_else(|p| p.into_inner()).tick(step);
+                    publish(&producer, out).await;
+                }
+            }
+        };
+
+        let riders = riders(city, self.clone(), shutdown.clone());
+        let (apps, (), riders) = tokio::join!(apps, clock, riders);
+        producer.flush(Duration::from_secs(5)).await?;
+        apps?;
+        riders?;
+        tracing::info!("simulator stopped");
+        Ok(())
+    }
 }
 
 /// Books rides at `booking_rate` through the API, open loop: a slow answer never slows the

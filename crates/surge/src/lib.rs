@@ -23,9 +23,8 @@ use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
     self, Assignment, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
-use bimride_kafka::service::{Context, Service, ServiceError, SettingsError};
+use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, gauge};
-use futures::future::BoxFuture;
 use h3o::CellIndex;
 use prometheus::{IntCounterVec, IntGauge};
 
@@ -71,29 +70,6 @@ pub enum SurgeError {
 }
 
 impl SurgeSettings {
-    fn check(&self) -> Result<(), &'static str> {
-        if !(1..=3_600).contains(&self.surge_tumbling_secs) {
-            return Err("the tumbling window must be 1 s to 1 h");
-        }
-        if self.surge_sliding_secs < self.surge_tumbling_secs
-            || !self
-                .surge_sliding_secs
-                .is_multiple_of(self.surge_tumbling_secs)
-            || self.surge_sliding_secs > 24 * 3_600
-        {
-            return Err(
-                "the sliding window must be a whole number of tumbling windows, at most a day",
-            );
-        }
-        if self.surge_lateness_ms > self.surge_tumbling_secs * 1_000 {
-            return Err("the lateness must not exceed the tumbling window");
-        }
-        if !(NO_SURGE..=10_000).contains(&self.surge_cap_milli) {
-            return Err("the cap must be 1000 to 10000 thousandths");
-        }
-        Ok(())
-    }
-
     pub fn config(&self) -> SurgeConfig {
         SurgeConfig {
             tumbling_ms: self.surge_tumbling_secs as i64 * 1_000,
@@ -255,46 +231,59 @@ impl Processor for Detector {
 }
 
 impl Service for SurgeSettings {
-    fn name(&self) -> &'static str {
-        "surge"
+    const NAME: &'static str = "surge";
+    type Error = SurgeError;
+
+    fn check(&self) -> Result<(), &'static str> {
+        if !(1..=3_600).contains(&self.surge_tumbling_secs) {
+            return Err("the tumbling window must be 1 s to 1 h");
+        }
+        if self.surge_sliding_secs < self.surge_tumbling_secs
+            || !self
+                .surge_sliding_secs
+                .is_multiple_of(self.surge_tumbling_secs)
+            || self.surge_sliding_secs > 24 * 3_600
+        {
+            return Err(
+                "the sliding window must be a whole number of tumbling windows, at most a day",
+            );
+        }
+        if self.surge_lateness_ms > self.surge_tumbling_secs * 1_000 {
+            return Err("the lateness must not exceed the tumbling window");
+        }
+        if !(NO_SURGE..=10_000).contains(&self.surge_cap_milli) {
+            return Err("the cap must be 1000 to 10000 thousandths");
+        }
+        Ok(())
     }
 
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.check()
-            .map_err(|problem| SettingsError::new("surge", problem))
+    /// Runs the surge detector until the context's token is cancelled.
+    async fn run(self, cx: Context) -> Result<(), SurgeError> {
+        let config = self.config();
+        let seeds = published(&cx.kafka, &cx.codec).await?;
+        // Inputs from one sliding window (plus lateness) ago, read without a group: every
+        // instance rebuilds the same state from the log.
+        let now = Millis::now();
+        let since = Millis(now.0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms);
+        let mut options = Options::new(format!("bimride-surge-{}", uuid::Uuid::new_v4()), "surge");
+        options.assignment = Assignment::Everything { since };
+        options.tick = Some(Duration::from_millis(500));
+        let detector = Detector {
+            engine: Engine::new(config),
+            city: cx.city,
+            seeds: Some(seeds),
+            live_from: now,
+            started: Instant::now(),
+        };
+        tracing::info!(
+            tumbling_ms = config.tumbling_ms,
+            sliding_ms = config.sliding_ms,
+            "surge started"
+        );
+        let done = partitioned::run(&cx.kafka, cx.codec, detector, options, cx.shutdown).await?;
+        tracing::info!(late = done.engine.late(), "surge stopped");
+        Ok(())
     }
-
-    fn run(self: Box<Self>, cx: Context) -> BoxFuture<'static, Result<(), ServiceError>> {
-        Box::pin(async move { Ok(detect(&self, cx).await?) })
-    }
-}
-
-/// Runs the surge detector until the context's token is cancelled.
-async fn detect(settings: &SurgeSettings, cx: Context) -> Result<(), SurgeError> {
-    let config = settings.config();
-    let seeds = published(&cx.kafka, &cx.codec).await?;
-    // Inputs from one sliding window (plus lateness) ago, read without a group: every
-    // instance rebuilds the same state from the log.
-    let now = Millis::now();
-    let since = Millis(now.0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms);
-    let mut options = Options::new(format!("bimride-surge-{}", uuid::Uuid::new_v4()), "surge");
-    options.assignment = Assignment::Everything { since };
-    options.tick = Some(Duration::from_millis(500));
-    let detector = Detector {
-        engine: Engine::new(config),
-        city: cx.city,
-        seeds: Some(seeds),
-        live_from: now,
-        started: Instant::now(),
-    };
-    tracing::info!(
-        tumbling_ms = config.tumbling_ms,
-        sliding_ms = config.sliding_ms,
-        "surge started"
-    );
-    let done = partitioned::run(&cx.kafka, cx.codec, detector, options, cx.shutdown).await?;
-    tracing::info!(late = done.engine.late(), "surge stopped");
-    Ok(())
 }
 
 fn count(u: &SurgeUpdated) {
