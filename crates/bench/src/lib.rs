@@ -15,11 +15,11 @@ use bimride_codec::Codec;
 use bimride_domain::City;
 use bimride_events::{ChargeKind, FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
+use bimride_kafka::SettingsError;
 use bimride_kafka::partitioned::Options;
 use bimride_kafka::projection::Projection;
 // Points in the service area, denser towards the centre, as the simulated riders pick them.
 use bimride_simulator::fleet::random_point;
-use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio_util::sync::CancellationToken;
@@ -27,41 +27,38 @@ use tokio_util::sync::CancellationToken;
 use crate::report::{Baselines, Report, Step};
 use crate::track::{Percentiles, Stage, Tracker, histogram};
 
-/// The benchmark's own flags. Scripts call `--rate`, `--duration`, `--drivers` (the city's)
-/// and `--report`; they stay stable.
-#[derive(Debug, Clone, Args)]
+/// The benchmark's own settings, flags of `bimride bench`; the defaults here are the flags'.
+#[derive(Debug, Clone)]
 pub struct BenchSettings {
-    /// Bookings per second, offered at fixed times whatever the answers' speed.
-    #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
-    /// Seconds of load per step.
-    #[arg(long, default_value_t = 20)]
     pub duration: u64,
-    /// Seconds to wait after the load for rides still in progress.
-    #[arg(long, default_value_t = 30)]
     pub settle: u64,
-    /// Where to write the JSON report.
-    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// With a target, search upward from --rate (×1.5 a step) until the booking-to-assigned
-    /// p99 breaks it, and report the highest rate that held.
-    #[arg(long = "target-p99-ms")]
     pub target_p99_ms: Option<f64>,
-    /// Most steps of the search.
-    #[arg(long, default_value_t = 8)]
     pub max_steps: u32,
-    /// Where to draw latency against load (SVG), from the steps run.
-    #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Skip the baselines (for a quick check of the pipeline alone).
-    #[arg(long)]
     pub no_baselines: bool,
+}
+
+impl Default for BenchSettings {
+    fn default() -> Self {
+        Self {
+            rate: 200.0,
+            duration: 20,
+            settle: 30,
+            report: None,
+            target_p99_ms: None,
+            max_steps: 8,
+            plot: None,
+            no_baselines: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("invalid benchmark settings: {0}")]
-    Settings(&'static str),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("http client: {0}")]
@@ -80,21 +77,22 @@ pub enum BenchError {
 }
 
 impl BenchSettings {
-    pub fn validate(&self) -> Result<(), BenchError> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |problem| Err(SettingsError::new("bench", problem));
         if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 100_000.0) {
-            return Err(BenchError::Settings("--rate must be in (0, 100000]"));
+            return invalid("--rate must be in (0, 100000]");
         }
         if !(1..=3_600).contains(&self.duration) {
-            return Err(BenchError::Settings("--duration must be 1 to 3600 seconds"));
+            return invalid("--duration must be 1 to 3600 seconds");
         }
         if self
             .target_p99_ms
             .is_some_and(|t| !(t.is_finite() && t > 0.0))
         {
-            return Err(BenchError::Settings("--target-p99-ms must be positive"));
+            return invalid("--target-p99-ms must be positive");
         }
         if !(1..=30).contains(&self.max_steps) {
-            return Err(BenchError::Settings("--max-steps must be 1 to 30"));
+            return invalid("--max-steps must be 1 to 30");
         }
         Ok(())
     }

@@ -14,7 +14,8 @@ mod service;
 pub use service::BillingError;
 
 /// How billing makes its charges durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Delivery {
     /// Kafka transactions: charges and input offsets commit together, or not at all.
     ExactlyOnce,
@@ -24,45 +25,16 @@ pub enum Delivery {
     AtLeastOnce,
 }
 
-/// Billing settings, from flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+/// Billing settings. Each is a flag of `bimride` with an environment fallback, described
+/// by `--help`; the defaults here are the flags' defaults.
+#[derive(Debug, Clone)]
 pub struct BillingSettings {
-    /// Consumer group of the billing instances.
-    #[arg(
-        id = "billing-group",
-        long = "billing-group",
-        env = "BIMRIDE_BILLING_GROUP",
-        default_value = "bimride-billing"
-    )]
     pub group: String,
-    /// Exactly once needs brokers with transactions; billing refuses to start without them.
-    #[arg(
-        long = "billing-delivery",
-        env = "BIMRIDE_BILLING_DELIVERY",
-        value_enum,
-        default_value = "exactly-once"
-    )]
     pub delivery: Delivery,
-    /// Transactional id, stable across restarts of one instance and unique among instances:
-    /// a restarted instance fences its previous self and aborts what it left open.
-    #[arg(
-        long = "billing-transactional-id",
-        env = "BIMRIDE_BILLING_TRANSACTIONAL_ID",
-        default_value = "bimride-billing-0"
-    )]
     pub transactional_id: String,
-    /// The platform's commission, in basis points of each charge (2500 = 25%).
-    #[arg(long, env = "BIMRIDE_COMMISSION_BP", default_value_t = bimride_pricing::DEFAULT_COMMISSION_BP)]
     pub commission_bp: u32,
-    /// How long a transaction collects records before it commits, in ms.
-    #[arg(long, env = "BIMRIDE_BILLING_COMMIT_MS", default_value_t = 100)]
     pub commit_ms: u64,
-    /// Most records in one transaction.
-    #[arg(long, env = "BIMRIDE_BILLING_MAX_BATCH", default_value_t = 2_000)]
     pub max_batch: usize,
-    /// How much history a new owner of a partition replays, in seconds; also how long a
-    /// charged ride is remembered.
-    #[arg(long, env = "BIMRIDE_BILLING_REPLAY_SECS", default_value_t = 3_600)]
     pub billing_replay_secs: u64,
 }
 

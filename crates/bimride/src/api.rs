@@ -104,7 +104,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         city,
         schema_registry,
     } = args.service;
-    kafka.validate()?;
+    let kafka = kafka.validated()?;
     let (_, access) = args.access.access(false)?;
     let shutdown = shutdown::on_signal();
     let city = city.city()?;

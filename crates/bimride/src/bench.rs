@@ -10,6 +10,7 @@ use crate::{shutdown, up};
 #[allow(clippy::print_stdout)]
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let BenchArgs { mut up, bench } = args;
+    let bench = bimride_bench::BenchSettings::from(bench);
     bench.validate()?;
     // The benchmark is the only rider, and it runs beside anything else on free ports.
     up.sim.booking_rate = 0.0;
@@ -18,7 +19,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let drivers = up.sim.drivers;
     let city_model = up.city.city()?;
     let replication = up.kafka.replication_factor.unwrap_or(3);
-    let passthrough_topic = up.kafka.topics().other("bench-passthrough");
+    let passthrough_topic =
+        bimride_events::Topics::new(&up.kafka.namespace).other("bench-passthrough");
     let shutdown = shutdown::on_signal();
     let city = up::start(up, shutdown.clone()).await?;
     city.create_topic(TopicSpec {

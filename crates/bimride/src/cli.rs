@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use bimride_auth::{Authority, Secret};
-use bimride_billing::BillingSettings;
-use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
-use bimride_kafka::{KafkaConfig, topics};
-use bimride_notifications::NotificationSettings;
-use bimride_simulator::SimSettings;
-use bimride_surge::SurgeSettings;
+use bimride_kafka::topics;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::flags::{
+    BenchFlags, BillingFlags, DispatchFlags, KafkaFlags, NotificationFlags, SimFlags, SurgeFlags,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,7 +79,7 @@ pub struct BenchArgs {
     pub up: UpArgs,
 
     #[command(flatten)]
-    pub bench: bimride_bench::BenchSettings,
+    pub bench: BenchFlags,
 }
 
 /// Where a service without an HTTP API of its own serves `/metrics` and `/healthz`.
@@ -143,7 +142,7 @@ impl CityArgs {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaFlags,
 
     #[command(flatten)]
     pub city: CityArgs,
@@ -177,27 +176,27 @@ pub struct UpArgs {
     pub embedded_brokers: i32,
 
     #[command(flatten)]
-    pub dispatch: DispatchSettings,
+    pub dispatch: DispatchFlags,
 
     /// The simulated city; its riders book through this process's own API.
     #[command(flatten)]
-    pub sim: SimSettings,
+    pub sim: SimFlags,
 
     #[command(flatten)]
-    pub billing: BillingSettings,
+    pub billing: BillingFlags,
 
     #[command(flatten)]
-    pub notifications: NotificationSettings,
+    pub notifications: NotificationFlags,
 
     #[command(flatten)]
-    pub surge: SurgeSettings,
+    pub surge: SurgeFlags,
 }
 
 /// What every service run on its own needs: the cluster, the city and the registry.
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaFlags,
 
     #[command(flatten)]
     pub city: CityArgs,
@@ -213,7 +212,7 @@ pub struct SurgeArgs {
     pub service: ServiceArgs,
 
     #[command(flatten)]
-    pub surge: SurgeSettings,
+    pub surge: SurgeFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -225,7 +224,7 @@ pub struct BillingArgs {
     pub service: ServiceArgs,
 
     #[command(flatten)]
-    pub billing: BillingSettings,
+    pub billing: BillingFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -237,7 +236,7 @@ pub struct NotificationsArgs {
     pub service: ServiceArgs,
 
     #[command(flatten)]
-    pub notifications: NotificationSettings,
+    pub notifications: NotificationFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -249,7 +248,7 @@ pub struct DispatchArgs {
     pub service: ServiceArgs,
 
     #[command(flatten)]
-    pub dispatch: DispatchSettings,
+    pub dispatch: DispatchFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -265,7 +264,7 @@ pub struct SimulateArgs {
     pub auth_secret: Option<Secret>,
 
     #[command(flatten)]
-    pub sim: SimSettings,
+    pub sim: SimFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -408,7 +407,7 @@ pub struct DashboardArgs {
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaFlags,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -425,7 +424,7 @@ pub struct RegistryArgs {
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaFlags,
 
     /// The compacted topic holding the schema registry's log.
     #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = topics::REGISTRY_LOG)]

@@ -4,6 +4,7 @@ mod admin;
 mod api;
 mod bench;
 mod cli;
+mod flags;
 mod front;
 mod provision;
 mod registry;
@@ -11,6 +12,11 @@ mod services;
 mod shutdown;
 mod up;
 
+use bimride_billing::BillingSettings;
+use bimride_dispatch::DispatchSettings;
+use bimride_notifications::NotificationSettings;
+use bimride_simulator::SimSettings;
+use bimride_surge::SurgeSettings;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -57,10 +63,15 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
         cli::Command::Dispatch(a) => {
-            services::serve(Box::new(a.dispatch), a.service, &a.metrics).await
+            services::serve(
+                Box::new(DispatchSettings::from(a.dispatch)),
+                a.service,
+                &a.metrics,
+            )
+            .await
         }
         cli::Command::Simulate(a) => {
-            let mut sim = a.sim;
+            let mut sim = SimSettings::from(a.sim);
             sim.authority = a
                 .auth_secret
                 .as_ref()
@@ -69,12 +80,29 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
             services::serve(Box::new(sim), a.service, &a.metrics).await
         }
         cli::Command::Billing(a) => {
-            services::serve(Box::new(a.billing), a.service, &a.metrics).await
+            services::serve(
+                Box::new(BillingSettings::from(a.billing)),
+                a.service,
+                &a.metrics,
+            )
+            .await
         }
         cli::Command::Notifications(a) => {
-            services::serve(Box::new(a.notifications), a.service, &a.metrics).await
+            services::serve(
+                Box::new(NotificationSettings::from(a.notifications)),
+                a.service,
+                &a.metrics,
+            )
+            .await
         }
-        cli::Command::Surge(a) => services::serve(Box::new(a.surge), a.service, &a.metrics).await,
+        cli::Command::Surge(a) => {
+            services::serve(
+                Box::new(SurgeSettings::from(a.surge)),
+                a.service,
+                &a.metrics,
+            )
+            .await
+        }
         cli::Command::Dashboard(args) => services::dashboard(args).await,
         cli::Command::Bench(args) => bench::run(*args).await,
     }

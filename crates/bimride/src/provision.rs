@@ -6,14 +6,14 @@ use bimride_kafka::{Provisioner, topics};
 use crate::cli::ProvisionArgs;
 
 pub async fn run(args: ProvisionArgs) -> anyhow::Result<()> {
-    args.kafka.validate()?;
+    let kafka = args.kafka.validated()?;
     let specs = topics::catalogue(
-        &args.kafka.topics(),
+        &kafka.topics(),
         &args.registry_topic,
-        args.kafka.partitions,
-        args.kafka.replication_factor.unwrap_or(3),
+        kafka.partitions,
+        kafka.replication_factor.unwrap_or(3),
     );
-    let created = Provisioner::Admin(&args.kafka)
+    let created = Provisioner::Admin(&kafka)
         .ensure(&specs)
         .await
         .context("provisioning topics")?;

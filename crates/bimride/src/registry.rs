@@ -10,26 +10,20 @@ use crate::cli::RegistryArgs;
 use crate::shutdown;
 
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
-    args.kafka.validate()?;
+    let kafka = args.kafka.validated()?;
     let shutdown = shutdown::on_signal();
     let spec = TopicSpec {
         name: args.topic.clone(),
         partitions: 1,
-        replication: args.kafka.replication_factor.unwrap_or(3),
+        replication: kafka.replication_factor.unwrap_or(3),
         cleanup: Cleanup::Compact,
         retention_ms: None,
     };
-    Provisioner::Admin(&args.kafka)
+    Provisioner::Admin(&kafka)
         .ensure(std::slice::from_ref(&spec))
         .await
         .context("creating the registry topic")?;
-    let server = start(
-        &args.kafka.client(),
-        &args.topic,
-        args.listen,
-        shutdown.clone(),
-    )
-    .await?;
+    let server = start(&kafka.client(), &args.topic, args.listen, shutdown.clone()).await?;
     let metrics = bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
     shutdown.cancel();

@@ -29,11 +29,11 @@ pub async fn serve(
 
 /// Validates the shared settings, then connects: the city, a registered codec, the stop token.
 async fn connect(args: ServiceArgs) -> anyhow::Result<Context> {
-    args.kafka.validate()?;
+    let kafka = args.kafka.validated()?;
     let city = args.city.city()?;
-    let codec = registered_codec(&args.schema_registry, &args.kafka).await?;
+    let codec = registered_codec(&args.schema_registry, &kafka).await?;
     Ok(Context {
-        kafka: args.kafka,
+        kafka,
         codec,
         city,
         shutdown: shutdown::on_signal(),

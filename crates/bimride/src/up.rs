@@ -3,8 +3,13 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bimride_billing::BillingSettings;
+use bimride_dispatch::DispatchSettings;
 use bimride_kafka::service::{self, AnyService, Context};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
+use bimride_notifications::NotificationSettings;
+use bimride_simulator::SimSettings;
+use bimride_surge::SurgeSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -71,10 +76,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let city = args.city.city()?;
     // Every setting is checked before anything starts; the simulator's once its API is known.
-    args.dispatch.validate()?;
-    args.billing.validate()?;
-    args.notifications.validate()?;
-    args.surge.validate()?;
+    let mut services: Vec<Box<dyn AnyService>> = vec![
+        Box::new(DispatchSettings::from(args.dispatch)),
+        Box::new(BillingSettings::from(args.billing)),
+        Box::new(SurgeSettings::from(args.surge)),
+        Box::new(NotificationSettings::from(args.notifications)),
+    ];
+    for service in &services {
+        service.validate()?;
+    }
 
     // The cluster lives until the end of this function, after every client is gone.
     let cluster = match &args.kafka.brokers {
@@ -96,8 +106,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             Some(cluster)
         }
     };
-    let kafka = args.kafka;
-    kafka.validate()?;
+    let kafka = args.kafka.validated()?;
 
     let specs = topics::catalogue(
         &kafka.topics(),
@@ -156,7 +165,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     let http_addr = front.addr;
 
-    let mut sim = args.sim;
+    let mut sim = SimSettings::from(args.sim);
     sim.api_url = format!("http://{http_addr}");
     sim.authority = Some(authority.clone());
     let cx = Context {
@@ -165,14 +174,8 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         city,
         shutdown: shutdown.clone(),
     };
-    let services: [Box<dyn AnyService>; 6] = [
-        Box::new(args.dispatch),
-        Box::new(sim),
-        Box::new(args.billing),
-        Box::new(args.surge),
-        Box::new(bimride_dashboard::Feeds(dashboard)),
-        Box::new(args.notifications),
-    ];
+    services.push(Box::new(sim));
+    services.push(Box::new(bimride_dashboard::Feeds(dashboard)));
     let services = services
         .into_iter()
         .map(|s| service::spawn(s, cx.clone()))

@@ -7,7 +7,8 @@ use rdkafka::ClientConfig;
 use crate::SettingsError;
 
 /// How clients reach the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "kebab-case")]
 pub enum SecurityProtocol {
     Plaintext,
     Ssl,
@@ -33,27 +34,24 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Named as librdkafka and the brokers name them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
 pub enum SaslMechanism {
-    #[value(name = "SCRAM-SHA-256")]
+    #[strum(serialize = "SCRAM-SHA-256")]
     ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
+    #[strum(serialize = "SCRAM-SHA-512")]
     ScramSha512,
-    #[value(name = "PLAIN")]
+    #[strum(serialize = "PLAIN")]
     Plain,
 }
 
-impl SaslMechanism {
-    fn as_str(self) -> &'static str {
-        match self {
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-            SaslMechanism::Plain => "PLAIN",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Named as librdkafka names them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Compression {
     None,
     Lz4,
@@ -61,78 +59,47 @@ pub enum Compression {
     Snappy,
 }
 
-/// Kafka settings shared by every subcommand.
-#[derive(Clone, clap::Args)]
+/// Kafka settings shared by every service. Each is a flag of `bimride` with an environment
+/// fallback, described by `--help`; the defaults here are the flags' defaults.
+#[derive(Clone)]
 pub struct KafkaConfig {
-    /// Bootstrap servers of an external cluster. Without it, `bimride up` starts an embedded one.
-    #[arg(long = "brokers", env = "BIMRIDE_BROKERS")]
     pub brokers: Option<String>,
-
-    /// Namespace of the topics: `<namespace>.ride-events` and so on. Deployments, or test
-    /// runs, that share a cluster keep apart under different namespaces.
-    #[arg(long, env = "BIMRIDE_TOPIC_NAMESPACE", default_value = bimride_events::DEFAULT_NAMESPACE)]
     pub namespace: String,
-
-    /// Client id reported to the brokers.
-    #[arg(long, env = "BIMRIDE_CLIENT_ID", default_value = "bimride")]
     pub client_id: String,
-
-    #[arg(
-        long,
-        env = "BIMRIDE_KAFKA_SECURITY_PROTOCOL",
-        value_enum,
-        default_value = "plaintext"
-    )]
     pub security_protocol: SecurityProtocol,
-
-    #[arg(long, env = "BIMRIDE_KAFKA_SASL_MECHANISM", value_enum)]
     pub sasl_mechanism: Option<SaslMechanism>,
-
-    #[arg(long, env = "BIMRIDE_KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-
-    /// Never logged.
-    #[arg(long, env = "BIMRIDE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<String>,
-
-    /// CA bundle that signed the brokers' certificates.
-    #[arg(long, env = "BIMRIDE_KAFKA_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<PathBuf>,
-
-    /// Client certificate, for mutual TLS.
-    #[arg(long, env = "BIMRIDE_KAFKA_SSL_CERTIFICATE_LOCATION")]
     pub ssl_certificate_location: Option<PathBuf>,
-
-    #[arg(long, env = "BIMRIDE_KAFKA_SSL_KEY_LOCATION")]
     pub ssl_key_location: Option<PathBuf>,
-
-    /// How long the producer waits to fill a batch.
-    #[arg(long, env = "BIMRIDE_KAFKA_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u32,
-
-    #[arg(
-        long,
-        env = "BIMRIDE_KAFKA_COMPRESSION",
-        value_enum,
-        default_value = "lz4"
-    )]
     pub compression: Compression,
-
-    /// Partitions of the partitioned topics; ride requests and driver supply share it.
-    #[arg(long, env = "BIMRIDE_PARTITIONS", default_value_t = 12)]
     pub partitions: i32,
-
-    /// Replication factor of new topics; defaults to min(3, brokers in the cluster).
-    #[arg(long, env = "BIMRIDE_REPLICATION_FACTOR")]
     pub replication_factor: Option<i32>,
-
-    /// Extra librdkafka properties, `key=value`, comma separated.
-    #[arg(
-        long = "kafka-property",
-        env = "BIMRIDE_KAFKA_PROPERTIES",
-        value_delimiter = ','
-    )]
     pub properties: Vec<String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            namespace: bimride_events::DEFAULT_NAMESPACE.into(),
+            client_id: "bimride".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            linger_ms: 5,
+            compression: Compression::Lz4,
+            partitions: 12,
+            replication_factor: None,
+            properties: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -159,20 +126,7 @@ impl KafkaConfig {
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: Some(brokers.into()),
-            namespace: bimride_events::DEFAULT_NAMESPACE.into(),
-            client_id: "bimride".into(),
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-            ssl_certificate_location: None,
-            ssl_key_location: None,
-            linger_ms: 5,
-            compression: Compression::Lz4,
-            partitions: 12,
-            replication_factor: None,
-            properties: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -265,7 +219,7 @@ impl KafkaConfig {
             .set("security.protocol", self.security_protocol.as_str())
             .set("log_level", "4");
         if let Some(m) = self.sasl_mechanism {
-            c.set("sasl.mechanism", m.as_str());
+            c.set("sasl.mechanism", <&str>::from(m));
         }
         if let Some(u) = &self.sasl_username {
             c.set("sasl.username", u);
@@ -296,15 +250,7 @@ impl KafkaConfig {
         c.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", self.linger_ms.to_string())
-            .set(
-                "compression.type",
-                match self.compression {
-                    Compression::None => "none",
-                    Compression::Lz4 => "lz4",
-                    Compression::Gzip => "gzip",
-                    Compression::Snappy => "snappy",
-                },
-            )
+            .set("compression.type", <&str>::from(self.compression))
             // murmur2 of the key bytes, as Java's default partitioner: every client agrees.
             .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", "60000");

@@ -27,40 +27,14 @@ use prometheus::IntCounterVec;
 use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
 use crate::templates::{Source, render};
 
-/// Notification settings, from flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+/// Notification settings. Each is a flag of `bimride` with an environment fallback,
+/// described by `--help`; the defaults here are the flags' defaults.
+#[derive(Debug, Clone)]
 pub struct NotificationSettings {
-    /// Consumer group prefix of the notification instances.
-    #[arg(
-        id = "notifications-group",
-        long = "notifications-group",
-        env = "BIMRIDE_NOTIFICATIONS_GROUP",
-        default_value = "bimride-notifications"
-    )]
     pub group: String,
-    /// Also post every message as JSON to this URL.
-    #[arg(long, env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
-    /// Retries of a failed webhook post, with exponential backoff.
-    #[arg(
-        long,
-        env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_RETRIES",
-        default_value_t = 5
-    )]
     pub webhook_retries: u32,
-    #[arg(
-        long,
-        env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS",
-        default_value_t = 2_000
-    )]
     pub webhook_timeout_ms: u64,
-    /// How far back the sent messages are read at start, in seconds, so a restart does not
-    /// send them again.
-    #[arg(
-        long,
-        env = "BIMRIDE_NOTIFICATIONS_REPLAY_SECS",
-        default_value_t = 3_600
-    )]
     pub notifications_replay_secs: u64,
 }
 

@@ -21,45 +21,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{Fleet, FleetSettings, Out};
 
-/// Simulator settings, from flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+/// Simulator settings. Each is a flag of `bimride` with an environment fallback, described
+/// by `--help`; the defaults here are the flags' defaults.
+#[derive(Debug, Clone)]
 pub struct SimSettings {
-    /// Drivers in the fleet.
-    #[arg(long = "drivers", env = "BIMRIDE_SIM_DRIVERS", default_value_t = 80)]
     pub drivers: usize,
-    /// Rider bookings per second through the API; 0 books nothing.
-    #[arg(
-        long = "booking-rate",
-        env = "BIMRIDE_SIM_BOOKING_RATE",
-        default_value_t = 2.0
-    )]
     pub booking_rate: f64,
-    /// Share of offers an idle driver accepts, 0 to 1.
-    #[arg(
-        long = "accept-ratio",
-        env = "BIMRIDE_SIM_ACCEPT_RATIO",
-        default_value_t = 0.85
-    )]
     pub accept_ratio: f64,
-    /// Simulated seconds per real second, so that trips end while you watch.
-    #[arg(long = "speedup", env = "BIMRIDE_SIM_SPEEDUP", default_value_t = 30.0)]
     pub speedup: f64,
-    /// Base URL of the trip API riders book through.
-    #[arg(
-        long = "api-url",
-        env = "BIMRIDE_SIM_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
     pub api_url: String,
-    /// Seed of the simulation's randomness.
-    #[arg(long = "sim-seed", env = "BIMRIDE_SIM_SEED", default_value_t = 7)]
     pub seed: u64,
-    /// Prefix of driver and rider ids, unique per simulator.
-    #[arg(long = "sim-id", env = "BIMRIDE_SIM_ID", default_value = "sim")]
     pub id: String,
-
-    /// Signs the simulated riders' tokens; booking needs it.
-    #[arg(skip)]
     pub authority: Option<bimride_auth::Authority>,
 }
 

@@ -30,21 +30,13 @@ use prometheus::{IntCounterVec, IntGauge};
 
 use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
 
-/// Surge settings, from flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+/// Surge settings. Each is a flag of `bimride` with an environment fallback, described by
+/// `--help`; the defaults here are the flags' defaults.
+#[derive(Debug, Clone)]
 pub struct SurgeSettings {
-    /// Tumbling window, in seconds: how often multipliers are computed.
-    #[arg(long, env = "BIMRIDE_SURGE_TUMBLING_SECS", default_value_t = 30)]
     pub surge_tumbling_secs: u64,
-    /// Sliding window, in seconds, a whole number of tumbling windows: how far back demand
-    /// and supply count.
-    #[arg(long, env = "BIMRIDE_SURGE_SLIDING_SECS", default_value_t = 120)]
     pub surge_sliding_secs: u64,
-    /// How late an event may arrive and still count, in ms.
-    #[arg(long, env = "BIMRIDE_SURGE_LATENESS_MS", default_value_t = 5_000)]
     pub surge_lateness_ms: u64,
-    /// Highest multiplier, in thousandths (3000 is x3.0).
-    #[arg(long, env = "BIMRIDE_SURGE_CAP_MILLI", default_value_t = 3_000)]
     pub surge_cap_milli: i32,
 }
 

@@ -1,0 +1,247 @@
+//! The flags of the settings each library owns. A settings struct is plain data with its
+//! defaults in `Default`; here each field gets its flag, environment variable and help, and
+//! takes its default from that `Default`, so that every default is written once.
+
+use std::path::PathBuf;
+
+use bimride_billing::Delivery;
+use bimride_kafka::config::{Compression, SaslMechanism, SecurityProtocol};
+
+/// Declares `$flags`, the command-line face of `$settings`. A field marked `= default` shows
+/// and takes the settings' default; the settings' fields left out keep theirs.
+macro_rules! flags {
+    ($(#[$doc:meta])* $flags:ident => $settings:ty {
+        $($(#[$attr:meta])* $field:ident: $ty:ty $(= $default:ident)?,)*
+    }) => {
+        $(#[$doc])*
+        #[derive(Clone, clap::Args)]
+        pub struct $flags {
+            $(
+                $(#[$attr])*
+                $(#[arg(default_value_t = { let $default = <$settings>::default(); $default.$field })])?
+                pub $field: $ty,
+            )*
+        }
+
+        impl From<$flags> for $settings {
+            #[allow(clippy::needless_update)]
+            fn from(flags: $flags) -> Self {
+                Self {
+                    $($field: flags.$field,)*
+                    ..Self::default()
+                }
+            }
+        }
+
+        // Through the settings' own Debug, which keeps secrets out.
+        impl std::fmt::Debug for $flags {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                <$settings>::from(self.clone()).fmt(f)
+            }
+        }
+    };
+}
+
+flags! {
+    DispatchFlags => bimride_dispatch::DispatchSettings {
+        /// Consumer group of the dispatch instances.
+        #[arg(long = "dispatch-group", env = "BIMRIDE_DISPATCH_GROUP")]
+        group: String = default,
+        /// How long a driver has to answer an offer, in ms.
+        #[arg(long, env = "BIMRIDE_OFFER_TIMEOUT_MS")]
+        offer_timeout_ms: u64 = default,
+        /// How long a ride waits for a driver before it is cancelled with `no_driver`, in ms.
+        #[arg(long, env = "BIMRIDE_MAX_WAIT_MS")]
+        max_wait_ms: u64 = default,
+        /// How much history a new owner of a region replays, in seconds.
+        #[arg(long, env = "BIMRIDE_DISPATCH_REPLAY_SECS")]
+        replay_window_secs: u64 = default,
+        /// How often offers are expired and waiting rides retried, in ms.
+        #[arg(long, env = "BIMRIDE_DISPATCH_TICK_MS")]
+        tick_ms: u64 = default,
+    }
+}
+
+flags! {
+    BillingFlags => bimride_billing::BillingSettings {
+        /// Consumer group of the billing instances.
+        #[arg(id = "billing-group", long = "billing-group", env = "BIMRIDE_BILLING_GROUP")]
+        group: String = default,
+        /// `exactly-once` or `at-least-once`. Exactly once needs brokers with transactions;
+        /// billing refuses to start without them.
+        #[arg(long = "billing-delivery", env = "BIMRIDE_BILLING_DELIVERY")]
+        delivery: Delivery = default,
+        /// Transactional id, stable across restarts of one instance and unique among instances:
+        /// a restarted instance fences its previous self and aborts what it left open.
+        #[arg(long = "billing-transactional-id", env = "BIMRIDE_BILLING_TRANSACTIONAL_ID")]
+        transactional_id: String = default,
+        /// The platform's commission, in basis points of each charge (2500 = 25%).
+        #[arg(long, env = "BIMRIDE_COMMISSION_BP")]
+        commission_bp: u32 = default,
+        /// How long a transaction collects records before it commits, in ms.
+        #[arg(long, env = "BIMRIDE_BILLING_COMMIT_MS")]
+        commit_ms: u64 = default,
+        /// Most records in one transaction.
+        #[arg(long, env = "BIMRIDE_BILLING_MAX_BATCH")]
+        max_batch: usize = default,
+        /// How much history a new owner of a partition replays, in seconds; also how long a
+        /// charged ride is remembered.
+        #[arg(long, env = "BIMRIDE_BILLING_REPLAY_SECS")]
+        billing_replay_secs: u64 = default,
+    }
+}
+
+flags! {
+    SurgeFlags => bimride_surge::SurgeSettings {
+        /// Tumbling window, in seconds: how often multipliers are computed.
+        #[arg(long, env = "BIMRIDE_SURGE_TUMBLING_SECS")]
+        surge_tumbling_secs: u64 = default,
+        /// Sliding window, in seconds, a whole number of tumbling windows: how far back demand
+        /// and supply count.
+        #[arg(long, env = "BIMRIDE_SURGE_SLIDING_SECS")]
+        surge_sliding_secs: u64 = default,
+        /// How late an event may arrive and still count, in ms.
+        #[arg(long, env = "BIMRIDE_SURGE_LATENESS_MS")]
+        surge_lateness_ms: u64 = default,
+        /// Highest multiplier, in thousandths (3000 is x3.0).
+        #[arg(long, env = "BIMRIDE_SURGE_CAP_MILLI")]
+        surge_cap_milli: i32 = default,
+    }
+}
+
+flags! {
+    NotificationFlags => bimride_notifications::NotificationSettings {
+        /// Consumer group prefix of the notification instances.
+        #[arg(id = "notifications-group", long = "notifications-group", env = "BIMRIDE_NOTIFICATIONS_GROUP")]
+        group: String = default,
+        /// Also post every message as JSON to this URL.
+        #[arg(long, env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_URL")]
+        webhook_url: Option<String>,
+        /// Retries of a failed webhook post, with exponential backoff.
+        #[arg(long, env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_RETRIES")]
+        webhook_retries: u32 = default,
+        #[arg(long, env = "BIMRIDE_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS")]
+        webhook_timeout_ms: u64 = default,
+        /// How far back the sent messages are read at start, in seconds, so a restart does not
+        /// send them again.
+        #[arg(long, env = "BIMRIDE_NOTIFICATIONS_REPLAY_SECS")]
+        notifications_replay_secs: u64 = default,
+    }
+}
+
+flags! {
+    SimFlags => bimride_simulator::SimSettings {
+        /// Drivers in the fleet.
+        #[arg(long = "drivers", env = "BIMRIDE_SIM_DRIVERS")]
+        drivers: usize = default,
+        /// Rider bookings per second through the API; 0 books nothing.
+        #[arg(long = "booking-rate", env = "BIMRIDE_SIM_BOOKING_RATE")]
+        booking_rate: f64 = default,
+        /// Share of offers an idle driver accepts, 0 to 1.
+        #[arg(long = "accept-ratio", env = "BIMRIDE_SIM_ACCEPT_RATIO")]
+        accept_ratio: f64 = default,
+        /// Simulated seconds per real second, so that trips end while you watch.
+        #[arg(long = "speedup", env = "BIMRIDE_SIM_SPEEDUP")]
+        speedup: f64 = default,
+        /// Base URL of the trip API riders book through.
+        #[arg(long = "api-url", env = "BIMRIDE_SIM_API_URL")]
+        api_url: String = default,
+        /// Seed of the simulation's randomness.
+        #[arg(long = "sim-seed", env = "BIMRIDE_SIM_SEED")]
+        seed: u64 = default,
+        /// Prefix of driver and rider ids, unique per simulator.
+        #[arg(long = "sim-id", env = "BIMRIDE_SIM_ID")]
+        id: String = default,
+    }
+}
+
+flags! {
+    /// How to reach the Kafka cluster; shared by every subcommand.
+    KafkaFlags => bimride_kafka::KafkaConfig {
+        /// Bootstrap servers of an external cluster. Without it, `bimride up` starts an embedded one.
+        #[arg(long = "brokers", env = "BIMRIDE_BROKERS")]
+        brokers: Option<String>,
+        /// Namespace of the topics: `<namespace>.ride-events` and so on. Deployments, or test
+        /// runs, that share a cluster keep apart under different namespaces.
+        #[arg(long, env = "BIMRIDE_TOPIC_NAMESPACE")]
+        namespace: String = default,
+        /// Client id reported to the brokers.
+        #[arg(long, env = "BIMRIDE_CLIENT_ID")]
+        client_id: String = default,
+        /// `plaintext`, `ssl`, `sasl-plaintext` or `sasl-ssl`.
+        #[arg(long, env = "BIMRIDE_KAFKA_SECURITY_PROTOCOL")]
+        security_protocol: SecurityProtocol = default,
+        /// `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`.
+        #[arg(long, env = "BIMRIDE_KAFKA_SASL_MECHANISM")]
+        sasl_mechanism: Option<SaslMechanism>,
+        #[arg(long, env = "BIMRIDE_KAFKA_SASL_USERNAME")]
+        sasl_username: Option<String>,
+        /// Never logged.
+        #[arg(long, env = "BIMRIDE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+        sasl_password: Option<String>,
+        /// CA bundle that signed the brokers' certificates.
+        #[arg(long, env = "BIMRIDE_KAFKA_SSL_CA_LOCATION")]
+        ssl_ca_location: Option<PathBuf>,
+        /// Client certificate, for mutual TLS.
+        #[arg(long, env = "BIMRIDE_KAFKA_SSL_CERTIFICATE_LOCATION")]
+        ssl_certificate_location: Option<PathBuf>,
+        #[arg(long, env = "BIMRIDE_KAFKA_SSL_KEY_LOCATION")]
+        ssl_key_location: Option<PathBuf>,
+        /// How long the producer waits to fill a batch.
+        #[arg(long, env = "BIMRIDE_KAFKA_LINGER_MS")]
+        linger_ms: u32 = default,
+        /// `none`, `lz4`, `gzip` or `snappy`.
+        #[arg(long, env = "BIMRIDE_KAFKA_COMPRESSION")]
+        compression: Compression = default,
+        /// Partitions of the partitioned topics; ride requests and driver supply share it.
+        #[arg(long, env = "BIMRIDE_PARTITIONS")]
+        partitions: i32 = default,
+        /// Replication factor of new topics; defaults to min(3, brokers in the cluster).
+        #[arg(long, env = "BIMRIDE_REPLICATION_FACTOR")]
+        replication_factor: Option<i32>,
+        /// Extra librdkafka properties, `key=value`, comma separated.
+        #[arg(long = "kafka-property", env = "BIMRIDE_KAFKA_PROPERTIES", value_delimiter = ',')]
+        properties: Vec<String>,
+    }
+}
+
+flags! {
+    /// The benchmark's own flags. Scripts call `--rate`, `--duration`, `--drivers` (the city's)
+    /// and `--report`; they stay stable.
+    BenchFlags => bimride_bench::BenchSettings {
+        /// Bookings per second, offered at fixed times whatever the answers' speed.
+        #[arg(long)]
+        rate: f64 = default,
+        /// Seconds of load per step.
+        #[arg(long)]
+        duration: u64 = default,
+        /// Seconds to wait after the load for rides still in progress.
+        #[arg(long)]
+        settle: u64 = default,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// With a target, search upward from --rate (×1.5 a step) until the booking-to-assigned
+        /// p99 breaks it, and report the highest rate that held.
+        #[arg(long = "target-p99-ms")]
+        target_p99_ms: Option<f64>,
+        /// Most steps of the search.
+        #[arg(long)]
+        max_steps: u32 = default,
+        /// Where to draw latency against load (SVG), from the steps run.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Skip the baselines (for a quick check of the pipeline alone).
+        #[arg(long)]
+        no_baselines: bool,
+    }
+}
+
+impl KafkaFlags {
+    /// The cluster settings, checked before anything connects.
+    pub fn validated(self) -> Result<bimride_kafka::KafkaConfig, bimride_kafka::SettingsError> {
+        let config = bimride_kafka::KafkaConfig::from(self);
+        config.validate()?;
+        Ok(config)
+    }
+}
