@@ -472,21 +472,12 @@ impl Pipeline {
         city: bimride_domain::City,
         stop: CancellationToken,
     ) -> ApiServer {
-        let rides = Arc::new(bimride_api::RideBook::default());
-        let surge_book = Arc::new(bimride_api::SurgeBook::default());
-        let surge = Arc::clone(&surge_book);
-        let (config, codec, book, projection_stop) = (
-            self.config.clone(),
-            Arc::clone(&self.codec),
-            Arc::clone(&rides),
-            stop.clone(),
-        );
-        let group = format!("test-api-{}", uuid::Uuid::new_v4());
-        let projection = tokio::spawn(async move {
-            bimride_api::book::run_projection(&config, codec, book, surge, &group, projection_stop)
-                .await
-                .context("projection")
-        });
+        let feeds = bimride_api::book::Feeds {
+            rides: Arc::new(bimride_api::RideBook::default()),
+            surge: Arc::new(bimride_api::SurgeBook::default()),
+        };
+        let (rides, surge_book) = (Arc::clone(&feeds.rides), Arc::clone(&feeds.surge));
+        let projection = self.spawn(feeds, stop.clone());
         let state = bimride_api::ApiState::new(bimride_api::ApiParts {
             producer: self.producer.clone(),
             kafka: self.config.clone(),

@@ -82,8 +82,8 @@ impl FromRequestParts<Arc<ApiState>> for Rider {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        let rider = state.access.authority.rider(token(parts)?)?;
-        state.access.admit(&rider)?;
+        let rider = state.parts.access.authority.rider(token(parts)?)?;
+        state.parts.access.admit(&rider)?;
         Ok(Self(rider))
     }
 }
@@ -99,7 +99,7 @@ impl FromRequestParts<Arc<ApiState>> for Admin {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        state.access.authority.check_admin(token(parts)?)?;
+        state.parts.access.authority.check_admin(token(parts)?)?;
         Ok(Self)
     }
 }

@@ -58,6 +58,7 @@ pub async fn token(
         )));
     }
     let token = state
+        .parts
         .access
         .authority
         .rider_token(&request.rider_id, Duration::from_secs(ttl))?;
@@ -77,7 +78,7 @@ pub struct TopicSummary {
 }
 
 async fn read(state: &ApiState, topic: String) -> Result<Vec<Stored>, ApiError> {
-    let kafka = state.kafka.clone();
+    let kafka = state.parts.kafka.clone();
     tokio::task::spawn_blocking(move || dead_letter::read(&kafka, &topic))
         .await
         .map_err(|e| ApiError::Unavailable(Box::new(e)))?
@@ -99,7 +100,7 @@ fn dlq_error(e: DlqError) -> ApiError {
 )]
 pub async fn summary(State(state): Shared, _: Admin) -> Result<impl IntoResponse, ApiError> {
     let mut out = Vec::new();
-    for topic in state.kafka.topics().dead_letters() {
+    for topic in state.parts.kafka.topics().dead_letters() {
         let letters = read(&state, topic.to_owned()).await?;
         let mut by_reason = BTreeMap::new();
         for l in &letters {
@@ -204,7 +205,7 @@ pub async fn replay(
     let Path(topic) = topic?;
     let Json(filter) = body?;
     let letters = read(&state, topic.clone()).await?;
-    let done = dead_letter::replay(state.producer.inner(), &letters, |s, l| {
+    let done = dead_letter::replay(state.parts.producer.inner(), &letters, |s, l| {
         filter.reason.as_ref().is_none_or(|r| *r == l.reason)
             && filter
                 .source_topic

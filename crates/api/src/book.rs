@@ -3,18 +3,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use bimride_codec::Codec;
 use bimride_domain::FareParts;
 use bimride_domain::ride::{Applied, RideState, RideStatus, Step};
 use bimride_events::{
     ChargeKind, DispatchEvent, FareCharged, GeoPoint, Notification, Product, RecipientKind,
     RideEvent, RideRequested, SurgeUpdated, TopicValue,
 };
-use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{Options, PartitionedError};
 use bimride_kafka::projection::Projection;
+use bimride_kafka::service::{Context, Service};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 /// One step of a ride, as the rider sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,7 +42,7 @@ pub struct SentMessage {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RideView {
     pub ride_id: String,
     pub rider_id: Option<String>,
@@ -72,22 +70,7 @@ impl RideView {
     fn new(ride_id: &str) -> Self {
         Self {
             ride_id: ride_id.to_owned(),
-            rider_id: None,
-            region: None,
-            status: RideStatus::Requested,
-            product: None,
-            pickup: None,
-            dropoff: None,
-            quote_minor: None,
-            currency: None,
-            surge_milli: None,
-            driver_id: None,
-            cancel_reason: None,
-            history: Vec::new(),
-            fare: None,
-            notifications: Vec::new(),
-            state: RideState::requested(),
-            seen: HashSet::new(),
+            ..Self::default()
         }
     }
 }
@@ -246,33 +229,32 @@ impl RideBook {
     }
 }
 
-/// Feeds `book` from the ride topics until `shutdown`. Every API instance reads every ride, so
-/// `group` must be unique to the instance.
-pub async fn run_projection(
-    config: &KafkaConfig,
-    codec: Arc<Codec>,
-    book: Arc<RideBook>,
-    surge: Arc<crate::SurgeBook>,
-    group: &str,
-    shutdown: CancellationToken,
-) -> Result<(), PartitionedError> {
-    let (b1, b2, b3, b4) = (
-        Arc::clone(&book),
-        Arc::clone(&book),
-        Arc::clone(&book),
-        book,
-    );
-    Projection::new()
-        // Dispatch's decisions on this topic reach the book through the ride events.
-        .on(move |e: &DispatchEvent| {
-            if let DispatchEvent::Requested(request) = e {
-                b1.apply_request(request);
-            }
-        })
-        .on(move |e: &RideEvent| b2.apply_event(e))
-        .on(move |c: &FareCharged| b3.apply_charge(c))
-        .on(move |n: &Notification| b4.apply_notification(n))
-        .on(move |u: &SurgeUpdated| surge.apply(u))
-        .run(config, codec, Options::new(group, "api"), shutdown)
-        .await
+/// The API's read models as a service: the ride book and the surge multipliers, fed from
+/// their topics. Every API instance reads every ride, so its group is its own.
+#[derive(Debug, Clone)]
+pub struct Feeds {
+    pub rides: Arc<RideBook>,
+    pub surge: Arc<crate::SurgeBook>,
+}
+
+impl Service for Feeds {
+    const NAME: &'static str = "api-feeds";
+    type Error = PartitionedError;
+
+    async fn run(self, cx: Context) -> Result<(), PartitionedError> {
+        let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
+        Projection::new((self.rides, self.surge))
+            // Dispatch's decisions on this topic reach the book through the ride events.
+            .on(|(book, _), e: &DispatchEvent| {
+                if let DispatchEvent::Requested(request) = e {
+                    book.apply_request(request);
+                }
+            })
+            .on(|(book, _), e: &RideEvent| book.apply_event(e))
+            .on(|(book, _), c: &FareCharged| book.apply_charge(c))
+            .on(|(book, _), n: &Notification| book.apply_notification(n))
+            .on(|(_, surge), u: &SurgeUpdated| surge.apply(u))
+            .run(&cx.kafka, cx.codec, Options::new(group, "api"), cx.shutdown)
+            .await
+    }
 }

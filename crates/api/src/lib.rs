@@ -32,20 +32,15 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct ApiState {
-    pub producer: EventProducer,
-    /// For the admin endpoints' reads of the dead-letter topics.
-    pub kafka: KafkaConfig,
-    pub city: City,
-    pub rides: Arc<RideBook>,
-    pub surge: Arc<SurgeBook>,
-    pub access: Access,
+    pub parts: ApiParts,
     pub(crate) idempotency: rides::IdempotencyStore,
 }
 
-/// What [`ApiState::new`] is built from.
+/// What the handlers share, as the caller gives it.
 #[derive(Debug)]
 pub struct ApiParts {
     pub producer: EventProducer,
+    /// For the admin endpoints' reads of the dead-letter topics.
     pub kafka: KafkaConfig,
     pub city: City,
     pub rides: Arc<RideBook>,
@@ -55,21 +50,8 @@ pub struct ApiParts {
 
 impl ApiState {
     pub fn new(parts: ApiParts) -> Arc<Self> {
-        let ApiParts {
-            producer,
-            kafka,
-            city,
-            rides,
-            surge,
-            access,
-        } = parts;
         Arc::new(Self {
-            producer,
-            kafka,
-            city,
-            rides,
-            surge,
-            access,
+            parts,
             idempotency: rides::IdempotencyStore::default(),
         })
     }

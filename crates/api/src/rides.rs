@@ -122,6 +122,7 @@ pub(crate) fn check_rider_id(id: &str) -> Result<(), ApiError> {
 /// The ride, if it is the rider's own; another rider's ride is as unknown as a missing one.
 fn own_ride(state: &ApiState, rider: &Rider, id: &str) -> Result<RideView, ApiError> {
     state
+        .parts
         .rides
         .get(id)
         .filter(|view| view.rider_id.as_deref() == Some(rider.0.as_str()))
@@ -144,6 +145,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
     state
+        .parts
         .city
         .locate(p.lat, p.lng)
         .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))
@@ -183,7 +185,7 @@ pub async fn book(
         product,
         (request.pickup.lat, request.pickup.lng),
         (request.dropoff.lat, request.dropoff.lng),
-        state.surge.multiplier(&pickup.cell.to_string()),
+        state.parts.surge.multiplier(&pickup.cell.to_string()),
     );
     let booked = Booked {
         ride_id: format!("ride-{}", uuid::Uuid::now_v7()),
@@ -221,7 +223,7 @@ pub async fn book(
         surge_milli: booked.quote.surge_milli,
         idempotency_key: key.clone(),
     });
-    if let Err(e) = state.producer.send_and_wait(&event).await {
+    if let Err(e) = state.parts.producer.send_and_wait(&event).await {
         if let Some(key) = key {
             state
                 .idempotency
@@ -266,7 +268,7 @@ fn claim(
             Err(ApiError::IdempotencyKeyReused)
         };
     }
-    let (remembered, claim) = match state.rides.request_for_key(&request.rider_id, key) {
+    let (remembered, claim) = match state.parts.rides.request_for_key(&request.rider_id, key) {
         Some(logged) if same_trip(&logged, request) => {
             let answer = booked_from_log(&logged);
             (answer.clone(), Claim::Earlier(answer))
@@ -356,12 +358,17 @@ pub async fn cancel(
         RideStatus::Requested | RideStatus::Offered => {
             cancel.region = view.region.clone().unwrap_or_default();
             state
+                .parts
                 .producer
                 .send_and_wait(&DispatchEvent::from(cancel))
                 .await
         }
         RideStatus::Assigned | RideStatus::DriverArrived => {
-            state.producer.send_and_wait(&RideEvent::from(cancel)).await
+            state
+                .parts
+                .producer
+                .send_and_wait(&RideEvent::from(cancel))
+                .await
         }
         status @ (RideStatus::InProgress | RideStatus::Completed | RideStatus::Cancelled) => {
             return Err(ApiError::NotCancellable {
@@ -416,7 +423,7 @@ pub async fn quote(
         q.product.into(),
         (pickup.lat, pickup.lng),
         (dropoff.lat, dropoff.lng),
-        state.surge.multiplier(&zone.cell.to_string()),
+        state.parts.surge.multiplier(&zone.cell.to_string()),
     );
     Ok(Json(QuoteBody::from(quote)))
 }

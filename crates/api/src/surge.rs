@@ -86,6 +86,7 @@ pub struct SurgeBody {
 )]
 pub async fn current(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let cells = state
+        .parts
         .surge
         .snapshot()
         .into_iter()

@@ -16,7 +16,7 @@ struct Api {
     url: String,
     http: reqwest::Client,
     stop: CancellationToken,
-    projection: tokio::task::JoinHandle<Result<(), bimride_kafka::partitioned::PartitionedError>>,
+    projection: tokio::task::JoinHandle<Result<(), service::Failed>>,
     /// Dispatch decides what happens to a cancellation before a driver is assigned.
     dispatch: tokio::task::JoinHandle<Result<(), service::Failed>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -72,25 +72,20 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
     codec.register_all().await.expect("schemas");
     let rides = Arc::new(RideBook::default());
     let surge_book = Arc::new(bimride_api::SurgeBook::default());
-    let surge = Arc::clone(&surge_book);
-    let projection = (
-        config.clone(),
-        Arc::clone(&codec),
-        Arc::clone(&rides),
-        stop.clone(),
-    );
-    let projection = tokio::spawn(async move {
-        let (config, codec, rides, stop) = projection;
-        book::run_projection(&config, codec, rides, surge, "api-test", stop).await
-    });
+    let cx = Context {
+        kafka: config.clone(),
+        codec: Arc::clone(&codec),
+        city: City::amsterdam(),
+        shutdown: stop.clone(),
+    };
+    let feeds = book::Feeds {
+        rides: Arc::clone(&rides),
+        surge: Arc::clone(&surge_book),
+    };
+    let projection = tokio::spawn(service::run(Box::new(feeds), cx.clone()));
     let dispatch = tokio::spawn(service::run(
         Box::new(bimride_dispatch::DispatchSettings::default()),
-        Context {
-            kafka: config.clone(),
-            codec: Arc::clone(&codec),
-            city: City::amsterdam(),
-            shutdown: stop.clone(),
-        },
+        cx,
     ));
     let producer = EventProducer::new(&config, codec).expect("producer");
     let state = ApiState::new(ApiParts {

@@ -229,27 +229,26 @@ async fn feed(
     shutdown: CancellationToken,
 ) {
     let group = format!("bimride-bench-{}", uuid::Uuid::new_v4());
-    let (t1, t2, t3) = (Arc::clone(&tracker), Arc::clone(&tracker), tracker);
-    let fed = Projection::new()
-        .on(move |e: &RideEvent| {
+    let fed = Projection::new(tracker)
+        .on(|tracker, e: &RideEvent| {
             let stage = match e {
                 RideEvent::OfferSent(_) => Stage::Offered,
                 RideEvent::DriverAssigned(_) => Stage::Assigned,
                 RideEvent::TripCompleted(_) => Stage::Completed,
                 _ => return,
             };
-            t1.reached(e.ride_id(), stage, Instant::now());
+            tracker.reached(e.ride_id(), stage, Instant::now());
         })
-        .on(move |c: &FareCharged| {
+        .on(|tracker, c: &FareCharged| {
             if c.kind == ChargeKind::Trip {
-                t2.reached(&c.ride_id, Stage::Charged, Instant::now());
+                tracker.reached(&c.ride_id, Stage::Charged, Instant::now());
             }
         })
-        .on(move |n: &Notification| {
+        .on(|tracker, n: &Notification| {
             if n.template == "receipt"
                 && let Some(ride) = &n.ride_id
             {
-                t3.reached(ride, Stage::Notified, Instant::now());
+                tracker.reached(ride, Stage::Notified, Instant::now());
             }
         })
         .run(&kafka, codec, Options::new(group, "bench"), shutdown)

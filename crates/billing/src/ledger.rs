@@ -57,7 +57,7 @@ impl Account {
             surge_milli,
             assigned_at: None,
             arrived: false,
-            state: RideState::requested(),
+            state: RideState::default(),
             charged: false,
             touched,
         }
@@ -72,7 +72,7 @@ pub struct Charges {
     pub duplicates: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ledger {
     commission_bp: u32,
     accounts: HashMap<String, Account>,
@@ -93,8 +93,7 @@ impl Ledger {
     pub fn new(commission_bp: u32) -> Self {
         Self {
             commission_bp,
-            accounts: HashMap::new(),
-            tally: Charges::default(),
+            ..Self::default()
         }
     }
 

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use bimride_api::{ApiParts, ApiState, RideBook, book};
+use anyhow::Context as _;
+use bimride_api::book::Feeds;
+use bimride_api::{ApiParts, ApiState, RideBook};
 use bimride_codec::{Codec, RegistryConfig};
 use bimride_domain::City;
+use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EventProducer, KafkaConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,12 +17,13 @@ use crate::cli::{ApiArgs, ServiceArgs};
 use crate::front::{self, FrontState, SystemInfo};
 use crate::shutdown;
 
-/// A running HTTP front and the tasks behind it.
+/// A running HTTP front, and the read models it needs fed.
 pub struct Front {
     pub addr: std::net::SocketAddr,
     /// The codec, with every schema registered, for the services beside the front.
     pub codec: Arc<Codec>,
-    pub tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    pub feeds: Feeds,
+    pub server: JoinHandle<std::io::Result<()>>,
 }
 
 /// Serves the trip API, the system endpoints and `extra` on `listener` until `shutdown`.
@@ -34,31 +37,17 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
     let codec = registered_codec(&info.schema_registry_url, kafka).await?;
-    let rides = Arc::new(RideBook::default());
-    // Every API instance reads every ride, so its group is its own.
-    let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
-    let surge_book = Arc::new(bimride_api::SurgeBook::default());
-    let surge = Arc::clone(&surge_book);
-    let projection = {
-        let (kafka, codec, rides, shutdown) = (
-            kafka.clone(),
-            Arc::clone(&codec),
-            Arc::clone(&rides),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            book::run_projection(&kafka, codec, rides, surge, &group, shutdown)
-                .await
-                .context("ride projection")
-        })
+    let feeds = Feeds {
+        rides: Arc::new(RideBook::default()),
+        surge: Arc::new(bimride_api::SurgeBook::default()),
     };
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let api = bimride_api::app(ApiState::new(ApiParts {
         producer,
         kafka: kafka.clone(),
         city,
-        rides,
-        surge: surge_book,
+        rides: Arc::clone(&feeds.rides),
+        surge: Arc::clone(&feeds.surge),
         access,
     }));
     let system = front::router(Arc::new(FrontState {
@@ -67,21 +56,14 @@ pub async fn start(
         http: reqwest::Client::new(),
     }));
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let app = api
-            .merge(system)
-            .merge(extra)
-            .route_layer(axum::middleware::from_fn(bimride_telemetry::track));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("http server")
-    });
+    let server =
+        bimride_telemetry::spawn_server(listener, api.merge(system).merge(extra), shutdown);
     tracing::info!(%addr, "http front listening");
     Ok(Front {
         addr,
         codec,
-        tasks: vec![projection, server],
+        feeds,
+        server,
     })
 }
 
@@ -121,15 +103,21 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let front = start(
         &kafka,
         info,
-        city,
+        city.clone(),
         listener,
         axum::Router::new(),
         access,
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
-    for task in front.tasks {
-        task.await??;
-    }
+    let cx = Context {
+        kafka,
+        codec: front.codec,
+        city,
+        shutdown,
+    };
+    let feeds = service::spawn(Box::new(front.feeds), cx);
+    front.server.await?.context("http server")?;
+    feeds.await??;
     Ok(())
 }

@@ -2,15 +2,13 @@
 
 use std::net::SocketAddr;
 
-use std::num::NonZeroU32;
-
 use bimride_auth::{Authority, Secret};
-use bimride_domain::City;
 use bimride_kafka::topics;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::flags::{
-    BenchFlags, BillingFlags, DispatchFlags, KafkaFlags, NotificationFlags, SimFlags, SurgeFlags,
+    BenchFlags, BillingFlags, CityFlags, DispatchFlags, KafkaFlags, NotificationFlags, RateFlags,
+    SimFlags, SurgeFlags,
 };
 
 #[derive(Debug, Parser)]
@@ -52,19 +50,19 @@ pub enum Command {
     /// Create every missing topic on a Kafka cluster, then exit.
     Provision(ProvisionArgs),
     /// Run a dispatch instance: it owns the regions of the partitions it is assigned.
-    Dispatch(DispatchArgs),
+    Dispatch(Standalone<DispatchFlags>),
     /// Run a simulated fleet of drivers, and riders booking through the API.
     Simulate(Box<SimulateArgs>),
     /// Run billing: completed trips and late cancellations are charged exactly once.
-    Billing(BillingArgs),
+    Billing(Standalone<BillingFlags>),
     /// Run notifications: riders and drivers are told about every step of their rides.
-    Notifications(NotificationsArgs),
+    Notifications(Standalone<NotificationFlags>),
     /// Print a rider's bearer token, signed with the API's secret.
     Token(TokenArgs),
     /// List, inspect and replay dead letters through the API's admin endpoints.
     Dlq(DlqArgs),
     /// Run the surge detector: multipliers per cell from demand and supply.
-    Surge(SurgeArgs),
+    Surge(Standalone<SurgeFlags>),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
     Dashboard(DashboardArgs),
     /// Benchmark the whole city: an open-loop booking load through the API, per-stage
@@ -93,59 +91,13 @@ pub struct MetricsArgs {
     pub metrics_listen: SocketAddr,
 }
 
-/// The service area. The defaults are Amsterdam.
-#[derive(Debug, Clone, Args)]
-pub struct CityArgs {
-    #[arg(long = "city", env = "BIMRIDE_CITY", default_value = "amsterdam")]
-    pub name: String,
-    /// Latitude of the centre, in degrees.
-    #[arg(long = "city-lat", env = "BIMRIDE_CITY_LAT", default_value_t = 52.3676)]
-    pub lat: f64,
-    /// Longitude of the centre, in degrees.
-    #[arg(long = "city-lng", env = "BIMRIDE_CITY_LNG", default_value_t = 4.9041)]
-    pub lng: f64,
-    /// Radius of the service area, in km.
-    #[arg(
-        long = "city-radius-km",
-        env = "BIMRIDE_CITY_RADIUS_KM",
-        default_value_t = 8.0
-    )]
-    pub radius_km: f64,
-    /// H3 resolution of dispatch regions (the partition key).
-    #[arg(long, env = "BIMRIDE_REGION_RESOLUTION", default_value_t = 6)]
-    pub region_resolution: u8,
-    /// H3 resolution of matching and surge cells.
-    #[arg(long, env = "BIMRIDE_CELL_RESOLUTION", default_value_t = 8)]
-    pub cell_resolution: u8,
-    /// Rings of cells dispatch searches around a pickup; drivers and dispatch must agree.
-    #[arg(long, env = "BIMRIDE_MATCH_RINGS", default_value_t = 3)]
-    pub match_rings: u32,
-}
-
-impl CityArgs {
-    /// The validated city.
-    pub fn city(&self) -> Result<City, bimride_domain::CityError> {
-        let city = City {
-            name: self.name.clone(),
-            centre_lat: self.lat,
-            centre_lng: self.lng,
-            radius_km: self.radius_km,
-            region_resolution: self.region_resolution,
-            cell_resolution: self.cell_resolution,
-            match_rings: self.match_rings,
-        };
-        city.validate()?;
-        Ok(city)
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub kafka: KafkaFlags,
 
     #[command(flatten)]
-    pub city: CityArgs,
+    pub city: CityFlags,
 
     /// URL of an external schema registry. Without it, one is started on --registry-listen.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
@@ -199,56 +151,21 @@ pub struct ServiceArgs {
     pub kafka: KafkaFlags,
 
     #[command(flatten)]
-    pub city: CityArgs,
+    pub city: CityFlags,
 
     /// URL of the schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: String,
 }
 
+/// A service run on its own: where it connects, its settings, and where it serves `/metrics`.
 #[derive(Debug, Args)]
-pub struct SurgeArgs {
+pub struct Standalone<F: Args> {
     #[command(flatten)]
     pub service: ServiceArgs,
 
     #[command(flatten)]
-    pub surge: SurgeFlags,
-
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct BillingArgs {
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub billing: BillingFlags,
-
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NotificationsArgs {
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub notifications: NotificationFlags,
-
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DispatchArgs {
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub dispatch: DispatchFlags,
+    pub settings: F,
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -296,13 +213,8 @@ pub struct AccessArgs {
     #[arg(long, env = "BIMRIDE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
-    /// Requests a second each rider may make, sustained.
-    #[arg(long, env = "BIMRIDE_RIDER_RATE", default_value = "50")]
-    pub rider_rate: NonZeroU32,
-
-    /// Requests a rider may make at once above the sustained rate.
-    #[arg(long, env = "BIMRIDE_RIDER_BURST", default_value = "100")]
-    pub rider_burst: NonZeroU32,
+    #[command(flatten)]
+    pub rate: RateFlags,
 }
 
 impl AccessArgs {
@@ -326,10 +238,7 @@ impl AccessArgs {
             ),
         };
         let authority = Authority::new(&secret, self.admin_token.clone())?;
-        let limit = bimride_api::RateLimit {
-            per_second: self.rider_rate,
-            burst: self.rider_burst,
-        };
+        let limit = bimride_api::RateLimit::from(self.rate.clone());
         Ok((
             authority.clone(),
             bimride_api::Access::new(authority, limit),
@@ -434,6 +343,7 @@ pub struct ProvisionArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bimride_domain::City;
     use clap::CommandFactory;
 
     #[test]

@@ -2,6 +2,7 @@
 //! defaults in `Default`; here each field gets its flag, environment variable and help, and
 //! takes its default from that `Default`, so that every default is written once.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use bimride_billing::Delivery;
@@ -40,6 +41,44 @@ macro_rules! flags {
             }
         }
     };
+}
+
+flags! {
+    /// The service area. The defaults are Amsterdam.
+    CityFlags => bimride_domain::City {
+        #[arg(long = "city", env = "BIMRIDE_CITY")]
+        name: String = default,
+        /// Latitude of the centre, in degrees.
+        #[arg(long = "city-lat", env = "BIMRIDE_CITY_LAT")]
+        centre_lat: f64 = default,
+        /// Longitude of the centre, in degrees.
+        #[arg(long = "city-lng", env = "BIMRIDE_CITY_LNG")]
+        centre_lng: f64 = default,
+        /// Radius of the service area, in km.
+        #[arg(long = "city-radius-km", env = "BIMRIDE_CITY_RADIUS_KM")]
+        radius_km: f64 = default,
+        /// H3 resolution of dispatch regions (the partition key).
+        #[arg(long, env = "BIMRIDE_REGION_RESOLUTION")]
+        region_resolution: u8 = default,
+        /// H3 resolution of matching and surge cells.
+        #[arg(long, env = "BIMRIDE_CELL_RESOLUTION")]
+        cell_resolution: u8 = default,
+        /// Rings of cells dispatch searches around a pickup; drivers and dispatch must agree.
+        #[arg(long, env = "BIMRIDE_MATCH_RINGS")]
+        match_rings: u32 = default,
+    }
+}
+
+flags! {
+    /// How often each rider may call the API.
+    RateFlags => bimride_api::RateLimit {
+        /// Requests a second each rider may make, sustained.
+        #[arg(long = "rider-rate", env = "BIMRIDE_RIDER_RATE")]
+        per_second: NonZeroU32 = default,
+        /// Requests a rider may make at once above the sustained rate.
+        #[arg(long = "rider-burst", env = "BIMRIDE_RIDER_BURST")]
+        burst: NonZeroU32 = default,
+    }
 }
 
 flags! {
@@ -234,6 +273,15 @@ flags! {
         /// Skip the baselines (for a quick check of the pipeline alone).
         #[arg(long)]
         no_baselines: bool,
+    }
+}
+
+impl CityFlags {
+    /// The city, checked.
+    pub fn city(&self) -> Result<bimride_domain::City, bimride_domain::CityError> {
+        let city = bimride_domain::City::from(self.clone());
+        city.validate()?;
+        Ok(city)
     }
 }
 

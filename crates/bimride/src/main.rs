@@ -62,14 +62,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Dlq(args) => admin::dlq(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,
-        cli::Command::Dispatch(a) => {
-            services::serve(
-                Box::new(DispatchSettings::from(a.dispatch)),
-                a.service,
-                &a.metrics,
-            )
-            .await
-        }
+        cli::Command::Dispatch(a) => services::standalone::<DispatchSettings, _>(a).await,
         cli::Command::Simulate(a) => {
             let mut sim = SimSettings::from(a.sim);
             sim.authority = a
@@ -79,30 +72,9 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
                 .transpose()?;
             services::serve(Box::new(sim), a.service, &a.metrics).await
         }
-        cli::Command::Billing(a) => {
-            services::serve(
-                Box::new(BillingSettings::from(a.billing)),
-                a.service,
-                &a.metrics,
-            )
-            .await
-        }
-        cli::Command::Notifications(a) => {
-            services::serve(
-                Box::new(NotificationSettings::from(a.notifications)),
-                a.service,
-                &a.metrics,
-            )
-            .await
-        }
-        cli::Command::Surge(a) => {
-            services::serve(
-                Box::new(SurgeSettings::from(a.surge)),
-                a.service,
-                &a.metrics,
-            )
-            .await
-        }
+        cli::Command::Billing(a) => services::standalone::<BillingSettings, _>(a).await,
+        cli::Command::Notifications(a) => services::standalone::<NotificationSettings, _>(a).await,
+        cli::Command::Surge(a) => services::standalone::<SurgeSettings, _>(a).await,
         cli::Command::Dashboard(args) => services::dashboard(args).await,
         cli::Command::Bench(args) => bench::run(*args).await,
     }

@@ -7,12 +7,7 @@ use crate::cli::ProvisionArgs;
 
 pub async fn run(args: ProvisionArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.validated()?;
-    let specs = topics::catalogue(
-        &kafka.topics(),
-        &args.registry_topic,
-        kafka.partitions,
-        kafka.replication_factor.unwrap_or(3),
-    );
+    let specs = topics::of(&kafka, &args.registry_topic);
     let created = Provisioner::Admin(&kafka)
         .ensure(&specs)
         .await

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bimride_kafka::service::{self, AnyService, Context};
+use bimride_kafka::service::{self, AnyService, Context, Service};
 
 use crate::api::registered_codec;
-use crate::cli::{DashboardArgs, MetricsArgs, ServiceArgs};
+use crate::cli::{DashboardArgs, MetricsArgs, ServiceArgs, Standalone};
 use crate::shutdown;
 
 /// Checks the settings, connects, then runs `service` beside its metrics endpoint; when the
@@ -25,6 +25,20 @@ pub async fn serve(
     shutdown.cancel();
     endpoint.await??;
     Ok(result?)
+}
+
+/// Runs the service whose settings `args` gives.
+pub async fn standalone<S, F>(args: Standalone<F>) -> anyhow::Result<()>
+where
+    S: Service + From<F>,
+    F: clap::Args,
+{
+    serve(
+        Box::new(S::from(args.settings)),
+        args.service,
+        &args.metrics,
+    )
+    .await
 }
 
 /// Validates the shared settings, then connects: the city, a registered codec, the stop token.
@@ -47,18 +61,9 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the dashboard to {}", args.http))?;
-    let app = bimride_dashboard::router(Arc::clone(&dashboard))
-        .merge(bimride_telemetry::router())
-        .route_layer(axum::middleware::from_fn(bimride_telemetry::track));
+    let app = bimride_dashboard::router(Arc::clone(&dashboard)).merge(bimride_telemetry::router());
     tracing::info!(addr = %args.http, "dashboard listening");
-    let server = tokio::spawn({
-        let shutdown = cx.shutdown.clone();
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    });
+    let server = bimride_telemetry::spawn_server(listener, app, cx.shutdown.clone());
     let shutdown = cx.shutdown.clone();
     let fed = service::run(Box::new(bimride_dashboard::Feeds(dashboard)), cx).await;
     shutdown.cancel();

@@ -26,7 +26,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// Signs rider tokens for this city's API.
     pub authority: bimride_auth::Authority,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    server: JoinHandle<std::io::Result<()>>,
     services: Vec<JoinHandle<Result<(), service::Failed>>>,
     /// The embedded registry, stopped after the services that use it.
     registry: Option<JoinHandle<std::io::Result<()>>>,
@@ -36,11 +36,7 @@ pub struct Running {
 impl Running {
     /// Creates a topic on the city's cluster, embedded or not.
     pub async fn create_topic(&self, spec: bimride_kafka::TopicSpec) -> anyhow::Result<()> {
-        let provisioner = match &self.cluster {
-            Some(c) => Provisioner::Embedded(c),
-            None => Provisioner::Admin(&self.kafka),
-        };
-        provisioner
+        Provisioner::of(self.cluster.as_ref(), &self.kafka)
             .ensure(std::slice::from_ref(&spec))
             .await
             .with_context(|| format!("creating {}", spec.name))?;
@@ -49,9 +45,7 @@ impl Running {
 
     /// Waits for every part to stop after shutdown, then the embedded cluster.
     pub async fn stopped(self) -> anyhow::Result<()> {
-        for task in self.tasks {
-            task.await??;
-        }
+        self.server.await??;
         for service in self.services {
             service.await??;
         }
@@ -108,18 +102,8 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     let kafka = args.kafka.validated()?;
 
-    let specs = topics::catalogue(
-        &kafka.topics(),
-        &args.registry_topic,
-        kafka.partitions,
-        kafka.replication_factor.unwrap_or(3),
-    );
-    let provisioner = match &cluster {
-        Some(c) => Provisioner::Embedded(c),
-        None => Provisioner::Admin(&kafka),
-    };
-    let created = provisioner
-        .ensure(&specs)
+    let created = Provisioner::of(cluster.as_ref(), &kafka)
+        .ensure(&topics::of(&kafka, &args.registry_topic))
         .await
         .context("provisioning topics")?;
     tracing::info!(created = created.len(), "topics ready");
@@ -175,6 +159,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         shutdown: shutdown.clone(),
     };
     services.push(Box::new(sim));
+    services.push(Box::new(front.feeds));
     services.push(Box::new(bimride_dashboard::Feeds(dashboard)));
     let services = services
         .into_iter()
@@ -187,7 +172,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         codec: cx.codec,
         shutdown,
         authority,
-        tasks: front.tasks,
+        server: front.server,
         services,
         registry,
         cluster,

@@ -146,16 +146,13 @@ impl Service for Feeds {
     /// that log.
     async fn run(self, cx: Context) -> Result<(), PartitionedError> {
         tokio::spawn(Arc::clone(&self.0).publish(cx.shutdown.clone()));
-        let dashboard = self.0;
         let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
-        let d = || Arc::clone(&dashboard);
-        let (d1, d2, d3, d4, d5) = (d(), d(), d(), d(), d());
-        Projection::new()
-            .on(move |e: &DispatchEvent| d1.with_view(|v| v.apply_dispatch(e)))
-            .on(move |e: &RideEvent| d2.with_view(|v| v.apply_ride(e)))
-            .on(move |e: &SupplyEvent| d3.with_view(|v| v.apply_supply(e)))
-            .on(move |u: &SurgeUpdated| d4.with_view(|v| v.apply_surge(u)))
-            .on(move |c: &FareCharged| d5.with_view(|v| v.apply_charge(c)))
+        Projection::new(self.0)
+            .on(|d, e: &DispatchEvent| d.with_view(|v| v.apply_dispatch(e)))
+            .on(|d, e: &RideEvent| d.with_view(|v| v.apply_ride(e)))
+            .on(|d, e: &SupplyEvent| d.with_view(|v| v.apply_supply(e)))
+            .on(|d, u: &SurgeUpdated| d.with_view(|v| v.apply_surge(u)))
+            .on(|d, c: &FareCharged| d.with_view(|v| v.apply_charge(c)))
             .run(
                 &cx.kafka,
                 cx.codec,

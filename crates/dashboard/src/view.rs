@@ -1,6 +1,7 @@
 //! The live view: events folded into what an operator watches. Pure: no I/O, no clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 
 use bimride_events::{
@@ -9,12 +10,13 @@ use bimride_events::{
 };
 use h3o::CellIndex;
 use hdrhistogram::Histogram;
+use lru::LruCache;
 use serde::Serialize;
 
 /// Latest events kept for the feed.
 const FEED_LEN: usize = 40;
 /// Event ids remembered to ignore redeliveries.
-const SEEN_LEN: usize = 200_000;
+const SEEN_LEN: NonZeroUsize = NonZeroUsize::new(200_000).unwrap();
 
 /// Ride counts and money since the start of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -94,8 +96,7 @@ pub struct LiveView {
     rides: HashMap<String, Ride>,
     surge: HashMap<String, SurgeCell>,
     feed: VecDeque<FeedItem>,
-    seen: HashSet<String>,
-    seen_order: VecDeque<String>,
+    seen: LruCache<String, ()>,
 }
 
 impl Default for LiveView {
@@ -110,8 +111,7 @@ impl Default for LiveView {
             rides: HashMap::new(),
             surge: HashMap::new(),
             feed: VecDeque::new(),
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            seen: LruCache::new(SEEN_LEN),
         }
     }
 }
@@ -133,14 +133,8 @@ impl LiveView {
 
     /// True the first time an event id is seen.
     fn fresh(&mut self, event: &impl TopicValue) -> bool {
-        if !self.seen.insert(event.event_id().to_owned()) {
+        if self.seen.put(event.event_id().to_owned(), ()).is_some() {
             return false;
-        }
-        self.seen_order.push_back(event.event_id().to_owned());
-        if self.seen_order.len() > SEEN_LEN
-            && let Some(old) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&old);
         }
         self.version += 1;
         true

@@ -34,6 +34,12 @@ pub struct Zone {
     pub cell: CellIndex,
 }
 
+impl Default for City {
+    fn default() -> Self {
+        Self::amsterdam()
+    }
+}
+
 impl City {
     /// Amsterdam: a dense, compact default that fills a map nicely.
     pub fn amsterdam() -> Self {

@@ -91,10 +91,6 @@ impl Supply {
         self.ride_of_driver.get(driver_id).map(String::as_str)
     }
 
-    pub fn driver_of(&self, ride_id: &str) -> Option<&str> {
-        self.driver_of_ride.get(ride_id).map(String::as_str)
-    }
-
     /// The nearest free, available driver of `product` within `rings` of the pickup cell,
     /// skipping `exclude` (drivers who declined or let the offer lapse). Ties go to the lower
     /// driver id, so the same state always gives the same match.

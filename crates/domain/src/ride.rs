@@ -2,9 +2,10 @@
 //! is new, already applied (a duplicate to ignore) or impossible (to dead-letter).
 
 /// Where a ride is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RideStatus {
+    #[default]
     Requested,
     Offered,
     Assigned,
@@ -63,19 +64,13 @@ pub enum Applied {
     AlreadyApplied,
 }
 
-/// The state of one ride as its events arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The state of one ride as its events arrive; a new one is requested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RideState {
     pub status: RideStatus,
 }
 
 impl RideState {
-    pub fn requested() -> Self {
-        Self {
-            status: RideStatus::Requested,
-        }
-    }
-
     /// Validates `step` against the current status and applies it.
     pub fn apply(&mut self, step: Step) -> Result<Applied, TransitionError> {
         use RideStatus as S;
@@ -138,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_ride_goes_from_request_to_completion() {
-        let mut ride = RideState::requested();
+        let mut ride = RideState::default();
         for step in HAPPY {
             assert!(
                 matches!(ride.apply(step), Ok(Applied::Changed(_))),
@@ -150,7 +145,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_ignored_and_impossible_steps_refused() {
-        let mut ride = RideState::requested();
+        let mut ride = RideState::default();
         ride.apply(Step::Assigned).expect("assign");
         assert_eq!(ride.apply(Step::Assigned), Ok(Applied::AlreadyApplied));
         assert_eq!(ride.apply(Step::OfferSent), Ok(Applied::AlreadyApplied));
@@ -168,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_completed_ride_cannot_be_cancelled() {
-        let mut ride = RideState::requested();
+        let mut ride = RideState::default();
         HAPPY.iter().for_each(|s| {
             ride.apply(*s).expect("happy path");
         });
@@ -191,7 +186,7 @@ mod tests {
     proptest! {
         #[test]
         fn terminal_states_are_final(steps in proptest::collection::vec(step(), 0..40)) {
-            let mut ride = RideState::requested();
+            let mut ride = RideState::default();
             let mut terminal = None;
             for s in steps {
                 let _ = ride.apply(s);
@@ -205,7 +200,7 @@ mod tests {
 
         #[test]
         fn replaying_an_applied_step_changes_nothing(steps in proptest::collection::vec(step(), 0..40)) {
-            let mut ride = RideState::requested();
+            let mut ride = RideState::default();
             for s in steps {
                 if let Ok(Applied::Changed(_)) = ride.apply(s)
                     && s != Step::Telemetry && s != Step::OfferSent

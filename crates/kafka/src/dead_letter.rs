@@ -147,78 +147,41 @@ pub struct Stored {
 pub enum DlqError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("reading the dead letters: {0}")]
+    Read(#[from] crate::history::HistoryError),
     #[error("{0} is not a dead-letter topic")]
     NotDeadLetterTopic(String),
-    #[error("partitions of {0} were not read to their end in time")]
-    Incomplete(String),
 }
 
-fn check_topic(kafka: &crate::KafkaConfig, topic: &str) -> Result<(), DlqError> {
-    if kafka.topics().dead_letters().any(|t| t == topic) {
-        Ok(())
-    } else {
-        Err(DlqError::NotDeadLetterTopic(topic.to_owned()))
-    }
-}
+/// Everything a dead-letter topic retains.
+const ALL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3_600);
 
 /// Reads every record of the dead-letter topic `topic`, oldest first per partition. Blocking:
 /// call it off the async runtime.
 pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    use std::time::{Duration, Instant};
-    check_topic(kafka, topic)?;
-    let timeout = Duration::from_secs(10);
-    let reader: BaseConsumer = kafka
-        .consumer(&format!("bimride-dlq-reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
-    let mut assign = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = reader.fetch_watermarks(topic, p.id(), timeout)?;
-        if low < high {
-            assign.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-            ends.insert(p.id(), high);
-        }
+    if !kafka.topics().dead_letters().any(|t| t == topic) {
+        return Err(DlqError::NotDeadLetterTopic(topic.to_owned()));
     }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    reader.assign(&assign)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(DlqError::Incomplete(topic.to_owned()));
-        }
-        let Some(polled) = reader.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = polled?;
-        let Some(&high) = ends.get(&m.partition()) else {
-            continue;
-        };
-        if m.offset() + 1 >= high {
-            ends.remove(&m.partition());
-        }
-        let payload = m.payload().map(<[u8]>::to_vec);
-        out.push(Stored {
-            topic: topic.to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            raw_key: m.key().map(<[u8]>::to_vec),
-            payload_bytes: payload.as_ref().map_or(0, Vec::len),
-            schema_id: payload
+    let group = format!("bimride-dlq-reader-{}", uuid::Uuid::new_v4());
+    let mut out: Vec<Stored> = crate::history::read_topic(kafka, &group, topic, ALL)?
+        .into_iter()
+        .map(|h| Stored {
+            topic: h.topic,
+            partition: h.partition,
+            offset: h.offset,
+            key: h
+                .key
                 .as_deref()
-                .and_then(|p| bimride_codec::WireHeader::parse(p).ok())
-                .map(|h| h.schema_id),
-            payload,
-            letter: m.headers().and_then(DeadLetter::from_headers),
-        });
-    }
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            raw_key: h.key,
+            payload_bytes: h.payload.len(),
+            schema_id: bimride_codec::WireHeader::parse(&h.payload)
+                .ok()
+                .map(|w| w.schema_id),
+            payload: Some(h.payload),
+            letter: h.headers.as_ref().and_then(DeadLetter::from_headers),
+        })
+        .collect();
     out.sort_by_key(|s| (s.partition, s.offset));
     Ok(out)
 }

@@ -9,24 +9,12 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-type Reply = mpsc::Sender<Result<(), KafkaError>>;
-
-enum Command {
-    CreateTopic {
-        name: String,
-        partitions: i32,
-        replication: i32,
-        reply: Reply,
-    },
-    BrokerDown(i32, Reply),
-    BrokerUp(i32, Reply),
-    RoundTripTime(i32, Duration, Reply),
-    PartitionLeader(String, i32, Option<i32>, Reply),
-    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
-    Stop,
-}
+type Mock = MockCluster<'static, DefaultProducerContext>;
+/// A call on the cluster, run on its thread.
+type Command = Box<dyn FnOnce(&Mock) + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -41,7 +29,8 @@ pub enum EmbeddedError {
 pub struct EmbeddedCluster {
     bootstrap: String,
     brokers: i32,
-    commands: mpsc::Sender<Command>,
+    /// Closed on drop, which ends the thread.
+    commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -62,34 +51,7 @@ impl EmbeddedCluster {
                 };
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 while let Ok(command) = inbox.recv() {
-                    match command {
-                        Command::CreateTopic {
-                            name,
-                            partitions,
-                            replication,
-                            reply,
-                        } => {
-                            let _ =
-                                reply.send(cluster.create_topic(&name, partitions, replication));
-                        }
-                        Command::BrokerDown(id, reply) => {
-                            let _ = reply.send(cluster.broker_down(id));
-                        }
-                        Command::BrokerUp(id, reply) => {
-                            let _ = reply.send(cluster.broker_up(id));
-                        }
-                        Command::RoundTripTime(id, delay, reply) => {
-                            let _ = reply.send(cluster.broker_round_trip_time(id, delay));
-                        }
-                        Command::PartitionLeader(topic, partition, leader, reply) => {
-                            let _ = reply.send(cluster.partition_leader(&topic, partition, leader));
-                        }
-                        Command::RequestErrors(api, errors, reply) => {
-                            cluster.request_errors(api, &errors);
-                            let _ = reply.send(Ok(()));
-                        }
-                        Command::Stop => break,
-                    }
+                    command(&cluster);
                 }
             })
             .map_err(|_| EmbeddedError::Stopped)?;
@@ -98,7 +60,7 @@ impl EmbeddedCluster {
         Ok(Self {
             bootstrap,
             brokers,
-            commands,
+            commands: Some(commands),
             thread: Some(thread),
         })
     }
@@ -111,12 +73,19 @@ impl EmbeddedCluster {
         self.brokers
     }
 
-    fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), EmbeddedError> {
-        let (tx, rx) = mpsc::channel();
+    fn call(
+        &self,
+        f: impl FnOnce(&Mock) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), EmbeddedError> {
+        let (reply, answer) = mpsc::channel();
+        let command: Command = Box::new(move |cluster| {
+            let _ = reply.send(f(cluster));
+        });
         self.commands
-            .send(make(tx))
-            .map_err(|_| EmbeddedError::Stopped)?;
-        Ok(rx.recv().map_err(|_| EmbeddedError::Stopped)??)
+            .as_ref()
+            .and_then(|c| c.send(command).ok())
+            .ok_or(EmbeddedError::Stopped)?;
+        Ok(answer.recv().map_err(|_| EmbeddedError::Stopped)??)
     }
 
     /// Creates a topic; the mock cluster does not answer the Admin API's CreateTopics.
@@ -126,24 +95,20 @@ impl EmbeddedCluster {
         partitions: i32,
         replication: i32,
     ) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::CreateTopic {
-            name: name.to_owned(),
-            partitions,
-            replication,
-            reply,
-        })
+        let name = name.to_owned();
+        self.call(move |c| c.create_topic(&name, partitions, replication))
     }
 
     pub fn broker_down(&self, id: i32) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::BrokerDown(id, reply))
+        self.call(move |c| c.broker_down(id))
     }
 
     pub fn broker_up(&self, id: i32) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::BrokerUp(id, reply))
+        self.call(move |c| c.broker_up(id))
     }
 
     pub fn round_trip_time(&self, id: i32, delay: Duration) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::RoundTripTime(id, delay, reply))
+        self.call(move |c| c.broker_round_trip_time(id, delay))
     }
 
     /// Moves a partition's leadership to `leader`, or leaves it leaderless with `None`.
@@ -153,24 +118,26 @@ impl EmbeddedCluster {
         partition: i32,
         leader: Option<i32>,
     ) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::PartitionLeader(topic.to_owned(), partition, leader, reply))
+        let topic = topic.to_owned();
+        self.call(move |c| c.partition_leader(&topic, partition, leader))
     }
-}
 
-impl EmbeddedCluster {
     /// Makes the next requests of kind `api` fail with `errors`, one each, in order.
     pub fn fail_requests(
         &self,
         api: RDKafkaApiKey,
         errors: Vec<RDKafkaRespErr>,
     ) -> Result<(), EmbeddedError> {
-        self.call(|reply| Command::RequestErrors(api, errors, reply))
+        self.call(move |c| {
+            c.request_errors(api, &errors);
+            Ok(())
+        })
     }
 }
 
 impl Drop for EmbeddedCluster {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
+        self.commands.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

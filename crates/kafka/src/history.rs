@@ -4,10 +4,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use bimride_events::Millis;
+use bimride_codec::Codec;
+use bimride_events::{Millis, TopicValue};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -18,7 +19,9 @@ pub struct Historic {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    pub headers: Option<OwnedHeaders>,
     /// True when the group had already processed this record: it lies before the mark.
     pub before_mark: bool,
 }
@@ -29,6 +32,8 @@ pub enum HistoryError {
     Kafka(#[from] KafkaError),
     #[error("partitions {0} were not read to their end in time")]
     Incomplete(String),
+    #[error("the reading thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// How long a read of the past keeps trying through broker failures: a leader that fails over
@@ -71,7 +76,8 @@ fn read_once(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?;
-    let since = Millis::now().0 - window.as_millis() as i64;
+    // Not before the epoch: a negative time would name a logical offset.
+    let since = (Millis::now().0 - window.as_millis() as i64).max(0);
     let mut times = TopicPartitionList::new();
     for e in marks.elements() {
         times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since))?;
@@ -126,7 +132,9 @@ fn read_once(
                         topic: key.0.clone(),
                         partition: m.partition(),
                         offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().unwrap_or_default().to_vec(),
+                        headers: m.headers().map(BorrowedHeaders::detach),
                         before_mark: m.offset() < mark,
                     });
                 }
@@ -175,4 +183,26 @@ pub fn read_topic(
         }
     }
     read(kafka, group, &marks, window)
+}
+
+/// The values of `T`'s topic from `window` ago, decoded; what does not decode is skipped, as
+/// the topic's own readers dead-letter it.
+pub async fn values<T: TopicValue>(
+    kafka: &KafkaConfig,
+    codec: &Codec,
+    group: &str,
+    window: Duration,
+) -> Result<Vec<T>, HistoryError> {
+    let (kafka, group) = (kafka.clone(), group.to_owned());
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&kafka, &group, kafka.topics().name(T::TOPIC), window)
+    })
+    .await??;
+    let mut values = Vec::with_capacity(records.len());
+    for h in records {
+        if let Ok(value) = codec.decode(&h.payload).await {
+            values.push(value);
+        }
+    }
+    Ok(values)
 }

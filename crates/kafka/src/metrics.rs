@@ -104,16 +104,3 @@ pub fn record_lag(stage: &str, statistics: &Statistics) {
 
 /// How often consumers report statistics, and so their lag.
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
-
-/// A consumer context that only publishes lag, for consumers that assign partitions
-/// themselves.
-#[derive(Debug, Clone, Copy)]
-pub struct LagContext(pub &'static str);
-
-impl rdkafka::ClientContext for LagContext {
-    fn stats(&self, statistics: Statistics) {
-        record_lag(self.0, &statistics);
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for LagContext {}

@@ -466,11 +466,18 @@ pub async fn run<P: Processor>(
         client.set("enable.auto.commit", "false");
     }
     let producer_config = producer_config(kafka, &options.delivery);
-    let producer =
-        EventProducer::with_client(&producer_config, topics.clone(), Arc::clone(&codec))?;
-    if transactional {
-        start_transactions(&producer, kafka, &options.group, &probe_topic).await?;
-    }
+    let producer = if transactional {
+        let start = Start {
+            config: &producer_config,
+            kafka,
+            codec: &codec,
+            group: &options.group,
+            probe_topic: &probe_topic,
+        };
+        start.transactional().await?
+    } else {
+        EventProducer::with_client(&producer_config, topics.clone(), Arc::clone(&codec))?
+    };
     let (events, mut polled) = mpsc::channel(1024);
     let consumer: BaseConsumer<PollContext> = client.create_with_context(PollContext {
         events,
@@ -601,35 +608,66 @@ fn producer_config(kafka: &KafkaConfig, delivery: &Delivery) -> ClientConfig {
     config
 }
 
-/// Registers the transactional id, fencing any earlier producer with the same id and aborting
-/// what it left open, then proves that the brokers can end a transaction. An empty
-/// transaction ends without asking them, so the probe carries an offset of a group of its
-/// own, which only the coordinator can discard.
-async fn start_transactions(
-    producer: &EventProducer,
-    kafka: &KafkaConfig,
-    group: &str,
-    input: &str,
-) -> Result<(), PartitionedError> {
-    let p = producer.inner().clone();
-    let any_topic = input.to_owned();
-    let probe: BaseConsumer = kafka.consumer(&format!("{group}-txn-probe")).create()?;
-    let started = blocking(move || {
-        p.init_transactions(PROBE_CALL)?;
-        let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
-        let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&any_topic, 0, Offset::Offset(0))?;
-        p.begin_transaction()?;
-        p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
-        p.abort_transaction(PROBE_CALL)
-    })
-    .await;
-    match started {
-        Err(PartitionedError::Kafka(source)) => Err(PartitionedError::NoTransactions {
-            brokers: kafka.bootstrap_servers().to_owned(),
-            source,
-        }),
-        other => other,
+/// What a new transactional producer needs.
+struct Start<'a> {
+    config: &'a ClientConfig,
+    kafka: &'a KafkaConfig,
+    codec: &'a Arc<Codec>,
+    group: &'a str,
+    /// An input topic, whose offset the transactions probe carries.
+    probe_topic: &'a str,
+}
+
+impl Start<'_> {
+    /// A transactional producer, retried while the brokers recover: a transaction coordinator
+    /// moving takes a session timeout and an election. Brokers that refuse transactions
+    /// outright, or never complete one within [`RESTART_PATIENCE`], have none to offer.
+    async fn transactional(&self) -> Result<EventProducer, PartitionedError> {
+        let give_up = Instant::now() + RESTART_PATIENCE;
+        loop {
+            let producer = EventProducer::with_client(
+                self.config,
+                self.kafka.topics(),
+                Arc::clone(self.codec),
+            )?;
+            let error = match self.probe(&producer).await {
+                Ok(()) => return Ok(producer),
+                Err(e) => e,
+            };
+            let refused = matches!(&error, PartitionedError::Kafka(KafkaError::Transaction(e)) if e.is_fatal());
+            if refused || Instant::now() >= give_up {
+                return Err(match error {
+                    PartitionedError::Kafka(source) => PartitionedError::NoTransactions {
+                        brokers: self.kafka.bootstrap_servers().to_owned(),
+                        source,
+                    },
+                    other => other,
+                });
+            }
+            tracing::warn!(group = self.group, error = %error, "starting a transactional producer failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Registers the transactional id, fencing any earlier producer with the same id and
+    /// aborting what it left open, then proves that the brokers can end a transaction. An
+    /// empty transaction ends without asking them, so the probe carries an offset of a group
+    /// of its own, which only the coordinator can discard.
+    async fn probe(&self, producer: &EventProducer) -> Result<(), PartitionedError> {
+        let p = producer.inner().clone();
+        let any_topic = self.probe_topic.to_owned();
+        let group = format!("{}-txn-probe", self.group);
+        let probe: BaseConsumer = self.kafka.consumer(&group).create()?;
+        blocking(move || {
+            p.init_transactions(PROBE_CALL)?;
+            let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(&any_topic, 0, Offset::Offset(0))?;
+            p.begin_transaction()?;
+            p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
+            p.abort_transaction(PROBE_CALL)
+        })
+        .await
     }
 }
 
@@ -1035,28 +1073,26 @@ impl<P: Processor> Driver<P> {
         for ((topic, partition), offset) in &next {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
-        if offsets.count() == 0 {
-            let p = self.producer.inner().clone();
-            blocking(move || p.commit_transaction(TXN_CALL)).await?;
-            wait_all(pending).await?;
-            self.processor.settled(&all);
-            return Ok(());
-        }
-        let group = self
-            .consumer
-            .group_metadata()
-            .ok_or(PartitionedError::NoGroupMetadata)?;
+        // Timer decisions alone carry no offsets.
+        let group = (offsets.count() > 0)
+            .then(|| self.consumer.group_metadata())
+            .map(|g| g.ok_or(PartitionedError::NoGroupMetadata))
+            .transpose()?;
         let p = self.producer.inner().clone();
         let committed = offsets.clone();
         blocking(move || {
-            p.send_offsets_to_transaction(&offsets, &group, TXN_CALL)?;
+            if let Some(group) = &group {
+                p.send_offsets_to_transaction(&offsets, group, TXN_CALL)?;
+            }
             p.commit_transaction(TXN_CALL)
         })
         .await?;
         // The same offsets again, through the group: a no-op where the transaction already
         // stored them, and needed on the embedded mock cluster, which acknowledges offsets
         // sent to a transaction without storing them. It only ever follows a commit.
-        if let Err(e) = self.consumer.commit(&committed, CommitMode::Async) {
+        if committed.count() > 0
+            && let Err(e) = self.consumer.commit(&committed, CommitMode::Async)
+        {
             tracing::debug!(error = %e, "group commit after the transaction failed");
         }
         wait_all(pending).await?;
@@ -1064,41 +1100,20 @@ impl<P: Processor> Driver<P> {
         Ok(())
     }
 
-    /// Replaces the transactional producer, retrying while the brokers recover (a transaction
-    /// coordinator moving takes a session timeout and an election).
+    /// Replaces the transactional producer; the new one fences the old.
     async fn restart_producer(&mut self, config: &ClientConfig) -> Result<(), PartitionedError> {
-        let give_up = Instant::now() + RESTART_PATIENCE;
-        loop {
-            let started = async {
-                let producer = EventProducer::with_client(
-                    config,
-                    self.topics.clone(),
-                    Arc::clone(&self.codec),
-                )?;
-                start_transactions(
-                    &producer,
-                    &self.kafka,
-                    &self.options.group,
-                    &self.probe_topic,
-                )
-                .await?;
-                Ok::<_, PartitionedError>(producer)
-            };
-            match started.await {
-                Ok(producer) => {
-                    self.producer = producer;
-                    tracing::info!(
-                        stage = self.options.stage,
-                        "new transactional producer started"
-                    );
-                    return Ok(());
-                }
-                Err(e) if Instant::now() < give_up => {
-                    tracing::warn!(stage = self.options.stage, error = %e, "starting a new transactional producer failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let start = Start {
+            config,
+            kafka: &self.kafka,
+            codec: &self.codec,
+            group: &self.options.group,
+            probe_topic: &self.probe_topic,
+        };
+        self.producer = start.transactional().await?;
+        tracing::info!(
+            stage = self.options.stage,
+            "new transactional producer started"
+        );
+        Ok(())
     }
 }

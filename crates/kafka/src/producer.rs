@@ -99,10 +99,6 @@ impl EventProducer {
         &self.topics
     }
 
-    pub fn codec(&self) -> &Arc<Codec> {
-        &self.codec
-    }
-
     pub fn inner(&self) -> &FutureProducer {
         &self.producer
     }

@@ -1,10 +1,10 @@
-//! Read models: one consumer over every topic a model shows, each value handed to the
-//! function registered for its type.
+//! Read models: one consumer over every topic a model shows, each value handed, with the
+//! model, to the function registered for its type.
 //!
 //! ```ignore
-//! Projection::new()
-//!     .on(move |e: &RideEvent| book.apply_event(e))
-//!     .on(move |c: &FareCharged| book.apply_charge(c))
+//! Projection::new(book)
+//!     .on(|book, e: &RideEvent| book.apply_event(e))
+//!     .on(|book, c: &FareCharged| book.apply_charge(c))
 //!     .run(&kafka, codec, Options::new(group, "api"), shutdown)
 //!     .await?;
 //! ```
@@ -22,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::partitioned::{self, Inputs, Nothing, Options, PartitionedError, Processor, Rejected};
 
-/// A decoded value bound to its function, ready to apply.
-pub struct Applied {
-    apply: Box<dyn FnOnce() + Send>,
+/// A decoded value bound to its function, ready to apply to the model.
+pub struct Applied<M> {
+    apply: Box<dyn FnOnce(&M) + Send>,
     occurred_at: Millis,
 }
 
-impl std::fmt::Debug for Applied {
+impl<M> std::fmt::Debug for Applied<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Applied")
             .field("occurred_at", &self.occurred_at)
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Applied {
     }
 }
 
-impl Inputs for Applied {
+impl<M: 'static> Inputs for Applied<M> {
     /// A projection names its topics at run time, through [`Processor::topics`].
     fn topics() -> Vec<Topic> {
         Vec::new()
@@ -56,10 +56,10 @@ impl Inputs for Applied {
     }
 }
 
-type Decoding<'a> = Pin<Box<dyn Future<Output = Result<Applied, CodecError>> + Send + 'a>>;
+type Decoding<'a, M> = Pin<Box<dyn Future<Output = Result<Applied<M>, CodecError>> + Send + 'a>>;
 
-trait Decoder: Send + Sync {
-    fn decode<'a>(&'a self, codec: &'a Codec, bytes: &'a [u8]) -> Decoding<'a>;
+trait Decoder<M>: Send + Sync {
+    fn decode<'a>(&'a self, codec: &'a Codec, bytes: &'a [u8]) -> Decoding<'a, M>;
 }
 
 struct On<T, F> {
@@ -67,26 +67,30 @@ struct On<T, F> {
     value: PhantomData<fn() -> T>,
 }
 
-impl<T: TopicValue, F: Fn(&T) + Send + Sync + 'static> Decoder for On<T, F> {
-    fn decode<'a>(&'a self, codec: &'a Codec, bytes: &'a [u8]) -> Decoding<'a> {
+impl<M, T, F> Decoder<M> for On<T, F>
+where
+    T: TopicValue,
+    F: Fn(&M, &T) + Send + Sync + 'static,
+{
+    fn decode<'a>(&'a self, codec: &'a Codec, bytes: &'a [u8]) -> Decoding<'a, M> {
         Box::pin(async move {
             let value: T = codec.decode(bytes).await?;
             let apply = Arc::clone(&self.apply);
             Ok(Applied {
                 occurred_at: value.occurred_at(),
-                apply: Box::new(move || apply(&value)),
+                apply: Box::new(move |model| apply(model, &value)),
             })
         })
     }
 }
 
-/// A read model's functions, by topic.
-#[derive(Default)]
-pub struct Projection {
-    decoders: BTreeMap<Topic, Box<dyn Decoder>>,
+/// A read model and its functions, by topic.
+pub struct Projection<M> {
+    model: M,
+    decoders: BTreeMap<Topic, Box<dyn Decoder<M>>>,
 }
 
-impl std::fmt::Debug for Projection {
+impl<M> std::fmt::Debug for Projection<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projection")
             .field("topics", &self.decoders.keys().collect::<Vec<_>>())
@@ -94,13 +98,16 @@ impl std::fmt::Debug for Projection {
     }
 }
 
-impl Projection {
-    pub fn new() -> Self {
-        Self::default()
+impl<M: Send + Sync + 'static> Projection<M> {
+    pub fn new(model: M) -> Self {
+        Self {
+            model,
+            decoders: BTreeMap::new(),
+        }
     }
 
-    /// Applies `apply` to every value of `T`'s topic; one function per topic.
-    pub fn on<T: TopicValue>(mut self, apply: impl Fn(&T) + Send + Sync + 'static) -> Self {
+    /// Applies `apply` to the model and every value of `T`'s topic; one function per topic.
+    pub fn on<T: TopicValue>(mut self, apply: impl Fn(&M, &T) + Send + Sync + 'static) -> Self {
         let on = On {
             apply: Arc::new(apply),
             value: PhantomData,
@@ -123,8 +130,8 @@ impl Projection {
     }
 }
 
-impl Processor for Projection {
-    type Input = Applied;
+impl<M: Send + Sync + 'static> Processor for Projection<M> {
+    type Input = Applied<M>;
     type Output = Nothing;
 
     fn topics(&self) -> Vec<Topic> {
@@ -136,15 +143,15 @@ impl Processor for Projection {
         codec: &Codec,
         topic: Topic,
         bytes: &[u8],
-    ) -> Result<Applied, CodecError> {
+    ) -> Result<Applied<M>, CodecError> {
         match self.decoders.get(&topic) {
             Some(d) => d.decode(codec, bytes).await,
             None => Applied::decode(codec, topic, bytes).await,
         }
     }
 
-    async fn record(&mut self, _: i32, input: Applied) -> Result<Vec<Nothing>, Rejected> {
-        (input.apply)();
+    async fn record(&mut self, _: i32, input: Applied<M>) -> Result<Vec<Nothing>, Rejected> {
+        (input.apply)(&self.model);
         Ok(Vec::new())
     }
 }

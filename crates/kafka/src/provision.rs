@@ -51,7 +51,12 @@ pub enum Provisioner<'a> {
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Provisioner<'_> {
+impl<'a> Provisioner<'a> {
+    /// The embedded cluster, where there is one; the Admin API of `kafka` otherwise.
+    pub fn of(cluster: Option<&'a EmbeddedCluster>, kafka: &'a KafkaConfig) -> Self {
+        cluster.map_or(Provisioner::Admin(kafka), Provisioner::Embedded)
+    }
+
     /// Creates every missing topic of `specs` and returns the names it created. Replication
     /// is capped at the number of brokers.
     pub async fn ensure(&self, specs: &[TopicSpec]) -> Result<Vec<String>, ProvisionError> {

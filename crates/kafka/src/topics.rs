@@ -42,6 +42,12 @@ impl TopicSpec {
     }
 }
 
+/// Every topic of `kafka`'s deployment, at its partitions and replication (3 unless set).
+pub fn of(kafka: &crate::KafkaConfig, registry_log: &str) -> Vec<TopicSpec> {
+    let replication = kafka.replication_factor.unwrap_or(3);
+    catalogue(&kafka.topics(), registry_log, kafka.partitions, replication)
+}
+
 /// Every topic BimRide needs in the namespace of `topics`, and the registry's log
 /// `registry_log`, given the partition count of the partitioned topics and the replication
 /// factor. Ride requests and driver supply share `partitions`: co-partitioned.

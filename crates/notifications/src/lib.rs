@@ -11,17 +11,18 @@
 pub mod sinks;
 pub mod templates;
 
-use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use bimride_codec::Codec;
-use bimride_events::{FareCharged, Notification, RideEvent, Topic};
+use bimride_events::{FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
 use bimride_kafka::service::{Context, Service, SettingsError};
 use bimride_telemetry::counter;
+use lru::LruCache;
 use prometheus::IntCounterVec;
 
 use crate::sinks::{LogSink, Sink, SinkError, WebhookSink};
@@ -60,8 +61,6 @@ pub enum NotifyError {
     Consumer(#[from] PartitionedError),
     #[error("reading the messages already sent failed: {0}")]
     History(#[from] HistoryError),
-    #[error("a blocking Kafka call failed to run: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 impl NotificationSettings {
@@ -79,6 +78,9 @@ impl NotificationSettings {
         Ok(sinks)
     }
 }
+
+/// Message ids remembered as sent: far more than one replay window holds.
+const SENT_REMEMBERED: NonZeroUsize = NonZeroUsize::new(1_000_000).unwrap();
 
 static SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -104,43 +106,11 @@ static SINK_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Ids of messages already sent, bounded: the oldest are forgotten first.
-#[derive(Debug)]
-struct SentIds {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl SentIds {
-    fn new(capacity: usize) -> Self {
-        Self {
-            ids: HashSet::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-
-    fn insert(&mut self, id: String) {
-        if self.ids.insert(id.clone()) {
-            self.order.push_back(id);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Notifier {
     sinks: Vec<Box<dyn Sink>>,
-    sent: SentIds,
+    /// Ids of messages already sent; the least recent are forgotten first.
+    sent: LruCache<String, ()>,
 }
 
 impl Processor for Notifier {
@@ -170,7 +140,7 @@ impl Processor for Notifier {
             self.deliver(&n).await?;
             // Marked now, not once acknowledged: a copy of the source record right behind
             // this one must not send it again. A failed send stops the service.
-            self.sent.insert(n.notification_id.clone());
+            self.sent.put(n.notification_id.clone(), ());
             out.push(n);
         }
         Ok(out)
@@ -257,7 +227,7 @@ impl Service for NotificationSettings {
     async fn run(self, cx: Context) -> Result<(), NotifyError> {
         let mut notifier = Notifier {
             sinks: self.sinks()?,
-            sent: SentIds::new(1_000_000),
+            sent: LruCache::new(SENT_REMEMBERED),
         };
         let remembered = remember_sent(&cx.kafka, &cx.codec, &self, &mut notifier).await?;
         tracing::info!(
@@ -279,23 +249,11 @@ async fn remember_sent(
     settings: &NotificationSettings,
     notifier: &mut Notifier,
 ) -> Result<usize, NotifyError> {
-    let (kafka, group) = (kafka.clone(), settings.group.clone());
     let window = Duration::from_secs(settings.notifications_replay_secs);
-    let history = tokio::task::spawn_blocking(move || {
-        history::read_topic(
-            &kafka,
-            &group,
-            kafka.topics().name(Topic::Notifications),
-            window,
-        )
-    })
-    .await??;
-    let mut remembered = 0;
-    for h in history {
-        if let Ok(n) = codec.decode::<Notification>(&h.payload).await {
-            notifier.sent.insert(n.notification_id);
-            remembered += 1;
-        }
+    let sent: Vec<Notification> = history::values(kafka, codec, &settings.group, window).await?;
+    let remembered = sent.len();
+    for n in sent {
+        notifier.sent.put(n.notification_id, ());
     }
     Ok(remembered)
 }
@@ -303,16 +261,6 @@ async fn remember_sent(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_oldest_sent_ids_are_forgotten_first() {
-        let mut sent = SentIds::new(2);
-        for id in ["a", "b", "a", "c"] {
-            sent.insert(id.into());
-        }
-        assert!(!sent.contains("a"));
-        assert!(sent.contains("b") && sent.contains("c"));
-    }
 
     #[test]
     fn settings_are_checked() {

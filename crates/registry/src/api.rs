@@ -83,14 +83,20 @@ fn ok(body: Value) -> Response {
 
 #[derive(Debug, Deserialize, Default)]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
     default_to_global: bool,
+}
+
+/// A query flag as Confluent's server reads one (Java's `Boolean.parseBoolean`): `true` in
+/// any case is true, anything else false. Its Python client sends `verbose=False`.
+fn flag<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    Ok(String::deserialize(value)?.eq_ignore_ascii_case("true"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -100,12 +100,8 @@ pub async fn serve(
 ) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = api::router(Arc::clone(&registry));
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let task =
+        bimride_telemetry::spawn_server(listener, api::router(Arc::clone(&registry)), shutdown);
     tracing::info!(%addr, "schema registry listening");
     Ok(Server {
         addr,

@@ -229,6 +229,22 @@ async fn lookup_raw_schema_versions_by_id_and_compatibility_by_version() {
     assert_eq!(status, 200);
     assert_eq!(body["is_compatible"], false);
     assert!(!body["messages"].as_array().expect("messages").is_empty());
+    // Flags are read as Confluent's server reads them: `True` is true, anything but `true` in
+    // some case is false, and never a 400. Confluent's Python client sends `verbose=False`.
+    for (flag, verbose) in [("True", true), ("False", false), ("no", false)] {
+        let (status, _, body) = call(
+            reqwest::Method::POST,
+            format!("{base}/compatibility/subjects/a-value/versions/1?verbose={flag}"),
+            Some(json!({"schema": BREAKING})),
+        )
+        .await;
+        assert_eq!(status, 200, "verbose={flag}: {body}");
+        assert_eq!(
+            body.get("messages").is_some(),
+            verbose,
+            "verbose={flag}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

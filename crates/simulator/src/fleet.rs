@@ -1,7 +1,8 @@
 //! The drivers: where they are, what they are doing, and the events their apps send.
 //! Pure state: the caller feeds it time and ride events, and publishes what it returns.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bimride_domain::City;
@@ -12,6 +13,7 @@ use bimride_events::{
     Millis, OfferAnswer, OfferAnswered, Product, RideCancelled, RideEvent, SupplyEvent,
     TripCompleted, TripStarted, TripTelemetry, Vehicle,
 };
+use lru::LruCache;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -87,12 +89,11 @@ pub struct Fleet {
     clock: f64,
     /// Ride events already handled, newest last: a redelivered one is ignored, as an app
     /// ignores a push it has already shown.
-    handled: HashSet<String>,
-    handled_order: VecDeque<String>,
+    handled: LruCache<String, ()>,
 }
 
 /// Ride events remembered as handled; far more than a rebalance redelivers.
-const HANDLED_CAPACITY: usize = 100_000;
+const HANDLED_CAPACITY: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 
 /// Real seconds between location updates of one driver.
 const BEAT_SECS: f64 = 2.0;
@@ -173,8 +174,7 @@ impl Fleet {
             index,
             rng,
             clock: 0.0,
-            handled: HashSet::new(),
-            handled_order: VecDeque::new(),
+            handled: LruCache::new(HANDLED_CAPACITY),
         }
     }
 
@@ -369,14 +369,8 @@ impl Fleet {
     /// Reacts to a ride event that concerns one of this fleet's drivers.
     pub fn on_ride_event(&mut self, event: &RideEvent) -> Vec<Out> {
         let id = bimride_events::TopicValue::event_id(event);
-        if !self.handled.insert(id.to_owned()) {
+        if self.handled.put(id.to_owned(), ()).is_some() {
             return Vec::new();
-        }
-        self.handled_order.push_back(id.to_owned());
-        if self.handled_order.len() > HANDLED_CAPACITY
-            && let Some(old) = self.handled_order.pop_front()
-        {
-            self.handled.remove(&old);
         }
         match event {
             RideEvent::OfferSent(o) => {

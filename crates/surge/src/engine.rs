@@ -106,7 +106,7 @@ pub struct CellSurge {
     pub window_end: Millis,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Engine {
     config: SurgeConfig,
     /// Window start → cell → counts.
@@ -130,14 +130,7 @@ impl Engine {
     pub fn new(config: SurgeConfig) -> Self {
         Self {
             config,
-            windows: BTreeMap::new(),
-            max_seen: None,
-            closed_until: None,
-            smoothed: HashMap::new(),
-            published: HashMap::new(),
-            requested_at: HashMap::new(),
-            available: HashMap::new(),
-            late: 0,
+            ..Self::default()
         }
     }
 

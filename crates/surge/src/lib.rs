@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bimride_codec::Codec;
 use bimride_domain::City;
-use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
@@ -57,8 +57,6 @@ pub enum SurgeError {
     Consumer(#[from] PartitionedError),
     #[error("restoring the published multipliers failed: {0}")]
     History(#[from] HistoryError),
-    #[error("a blocking Kafka call failed to run: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 impl SurgeSettings {
@@ -298,21 +296,11 @@ async fn published(
     kafka: &KafkaConfig,
     codec: &Codec,
 ) -> Result<HashMap<CellIndex, CellSurge>, SurgeError> {
-    let kafka = kafka.clone();
-    let history = tokio::task::spawn_blocking(move || {
-        history::read_topic(
-            &kafka,
-            "bimride-surge-restore",
-            kafka.topics().name(Topic::Surge),
-            Duration::from_secs(30 * 24 * 3_600),
-        )
-    })
-    .await??;
+    let month = Duration::from_secs(30 * 24 * 3_600);
+    let updates: Vec<SurgeUpdated> =
+        history::values(kafka, codec, "bimride-surge-restore", month).await?;
     let mut seeds: HashMap<CellIndex, CellSurge> = HashMap::new();
-    for h in history {
-        let Ok(u) = codec.decode::<SurgeUpdated>(&h.payload).await else {
-            continue;
-        };
+    for u in updates {
         let Ok(cell) = u.cell.parse::<CellIndex>() else {
             continue;
         };

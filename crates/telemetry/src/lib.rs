@@ -18,6 +18,7 @@ use prometheus::{
     HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
     register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -114,17 +115,27 @@ pub struct EndpointError {
 pub async fn serve(
     addr: SocketAddr,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<Result<(), EndpointError>>, EndpointError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+) -> Result<JoinHandle<std::io::Result<()>>, EndpointError> {
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| EndpointError { addr, source })?;
     tracing::info!(%addr, "metrics endpoint listening");
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, router())
+    Ok(spawn_server(listener, router(), shutdown))
+}
+
+/// Serves `app` on `listener` until `shutdown`, on a task of its own, counting and timing
+/// every request: the one way a BimRide process serves HTTP.
+pub fn spawn_server(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let app = app.route_layer(axum::middleware::from_fn(track));
+    tokio::spawn(async move {
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(|source| EndpointError { addr, source })
-    }))
+    })
 }
 
 /// Logs to stderr, as text or JSON lines; `BIMRIDE_LOG` overrides `default` (an `EnvFilter`
