@@ -66,15 +66,6 @@ pub struct RideView {
     seen: HashSet<String>,
 }
 
-impl RideView {
-    fn new(ride_id: &str) -> Self {
-        Self {
-            ride_id: ride_id.to_owned(),
-            ..Self::default()
-        }
-    }
-}
-
 /// Every ride this process has seen on the ride topics.
 #[derive(Debug, Default)]
 pub struct RideBook {
@@ -110,20 +101,13 @@ impl RideBook {
             .cloned()
     }
 
-    pub fn len(&self) -> usize {
-        self.rides.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn with_ride(&self, ride_id: &str, event_id: &str, f: impl FnOnce(&mut RideView)) {
         let mut rides = self.rides.write().unwrap_or_else(|p| p.into_inner());
         let before = rides.get(ride_id).map(|v| v.status);
-        let view = rides
-            .entry(ride_id.to_owned())
-            .or_insert_with(|| RideView::new(ride_id));
+        let view = rides.entry(ride_id.to_owned()).or_insert_with(|| RideView {
+            ride_id: ride_id.to_owned(),
+            ..RideView::default()
+        });
         // Redelivered events change nothing.
         if view.seen.insert(event_id.to_owned()) {
             f(view);
@@ -192,9 +176,7 @@ impl RideBook {
             }
         });
     }
-}
 
-impl RideBook {
     pub fn apply_charge(&self, c: &FareCharged) {
         self.with_ride(&c.ride_id, &c.event_id, |v| {
             v.fare = Some(FareView {

@@ -352,23 +352,16 @@ pub async fn cancel(
         reason: "rider_request".into(),
         region: String::new(),
     };
+    let producer = &state.parts.producer;
     let sent = match view.status {
         // Dispatch owns a ride until it has a driver: the request goes to the region's owner,
         // which decides, so a cancellation never races an assignment.
         RideStatus::Requested | RideStatus::Offered => {
             cancel.region = view.region.clone().unwrap_or_default();
-            state
-                .parts
-                .producer
-                .send_and_wait(&DispatchEvent::from(cancel))
-                .await
+            producer.send_and_wait(&DispatchEvent::from(cancel)).await
         }
         RideStatus::Assigned | RideStatus::DriverArrived => {
-            state
-                .parts
-                .producer
-                .send_and_wait(&RideEvent::from(cancel))
-                .await
+            producer.send_and_wait(&RideEvent::from(cancel)).await
         }
         status @ (RideStatus::InProgress | RideStatus::Completed | RideStatus::Cancelled) => {
             return Err(ApiError::NotCancellable {

@@ -33,12 +33,8 @@ where
     S: Service + From<F>,
     F: clap::Args,
 {
-    serve(
-        Box::new(S::from(args.settings)),
-        args.service,
-        &args.metrics,
-    )
-    .await
+    let service = Box::new(S::from(args.settings));
+    serve(service, args.service, &args.metrics).await
 }
 
 /// Validates the shared settings, then connects: the city, a registered codec, the stop token.

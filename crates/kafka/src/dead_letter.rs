@@ -169,10 +169,7 @@ pub fn read(kafka: &crate::KafkaConfig, topic: &str) -> Result<Vec<Stored>, DlqE
             topic: h.topic,
             partition: h.partition,
             offset: h.offset,
-            key: h
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: h.key.as_ref().map(|k| String::from_utf8_lossy(k).into()),
             raw_key: h.key,
             payload_bytes: h.payload.len(),
             schema_id: bimride_codec::WireHeader::parse(&h.payload)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bimride_codec::Codec;
 use bimride_events::{Millis, TopicValue};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
@@ -76,26 +76,8 @@ fn read_once(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?;
-    // Not before the epoch: a negative time would name a logical offset.
-    let since = (Millis::now().0 - window.as_millis() as i64).max(0);
-    let mut times = TopicPartitionList::new();
-    for e in marks.elements() {
-        times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since))?;
-    }
-    let starts: HashMap<(String, i32), i64> = match reader.offsets_for_times(times, timeout) {
-        Ok(list) => list
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "offsets by time unavailable; replaying from the start");
-            HashMap::new()
-        }
-    };
+    let since = Millis(Millis::now().0 - window.as_millis() as i64);
+    let starts = offsets_at(&reader, marks, since)?;
     let mut ends = HashMap::new();
     let mut assign = TopicPartitionList::new();
     for e in marks.elements() {
@@ -107,7 +89,13 @@ fn read_once(
             // Nothing committed: the group starts at the beginning, so there is no past.
             _ => low,
         };
-        let start = starts.get(&key).copied().unwrap_or(low).max(low);
+        let start = starts.find_partition(e.topic(), e.partition());
+        let start = match start.map(|s| s.offset()) {
+            Some(Offset::Offset(o)) => o.max(low),
+            // Nothing that recent.
+            Some(Offset::End) => high,
+            _ => low,
+        };
         if start < high {
             assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
             ends.insert(key, (mark, high));
@@ -165,6 +153,28 @@ fn read_once(
         return Err(HistoryError::Incomplete(format!("{open:?}")));
     }
     Ok(history)
+}
+
+/// Where each of `partitions` reaches `since`: the first offset at or after it, `End` where
+/// nothing is that recent, and the beginning where the brokers cannot look offsets up by time.
+pub(crate) fn offsets_at<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &TopicPartitionList,
+    since: Millis,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut times = TopicPartitionList::new();
+    for e in partitions.elements() {
+        // Not before the epoch: a negative time would name a logical offset.
+        times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since.0.max(0)))?;
+    }
+    match consumer.offsets_for_times(times.clone(), Duration::from_secs(10)) {
+        Ok(starts) => Ok(starts),
+        Err(e) => {
+            tracing::warn!(error = %e, "offsets by time unavailable; reading from the start");
+            times.set_all_offsets(Offset::Beginning)?;
+            Ok(times)
+        }
+    }
 }
 
 /// Reads every partition of `topic` from `window` ago to its end, blocking.

@@ -3,6 +3,7 @@
 
 use std::sync::LazyLock;
 
+use bimride_events::Millis;
 use bimride_telemetry::{counter, gauges, histogram, latency_buckets};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use rdkafka::statistics::Statistics;
@@ -72,13 +73,10 @@ pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// Records that `stage` processed an event that happened at `occurred_ms` (Unix millis).
-pub fn observe_stage(stage: &str, topic: &str, occurred_ms: i64) {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+/// Records that `stage` processed an event that happened at `occurred`.
+pub fn observe_stage(stage: &str, topic: &str, occurred: Millis) {
     // Clocks of other hosts may run ahead; a negative delay counts as none.
-    let seconds = (now_ms - occurred_ms).max(0) as f64 / 1000.0;
+    let seconds = (Millis::now().0 - occurred.0).max(0) as f64 / 1000.0;
     STAGE_LATENCY
         .with_label_values(&[stage, topic])
         .observe(seconds);

@@ -303,6 +303,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// Pause between decode attempts while the schema registry is away.
 const DECODE_RETRY: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(100);
+/// A timer that does not fire while anyone waits.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3_600);
 /// A revoke waits this long for every send to be acknowledged: past `message.timeout.ms`,
 /// by which each has succeeded or failed.
 const REVOKE_FLUSH: Duration = Duration::from_secs(70);
@@ -570,25 +572,14 @@ fn assign_since(
     topics: &[String],
     since: Millis,
 ) -> Result<TopicPartitionList, KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let mut times = TopicPartitionList::new();
+    let mut all = TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            times.add_partition_offset(topic, p.id(), Offset::Offset(since.0))?;
+            all.add_partition(topic, p.id());
         }
     }
-    let starts = match consumer.offsets_for_times(times.clone(), timeout) {
-        Ok(starts) => starts,
-        Err(e) => {
-            tracing::warn!(error = %e, "offsets by time unavailable; reading from the start");
-            let mut all = TopicPartitionList::new();
-            for e in times.elements() {
-                all.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
-            }
-            all
-        }
-    };
+    let starts = history::offsets_at(consumer, &all, since)?;
     consumer.assign(&starts)?;
     Ok(starts)
 }
@@ -736,7 +727,7 @@ impl<P: Processor> Driver<P> {
                 if out.is_ok()
                     && let Some(occurred) = occurred
                 {
-                    metrics::observe_stage(self.options.stage, m.topic(), occurred.0);
+                    metrics::observe_stage(self.options.stage, m.topic(), occurred);
                 }
                 out
             }
@@ -832,12 +823,8 @@ impl<P: Processor> Driver<P> {
     }
 
     fn ticker(&self) -> tokio::time::Interval {
-        // A year stands for never: the branch is disabled then anyway.
-        let every = self
-            .options
-            .tick
-            .unwrap_or(Duration::from_secs(365 * 24 * 3_600));
-        let mut ticker = tokio::time::interval(every);
+        // Without a tick the branch is disabled, so the interval is never awaited.
+        let mut ticker = tokio::time::interval(self.options.tick.unwrap_or(NEVER));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ticker
     }
@@ -962,7 +949,7 @@ impl<P: Processor> Driver<P> {
         mut batch: Vec<OwnedMessage>,
     ) -> Result<(Vec<OwnedMessage>, bool), PartitionedError> {
         let until = tokio::time::sleep(if batch.is_empty() {
-            Duration::from_secs(3_600)
+            NEVER
         } else {
             FAILED_BACKOFF
         });
