@@ -89,12 +89,13 @@ fn read_once(
             // Nothing committed: the group starts at the beginning, so there is no past.
             _ => low,
         };
-        let start = starts.find_partition(e.topic(), e.partition());
-        let start = match start.map(|s| s.offset()) {
-            Some(Offset::Offset(o)) => o.max(low),
-            // Nothing that recent.
-            Some(Offset::End) => high,
-            _ => low,
+        // Where the brokers give no offset for the time, the whole partition is read.
+        let start = match starts.find_partition(e.topic(), e.partition()) {
+            Some(s) => match s.offset() {
+                Offset::Offset(o) => o.max(low),
+                _ => low,
+            },
+            None => low,
         };
         if start < high {
             assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
@@ -155,8 +156,8 @@ fn read_once(
     Ok(history)
 }
 
-/// Where each of `partitions` reaches `since`: the first offset at or after it, `End` where
-/// nothing is that recent, and the beginning where the brokers cannot look offsets up by time.
+/// Where each of `partitions` reaches `since`: the first offset at or after it (`End` where the
+/// brokers know none), and the beginning where they cannot look offsets up by time.
 pub(crate) fn offsets_at<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     partitions: &TopicPartitionList,
