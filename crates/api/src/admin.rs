@@ -19,7 +19,7 @@ use crate::error::ApiError;
 type Shared = State<Arc<ApiState>>;
 
 /// The longest rider token the API signs.
-const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+const MAX_TOKEN_TTL_SECS: u64 = bimride_auth::MAX_TOKEN_TTL.as_secs();
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -135,6 +135,7 @@ impl From<bimride_auth::AuthError> for ApiError {
         match e {
             AuthError::Missing | AuthError::Invalid => ApiError::Unauthorized,
             AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::Unsignable(why) => ApiError::Unprocessable(why.into()),
             AuthError::WeakSecret | AuthError::WeakAdminToken | AuthError::Signing => {
                 ApiError::Unavailable(Box::new(e))
             }

@@ -106,11 +106,7 @@ pub(crate) struct IdempotencyStore {
 const IDEMPOTENCY_CAPACITY: usize = 100_000;
 
 pub(crate) fn check_rider_id(id: &str) -> Result<(), ApiError> {
-    let valid = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
+    if bimride_auth::valid_rider_id(id) {
         Ok(())
     } else {
         Err(ApiError::Unprocessable(

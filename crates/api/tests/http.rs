@@ -718,7 +718,10 @@ mod generate {
             let bearer = match bearer {
                 Bearer::Own => serde_json::from_slice::<Value>(&body)
                     .ok()
-                    .and_then(|b| b["rider_id"].as_str().map(token))
+                    .and_then(|b| b["rider_id"].as_str().map(str::to_owned))
+                    // No token names an invalid rider: such a body comes with another's.
+                    .filter(|r| bimride_auth::valid_rider_id(r))
+                    .map(|r| token(&r))
                     .or_else(|| Some(token("someone"))),
                 Bearer::Token(t) => Some(t),
                 Bearer::None => None,

@@ -13,6 +13,18 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Shortest admin credential accepted.
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 const ISSUER: &str = "bimride";
+/// Longest token life.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3_600);
+/// Longest bearer token checked; ours are a few hundred bytes.
+pub const MAX_TOKEN_BYTES: usize = 4_096;
+
+/// A rider id: 1 to 64 ASCII letters, digits, '-' or '_'.
+pub fn valid_rider_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +74,8 @@ pub enum AuthError {
     Forbidden,
     #[error("could not sign a token")]
     Signing,
+    #[error("{0}")]
+    Unsignable(&'static str),
 }
 
 /// What a rider token says.
@@ -70,8 +84,12 @@ pub struct Claims {
     /// The rider id.
     pub sub: String,
     pub iss: String,
-    /// Seconds since the epoch.
-    pub iat: u64,
+    /// Seconds since the epoch; optional, as identity providers may omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not valid before, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     pub exp: u64,
 }
 
@@ -108,6 +126,7 @@ impl Authority {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -118,6 +137,14 @@ impl Authority {
 
     /// A token for `rider`, valid for `ttl`.
     pub fn rider_token(&self, rider: &str, ttl: Duration) -> Result<Secret, AuthError> {
+        if !valid_rider_id(rider) {
+            return Err(AuthError::Unsignable(
+                "a rider id is 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if ttl > MAX_TOKEN_TTL {
+            return Err(AuthError::Unsignable("a token lives 30 days at most"));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -125,7 +152,8 @@ impl Authority {
         let claims = Claims {
             sub: rider.to_owned(),
             iss: ISSUER.to_owned(),
-            iat: now,
+            iat: Some(now),
+            nbf: None,
             exp: now + ttl.as_secs(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -135,9 +163,14 @@ impl Authority {
 
     /// The rider a bearer token names, if its signature, issuer and expiry hold.
     pub fn rider(&self, token: &str) -> Result<String, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid);
+        }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
             .map(|data| data.claims.sub)
-            .map_err(|_| AuthError::Invalid)
+            .filter(|sub| valid_rider_id(sub))
+            .ok_or(AuthError::Invalid)
     }
 
     /// Whether `token` is the admin credential, compared in constant time.
@@ -194,7 +227,8 @@ mod tests {
         let mut claims = Claims {
             sub: "r".into(),
             iss: ISSUER.into(),
-            iat: 0,
+            iat: Some(0),
+            nbf: None,
             exp: 1,
         };
         let old = jsonwebtoken::encode(&Header::default(), &claims, &a.encoding).unwrap();
@@ -204,6 +238,56 @@ mod tests {
         let foreign = jsonwebtoken::encode(&Header::default(), &claims, &a.encoding).unwrap();
         assert_eq!(a.rider(&foreign), Err(AuthError::Invalid));
         assert_eq!(a.rider(token.expose()).as_deref(), Ok("r"), "within leeway");
+    }
+
+    fn forged(a: &Authority, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims =
+            serde_json::json!({"sub": "rider-1", "iss": ISSUER, "iat": now, "exp": now + 60});
+        edit(&mut claims);
+        jsonwebtoken::encode(&Header::default(), &claims, &a.encoding).unwrap()
+    }
+
+    #[test]
+    fn claims_are_checked_as_issued_elsewhere_would_be() {
+        let a = authority();
+        assert_eq!(a.rider(&forged(&a, |_| {})).as_deref(), Ok("rider-1"));
+        // An identity provider may leave `iat` out.
+        let no_iat = forged(&a, |c| drop(c.as_object_mut().unwrap().remove("iat")));
+        assert_eq!(a.rider(&no_iat).as_deref(), Ok("rider-1"));
+        // Not valid before an hour from now.
+        let later = forged(&a, |c| {
+            c["nbf"] = c["iat"].as_u64().unwrap().saturating_add(3_600).into()
+        });
+        assert_eq!(a.rider(&later), Err(AuthError::Invalid));
+        for sub in ["", " rider-1", "rider-1 ", "rïder", &"r".repeat(65)] {
+            let token = forged(&a, |c| c["sub"] = sub.into());
+            assert_eq!(a.rider(&token), Err(AuthError::Invalid), "sub {sub:?}");
+        }
+        let huge = forged(&a, |c| c["pad"] = "x".repeat(MAX_TOKEN_BYTES).into());
+        assert_eq!(a.rider(&huge), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn only_tokens_a_rider_could_use_are_signed() {
+        let a = authority();
+        for rider in ["", " ", "rïder"] {
+            assert!(
+                matches!(
+                    a.rider_token(rider, Duration::from_secs(60)),
+                    Err(AuthError::Unsignable(_))
+                ),
+                "{rider:?}"
+            );
+        }
+        let forever = Duration::from_secs(u64::MAX);
+        assert!(matches!(
+            a.rider_token("rider-1", forever),
+            Err(AuthError::Unsignable(_))
+        ));
     }
 
     #[test]

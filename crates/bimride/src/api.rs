@@ -7,9 +7,9 @@ use anyhow::Context as _;
 use bimride_api::book::Feeds;
 use bimride_api::{ApiParts, ApiState, RideBook};
 use bimride_codec::{Codec, RegistryConfig};
-use bimride_domain::City;
 use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EventProducer, KafkaConfig};
+use bimride_telemetry::HttpLimits;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,16 +26,23 @@ pub struct Front {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves the trip API, the system endpoints and `extra` on `listener` until `shutdown`.
+/// Serves the trip API, the system endpoints and `extra` on `listener`, within `limits`,
+/// until `shutdown`.
 pub async fn start(
     kafka: &KafkaConfig,
     info: SystemInfo,
-    city: City,
     listener: tokio::net::TcpListener,
+    limits: HttpLimits,
     extra: axum::Router,
     access: bimride_api::Access,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
+    let city = info.city.clone();
+    // The API's bodies are small: a booking, a cancellation, a token request.
+    let limits = HttpLimits {
+        max_body_bytes: bimride_api::MAX_BODY_BYTES,
+        ..limits
+    };
     let codec = registered_codec(&info.schema_registry_url, kafka).await?;
     let feeds = Feeds {
         rides: Arc::new(RideBook::default()),
@@ -57,7 +64,7 @@ pub async fn start(
     }));
     let addr = listener.local_addr()?;
     let server =
-        bimride_telemetry::spawn_server(listener, api.merge(system).merge(extra), shutdown);
+        bimride_telemetry::spawn_server(listener, api.merge(system).merge(extra), limits, shutdown);
     tracing::info!(%addr, "http front listening");
     Ok(Front {
         addr,
@@ -100,11 +107,12 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding the API to {}", args.http))?;
+    let limits = args.limits.limits()?;
     let front = start(
         &kafka,
         info,
-        city.clone(),
         listener,
+        limits,
         axum::Router::new(),
         access,
         shutdown.clone(),

@@ -7,8 +7,8 @@ use bimride_kafka::topics;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::flags::{
-    BenchFlags, BillingFlags, CityFlags, DispatchFlags, KafkaFlags, NotificationFlags, RateFlags,
-    SimFlags, SurgeFlags,
+    BenchFlags, BillingFlags, CityFlags, DispatchFlags, HttpFlags, KafkaFlags, NotificationFlags,
+    RateFlags, SimFlags, SurgeFlags,
 };
 
 #[derive(Debug, Parser)]
@@ -93,6 +93,9 @@ pub struct MetricsArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    #[command(flatten)]
+    pub limits: HttpFlags,
+
     #[command(flatten)]
     pub kafka: KafkaFlags,
 
@@ -189,6 +192,9 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct ApiArgs {
+    #[command(flatten)]
+    pub limits: HttpFlags,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 
@@ -306,6 +312,9 @@ pub enum DlqAction {
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     #[command(flatten)]
+    pub limits: HttpFlags,
+
+    #[command(flatten)]
     pub service: ServiceArgs,
 
     /// Where the dashboard (and its /metrics) listens.
@@ -315,6 +324,9 @@ pub struct DashboardArgs {
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
+    #[command(flatten)]
+    pub limits: HttpFlags,
+
     #[command(flatten)]
     pub kafka: KafkaFlags,
 

@@ -82,6 +82,25 @@ flags! {
 }
 
 flags! {
+    /// Limits of every HTTP listener against slow and idle clients.
+    HttpFlags => bimride_telemetry::HttpLimits {
+        /// Time for a request's headers to arrive, from the connection's start or the end of
+        /// the previous response, in ms.
+        #[arg(long = "http-header-timeout-ms", env = "BIMRIDE_HTTP_HEADER_TIMEOUT_MS")]
+        header_timeout_ms: u64 = default,
+        /// Time for a request's body to arrive once its headers have, in ms.
+        #[arg(long = "http-body-timeout-ms", env = "BIMRIDE_HTTP_BODY_TIMEOUT_MS")]
+        body_timeout_ms: u64 = default,
+        /// Longest pause in a connection's traffic, either way, in ms.
+        #[arg(long = "http-idle-timeout-ms", env = "BIMRIDE_HTTP_IDLE_TIMEOUT_MS")]
+        idle_timeout_ms: u64 = default,
+        /// Connections served at once; more wait in the listen backlog.
+        #[arg(long = "http-max-connections", env = "BIMRIDE_HTTP_MAX_CONNECTIONS")]
+        max_connections: usize = default,
+    }
+}
+
+flags! {
     DispatchFlags => bimride_dispatch::DispatchSettings {
         /// Consumer group of the dispatch instances.
         #[arg(long = "dispatch-group", env = "BIMRIDE_DISPATCH_GROUP")]
@@ -282,6 +301,17 @@ impl CityFlags {
         let city = bimride_domain::City::from(self.clone());
         city.validate()?;
         Ok(city)
+    }
+}
+
+impl HttpFlags {
+    /// The limits, checked.
+    pub fn limits(&self) -> Result<bimride_telemetry::HttpLimits, bimride_kafka::SettingsError> {
+        let limits = bimride_telemetry::HttpLimits::from(self.clone());
+        limits
+            .check()
+            .map_err(|problem| bimride_kafka::SettingsError::new("http", problem))?;
+        Ok(limits)
     }
 }
 

@@ -23,7 +23,9 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .ensure(std::slice::from_ref(&spec))
         .await
         .context("creating the registry topic")?;
-    let server = start(&kafka.client(), &args.topic, args.listen, shutdown.clone()).await?;
+    let limits = args.limits.limits()?;
+    let listen = (args.listen, limits);
+    let server = start(&kafka.client(), &args.topic, listen, shutdown.clone()).await?;
     let metrics = bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
     shutdown.cancel();
@@ -35,7 +37,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
 pub async fn start(
     client: &rdkafka::ClientConfig,
     topic: &str,
-    listen: std::net::SocketAddr,
+    (listen, limits): (std::net::SocketAddr, bimride_telemetry::HttpLimits),
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<bimride_registry::Server> {
     let (journal, entries) = KafkaJournal::open(client, topic, Duration::from_secs(30))
@@ -43,7 +45,7 @@ pub async fn start(
         .context("replaying the registry log")?;
     tracing::info!(entries = entries.len(), topic, "registry state restored");
     let registry = Registry::from_journal(bimride_registry::Journal::Kafka(journal), entries);
-    bimride_registry::serve(registry, listen, shutdown)
+    bimride_registry::serve_within(registry, listen, limits, shutdown)
         .await
         .with_context(|| format!("binding the registry to {listen}"))
 }

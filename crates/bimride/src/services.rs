@@ -59,7 +59,8 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the dashboard to {}", args.http))?;
     let app = bimride_dashboard::router(Arc::clone(&dashboard)).merge(bimride_telemetry::router());
     tracing::info!(addr = %args.http, "dashboard listening");
-    let server = bimride_telemetry::spawn_server(listener, app, cx.shutdown.clone());
+    let limits = args.limits.limits()?;
+    let server = bimride_telemetry::spawn_server(listener, app, limits, cx.shutdown.clone());
     let shutdown = cx.shutdown.clone();
     let fed = service::run(Box::new(bimride_dashboard::Feeds(dashboard)), cx).await;
     shutdown.cancel();

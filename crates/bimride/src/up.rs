@@ -87,20 +87,19 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             let cluster = EmbeddedCluster::start(args.embedded_brokers)
                 .context("starting the embedded Kafka cluster")?;
             args.kafka.brokers = Some(cluster.bootstrap_servers().to_owned());
-            // The mock brokers answer a fetch only when its wait runs out, not when data
-            // arrives, so every hop would cost the whole wait (500 ms by default).
-            if !args
-                .kafka
-                .properties
-                .iter()
-                .any(|p| p.starts_with("fetch.wait.max.ms"))
-            {
-                args.kafka.properties.push("fetch.wait.max.ms=10".into());
-            }
             Some(cluster)
         }
     };
-    let kafka = args.kafka.validated()?;
+    let mut kafka = args.kafka.validated()?;
+    let wait_given = kafka
+        .properties
+        .iter()
+        .any(|p| p.starts_with("fetch.wait.max.ms"));
+    if cluster.is_some() && !wait_given {
+        // The mock brokers answer a fetch only when its wait runs out, not when data
+        // arrives, so every hop would cost the whole wait (500 ms by default).
+        kafka.fetch_wait_max_ms = Some(10);
+    }
 
     let created = Provisioner::of(cluster.as_ref(), &kafka)
         .ensure(&topics::of(&kafka, &args.registry_topic))
@@ -115,7 +114,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             let server = registry::start(
                 &kafka.client(),
                 &args.registry_topic,
-                args.registry_listen,
+                (args.registry_listen, args.limits.limits()?),
                 shutdown.clone(),
             )
             .await?;
@@ -137,11 +136,12 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
     let dashboard = bimride_dashboard::Dashboard::new(&city);
     let (authority, access) = args.access.access(true)?;
+    let limits = args.limits.limits()?;
     let front = api::start(
         &kafka,
         info.clone(),
-        city.clone(),
         listener,
+        limits,
         bimride_dashboard::router(Arc::clone(&dashboard)),
         access,
         shutdown.clone(),

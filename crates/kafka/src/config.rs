@@ -78,6 +78,8 @@ pub struct KafkaConfig {
     pub partitions: i32,
     pub replication_factor: Option<i32>,
     pub properties: Vec<String>,
+    /// How long a broker may hold a fetch waiting for data, for consumers only.
+    pub fetch_wait_max_ms: Option<u32>,
 }
 
 impl Default for KafkaConfig {
@@ -98,6 +100,7 @@ impl Default for KafkaConfig {
             partitions: 12,
             replication_factor: None,
             properties: Vec::new(),
+            fetch_wait_max_ms: None,
         }
     }
 }
@@ -271,6 +274,9 @@ impl KafkaConfig {
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")
             .set("enable.partition.eof", "false");
+        if let Some(ms) = self.fetch_wait_max_ms {
+            c.set("fetch.wait.max.ms", ms.to_string());
+        }
         c
     }
 }

@@ -36,6 +36,20 @@ pub enum HistoryError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// A reader's context: reaching a partition's end is what it waits for, not an error.
+struct EndIsNormal;
+
+impl rdkafka::ClientContext for EndIsNormal {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::debug!(%error, reason, "end of partition"),
+            _ => tracing::warn!(%error, reason, "reading the past: client error"),
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNormal {}
+
 /// How long a read of the past keeps trying through broker failures: a leader that fails over
 /// takes the controller's session timeout and an election. Well under `max.poll.interval.ms`,
 /// which bounds a rebuild that runs between polls.
@@ -71,11 +85,11 @@ fn read_once(
     window: Duration,
 ) -> Result<Vec<Historic>, HistoryError> {
     let timeout = Duration::from_secs(10);
-    let reader: BaseConsumer = kafka
+    let reader: BaseConsumer<EndIsNormal> = kafka
         .consumer(&format!("{group}-replay"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(EndIsNormal)?;
     let since = Millis(Millis::now().0 - window.as_millis() as i64);
     let starts = offsets_at(&reader, marks, since)?;
     let mut ends = HashMap::new();

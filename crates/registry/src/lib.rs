@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use bimride_telemetry::HttpLimits;
 pub use compat::Level;
 pub use error::RegistryError;
 pub use journal::{Journal, JournalError, KafkaJournal, SCHEMAS_TOPIC};
@@ -92,16 +93,34 @@ impl Server {
     }
 }
 
-/// Serves `registry` on `addr` until `shutdown` is cancelled.
+/// Largest request body: a schema must fit, escaped, in one record of the registry's topic,
+/// which brokers cap at 1 MiB by default.
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+
+/// Serves `registry` on `addr` until `shutdown` is cancelled, with the default limits.
 pub async fn serve(
     registry: Arc<Registry>,
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> std::io::Result<Server> {
+    serve_within(registry, addr, HttpLimits::default(), shutdown).await
+}
+
+/// Serves `registry` on `addr` within `limits` until `shutdown` is cancelled.
+pub async fn serve_within(
+    registry: Arc<Registry>,
+    addr: SocketAddr,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let task =
-        bimride_telemetry::spawn_server(listener, api::router(Arc::clone(&registry)), shutdown);
+    let limits = HttpLimits {
+        max_body_bytes: MAX_BODY_BYTES,
+        ..limits
+    };
+    let app = api::router(Arc::clone(&registry));
+    let task = bimride_telemetry::spawn_server(listener, app, limits, shutdown);
     tracing::info!(%addr, "schema registry listening");
     Ok(Server {
         addr,

@@ -26,7 +26,7 @@ use bimride_kafka::partitioned::{
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, gauge};
 use h3o::CellIndex;
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
 
@@ -87,11 +87,13 @@ static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-static LATE: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
-        "bimride_surge_late_events",
+static LATE: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "bimride_surge_late_events_total",
         "Events that arrived after their window closed, counted and not applied.",
+        &[],
     )
+    .with_label_values(&[] as &[&str])
 });
 
 static MAX_LEVEL: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -191,13 +193,14 @@ impl Processor for Detector {
             self.go_live();
         }
         let mut published = Vec::new();
+        let late = self.engine.late();
         for input in inputs(&self.city, input) {
             let updates = self.engine.apply(input);
             if live {
                 published.extend(updates);
             }
         }
-        LATE.set(self.engine.late() as i64);
+        LATE.inc_by(self.engine.late() - late);
         // The levels change only when a window closes, not with every record.
         if !published.is_empty() {
             published.iter().for_each(count);
@@ -249,6 +252,13 @@ impl Service for SurgeSettings {
 
     /// Runs the surge detector until the context's token is cancelled.
     async fn run(self, cx: Context) -> Result<(), SurgeError> {
+        // Every series exists from the start, so that dashboards and alerts read zeros.
+        for direction in ["up", "down"] {
+            UPDATES.with_label_values(&[direction]);
+        }
+        LazyLock::force(&LATE);
+        MAX_LEVEL.set(i64::from(NO_SURGE));
+        SURGING.set(0);
         let config = self.config();
         let seeds = published(&cx.kafka, &cx.codec).await?;
         // Inputs from one sliding window (plus lateness) ago, read without a group: every

@@ -1,8 +1,10 @@
-//! Metrics and logs, the same way in every service.
+//! Metrics, logs and HTTP serving, the same way in every service.
 //!
 //! Metrics live in Prometheus's default registry, registered through the helpers here; every
 //! process serves them at `/metrics`. Labels are bounded: topics, reasons, stages, matched
 //! routes and status codes, never ids or raw URLs.
+
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -20,6 +22,8 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+pub use server::{HttpLimits, spawn_server};
 use tokio_util::sync::CancellationToken;
 
 /// Registers a counter family with the default registry.
@@ -120,22 +124,12 @@ pub async fn serve(
         .await
         .map_err(|source| EndpointError { addr, source })?;
     tracing::info!(%addr, "metrics endpoint listening");
-    Ok(spawn_server(listener, router(), shutdown))
-}
-
-/// Serves `app` on `listener` until `shutdown`, on a task of its own, counting and timing
-/// every request: the one way a BimRide process serves HTTP.
-pub fn spawn_server(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
-    let app = app.route_layer(axum::middleware::from_fn(track));
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    })
+    Ok(spawn_server(
+        listener,
+        router(),
+        HttpLimits::default(),
+        shutdown,
+    ))
 }
 
 /// Logs to stderr, as text or JSON lines; `BIMRIDE_LOG` overrides `default` (an `EnvFilter`
