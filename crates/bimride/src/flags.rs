@@ -297,9 +297,10 @@ flags! {
 
 impl CityFlags {
     /// The city, checked.
-    pub fn city(&self) -> Result<bimride_domain::City, bimride_domain::CityError> {
+    pub fn city(&self) -> Result<bimride_domain::City, bimride_kafka::SettingsError> {
         let city = bimride_domain::City::from(self.clone());
-        city.validate()?;
+        city.validate()
+            .map_err(|e| bimride_kafka::SettingsError::new("city", e.to_string()))?;
         Ok(city)
     }
 }

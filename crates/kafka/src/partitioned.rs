@@ -248,8 +248,6 @@ pub struct Options {
     /// Range assignment gives a member the same partition numbers of every input topic, which
     /// co-partitioned inputs need.
     pub co_partitioned: bool,
-    /// Where a group with no committed offset starts: the newest record, not the oldest.
-    pub from_latest: bool,
     pub assignment: Assignment,
 }
 
@@ -271,7 +269,6 @@ impl Options {
             delivery: Delivery::AtLeastOnce,
             tick: None,
             co_partitioned: false,
-            from_latest: false,
             assignment: Assignment::Group,
         }
     }
@@ -456,9 +453,6 @@ pub async fn run<P: Processor>(
     client.set("statistics.interval.ms", metrics::STATISTICS_INTERVAL_MS);
     if options.co_partitioned {
         client.set("partition.assignment.strategy", "range");
-    }
-    if options.from_latest {
-        client.set("auto.offset.reset", "latest");
     }
     let probe_topic = inputs.first().cloned().unwrap_or_default();
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });

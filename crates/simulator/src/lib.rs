@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_events::{RideEvent, TopicValue};
-use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
+use bimride_events::{Millis, RideEvent, TopicValue};
+use bimride_kafka::partitioned::{
+    self, Assignment, Nothing, Options, PartitionedError, Processor, Rejected,
+};
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
@@ -181,12 +183,15 @@ impl Service for SimSettings {
             "simulator started"
         );
 
-        // The drivers' apps hear about their rides from the ride events.
+        // The drivers' apps hear about their rides from the ride events: every partition, from
+        // just before the start, with no group whose rebalances could skip a record.
         let mut options = Options::new(
             format!("bimride-sim-{}-{}", self.id, uuid::Uuid::new_v4()),
             "simulator",
         );
-        options.from_latest = true;
+        options.assignment = Assignment::Everything {
+            since: Millis(Millis::now().0 - 5_000),
+        };
         let apps = Apps {
             fleet: Arc::clone(&fleet),
             producer: producer.clone(),
