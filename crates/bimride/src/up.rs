@@ -69,6 +69,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// Starts every part of the city; they stop when `shutdown` is cancelled, or when one fails.
 pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let city = args.city.city()?;
+    let limits = args.limits.limits()?;
     // Every setting is checked before anything starts; the simulator's once its API is known.
     let mut services: Vec<Box<dyn AnyService>> = vec![
         Box::new(DispatchSettings::from(args.dispatch)),
@@ -114,7 +115,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             let server = registry::start(
                 &kafka.client(),
                 &args.registry_topic,
-                (args.registry_listen, args.limits.limits()?),
+                (args.registry_listen, limits),
                 shutdown.clone(),
             )
             .await?;
@@ -136,7 +137,6 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
     let dashboard = bimride_dashboard::Dashboard::new(&city);
     let (authority, access) = args.access.access(true)?;
-    let limits = args.limits.limits()?;
     let front = api::start(
         &kafka,
         info.clone(),
