@@ -389,17 +389,10 @@ impl Engine {
         };
         let current = offer.as_ref().is_some_and(|o| o.offer_id == a.offer_id);
         match a.answer {
+            // Only the offer out now can be taken. An accept of a lapsed offer, or of one made
+            // by the region's previous owner, may arrive after the driver has taken another
+            // ride elsewhere; the ride is offered again instead.
             OfferAnswer::Accepted if current => self.assign(&a.ride_id, &a.driver_id, now),
-            // An answer to an offer made by the region's previous owner: taken if the driver
-            // is free and this instance has no offer of its own out for the ride.
-            OfferAnswer::Accepted
-                if offer.is_none()
-                    && self.supply.ride_of(&a.driver_id).is_none()
-                    && !self.assignments.contains_key(&a.driver_id)
-                    && self.supply.reserve(&a.ride_id, &a.driver_id).is_ok() =>
-            {
-                self.assign(&a.ride_id, &a.driver_id, now)
-            }
             OfferAnswer::Declined | OfferAnswer::Expired if current => {
                 self.tally.declined += 1;
                 let mut out = self.lapse(&a.ride_id, a.answer, now);
@@ -749,6 +742,11 @@ mod tests {
         let out = e.tick(Millis(2_000));
         assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
         assert!(offers(&out).is_empty());
+        // The driver may have taken another ride by the time a late accept lands.
+        assert!(
+            live(&mut e, answer(&second, OfferAnswer::Accepted), 2_100).is_empty(),
+            "an accept of a lapsed offer is not taken"
+        );
         assert!(e.tick(Millis(4_000)).is_empty());
         let out = e.tick(Millis(5_000));
         assert!(

@@ -100,8 +100,10 @@ const BEAT_SECS: f64 = 2.0;
 /// Every this many beats an idle driver repeats its full status, so a new owner of a region
 /// learns the driver from a short replay.
 const STATUS_EVERY: u32 = 5;
-/// How long a driver waits for dispatch to confirm an accepted offer, in real seconds.
-const CONFIRM_SECS: f64 = 10.0;
+/// How long a driver waits for the outcome of an accepted offer, in real seconds. Every ride
+/// ends assigned or cancelled and the app hears of it, so this only covers an outcome it never
+/// read; a driver who gave up sooner could be assigned while on another ride.
+const CONFIRM_SECS: f64 = 120.0;
 /// Simulated seconds a rider takes to get in.
 const BOARDING_SECS: f64 = 30.0;
 /// Simulated mean time between an idle driver's breaks.
@@ -374,11 +376,23 @@ impl Fleet {
         }
         match event {
             RideEvent::OfferSent(o) => {
+                // Offered to someone else: dispatch has moved on from an accept of ours.
+                for d in &mut self.drivers {
+                    if d.id != o.driver_id
+                        && matches!(&d.phase, Phase::Accepted { ride, .. } if *ride == o.ride_id)
+                    {
+                        d.phase = Phase::Idle { heading: 0.0 };
+                    }
+                }
                 let Some(&i) = self.index.get(&o.driver_id) else {
                     return Vec::new();
                 };
-                let idle = matches!(self.drivers[i].phase, Phase::Idle { .. });
-                let accept = idle && self.rng.random_bool(self.settings.accept_ratio);
+                let accept = match &self.drivers[i].phase {
+                    // Offered again (a lapse, or a new owner of the region): still taken.
+                    Phase::Accepted { ride, .. } => *ride == o.ride_id,
+                    Phase::Idle { .. } => self.rng.random_bool(self.settings.accept_ratio),
+                    _ => false,
+                };
                 let d = &mut self.drivers[i];
                 if accept {
                     d.phase = Phase::Accepted {
@@ -602,5 +616,41 @@ mod tests {
             surge_milli: 1_000,
         });
         assert_eq!(kinds(&f.on_ride_event(&wrong)), ["RideCancelled"]);
+    }
+
+    #[test]
+    fn an_accepted_offer_holds_the_driver_until_its_outcome_is_heard() {
+        let mut f = fleet(2, 1.0);
+        f.tick(Duration::from_millis(100));
+        f.on_ride_event(&offer("t-driver-0000"));
+        // Long past a broker fault's delay, the driver still waits, taking nothing else.
+        for _ in 0..240 {
+            f.tick(Duration::from_millis(250));
+        }
+        let mut other = offer("t-driver-0000");
+        if let RideEvent::OfferSent(o) = &mut other {
+            o.event_id = "e2".into();
+            o.ride_id = "r2".into();
+        }
+        assert!(matches!(
+            &f.on_ride_event(&other)[..],
+            [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Declined
+        ));
+        // The same ride offered again is taken again.
+        let mut again = offer("t-driver-0000");
+        if let RideEvent::OfferSent(o) = &mut again {
+            o.event_id = "e3".into();
+        }
+        assert!(matches!(
+            &f.on_ride_event(&again)[..],
+            [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Accepted
+        ));
+        // Offered to someone else: dispatch moved on, and the driver is free again.
+        let mut elsewhere = offer("t-driver-0001");
+        if let RideEvent::OfferSent(o) = &mut elsewhere {
+            o.event_id = "e4".into();
+        }
+        f.on_ride_event(&elsewhere);
+        assert!(matches!(f.drivers[0].phase, Phase::Idle { .. }));
     }
 }
