@@ -240,6 +240,8 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
     // Per driver: (assigned at, ride), and per ride its completion time.
     let mut assignments: BTreeMap<String, Vec<(Millis, String)>> = BTreeMap::new();
     let mut finished_at: BTreeMap<String, Millis> = BTreeMap::new();
+    // Each ride's event kinds in log order, to show how a lost ride ended.
+    let mut trail: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
     for (_, payload) in &events {
         let Ok(e) = codec.decode::<RideEvent>(payload).await else {
             continue;
@@ -249,6 +251,10 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
             r.redelivered += 1;
             continue;
         }
+        trail
+            .entry(e.ride_id().to_owned())
+            .or_default()
+            .push(e.kind());
         match e {
             RideEvent::DriverAssigned(a) => {
                 drivers_of_ride
@@ -309,7 +315,8 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
                     r.duplicated.push(line);
                     r.duplicated_rides.insert(ride.clone());
                 } else {
-                    r.lost.push(line);
+                    let seen = trail.get(ride).map(|t| t.join(" ")).unwrap_or_default();
+                    r.lost.push(format!("{line} (events: {seen})"));
                     r.lost_rides.insert(ride.clone());
                 }
             }
@@ -636,7 +643,12 @@ impl City {
             result.lost.len(),
             result.duplicated.len()
         );
-        for line in result.lost.iter().chain(&result.duplicated).take(30) {
+        for line in result
+            .lost
+            .iter()
+            .take(20)
+            .chain(result.duplicated.iter().take(20))
+        {
             eprintln!("  {line}");
         }
         assert!(
@@ -658,21 +670,30 @@ impl City {
             &result.duplicated[..result.duplicated.len().min(5)]
         );
         // After the last rebalance one instance is left. Rides were booked and served then in
-        // the regions of every partition that had rides at all, so no region was left without
-        // an owner.
+        // the regions of every partition with a share of the rides (2% or more), so no region
+        // was left without an owner.
         if let Some(from) = last_phase_from {
-            let partitions = |rides: &[String]| -> BTreeSet<i32> {
-                rides
-                    .iter()
-                    .filter_map(|ride| result.partition_of.get(ride).copied())
-                    .collect()
+            let rides_by_partition = |rides: &[String]| -> BTreeMap<i32, usize> {
+                let mut counts = BTreeMap::new();
+                for p in rides.iter().filter_map(|r| result.partition_of.get(r)) {
+                    *counts.entry(*p).or_default() += 1;
+                }
+                counts
             };
-            let all = partitions(&b.order);
-            assert!(all.len() >= 3, "rides spanned several partitions: {all:?}");
-            assert_eq!(
-                partitions(&b.order[from..]),
-                all,
-                "every partition with regions was served after the last rebalance"
+            // Partitions holding a few rides in all may see none in the last phase by chance.
+            let busy: BTreeSet<i32> = rides_by_partition(&b.order)
+                .into_iter()
+                .filter(|(_, n)| *n * 50 >= b.order.len())
+                .map(|(p, _)| p)
+                .collect();
+            assert!(
+                busy.len() >= 3,
+                "rides spanned several partitions: {busy:?}"
+            );
+            let last: BTreeSet<i32> = rides_by_partition(&b.order[from..]).into_keys().collect();
+            assert!(
+                busy.is_subset(&last),
+                "every partition with a share of the rides was served after the last rebalance: {busy:?}, then {last:?}"
             );
         }
         for s in &mut survivors {

@@ -16,7 +16,12 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_an_embedded_cluster_and_registry_to_outside_clients_and_stops_on_ctrl_c() {
-    scenario(Up::start().await, &Topics::default(), Duration::from_secs(30)).await;
+    scenario(
+        Up::start().await,
+        &Topics::default(),
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 /// The same on Apache Kafka, as a user with Java and no Docker runs it after
