@@ -388,7 +388,8 @@ impl Fleet {
                     return Vec::new();
                 };
                 let accept = match &self.drivers[i].phase {
-                    // Offered again (a lapse, or a new owner of the region): still taken.
+                    // Offered again by a new owner of the region, which never saw the first
+                    // offer: still taken.
                     Phase::Accepted { ride, .. } => *ride == o.ride_id,
                     Phase::Idle { .. } => self.rng.random_bool(self.settings.accept_ratio),
                     _ => false,
@@ -511,11 +512,16 @@ mod tests {
     }
 
     fn offer(driver: &str) -> RideEvent {
+        offer_of(driver, "e", "r1")
+    }
+
+    /// An offer of `ride` to `driver`, sent as event `event`.
+    fn offer_of(driver: &str, event: &str, ride: &str) -> RideEvent {
         RideEvent::OfferSent(OfferSent {
-            event_id: "e".into(),
+            event_id: event.into(),
             occurred_at: Millis(0),
-            ride_id: "r1".into(),
-            offer_id: "o1".into(),
+            ride_id: ride.into(),
+            offer_id: format!("offer-{event}"),
             driver_id: driver.into(),
             attempt: 1,
             pickup_eta_secs: 60,
@@ -592,13 +598,7 @@ mod tests {
         let mut f = fleet(1, 1.0);
         f.tick(Duration::from_millis(100));
         f.on_ride_event(&offer("t-driver-0000"));
-        let mut second = offer("t-driver-0000");
-        if let RideEvent::OfferSent(o) = &mut second {
-            o.event_id = "e2".into();
-            o.ride_id = "r2".into();
-            o.offer_id = "o2".into();
-        }
-        let answer = f.on_ride_event(&second);
+        let answer = f.on_ride_event(&offer_of("t-driver-0000", "e2", "r2"));
         assert!(matches!(
             &answer[..],
             [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Declined
@@ -627,30 +627,17 @@ mod tests {
         for _ in 0..240 {
             f.tick(Duration::from_millis(250));
         }
-        let mut other = offer("t-driver-0000");
-        if let RideEvent::OfferSent(o) = &mut other {
-            o.event_id = "e2".into();
-            o.ride_id = "r2".into();
-        }
         assert!(matches!(
-            &f.on_ride_event(&other)[..],
+            &f.on_ride_event(&offer_of("t-driver-0000", "e2", "r2"))[..],
             [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Declined
         ));
         // The same ride offered again is taken again.
-        let mut again = offer("t-driver-0000");
-        if let RideEvent::OfferSent(o) = &mut again {
-            o.event_id = "e3".into();
-        }
         assert!(matches!(
-            &f.on_ride_event(&again)[..],
+            &f.on_ride_event(&offer_of("t-driver-0000", "e3", "r1"))[..],
             [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Accepted
         ));
         // Offered to someone else: dispatch moved on, and the driver is free again.
-        let mut elsewhere = offer("t-driver-0001");
-        if let RideEvent::OfferSent(o) = &mut elsewhere {
-            o.event_id = "e4".into();
-        }
-        f.on_ride_event(&elsewhere);
+        f.on_ride_event(&offer_of("t-driver-0001", "e4", "r1"));
         assert!(matches!(f.drivers[0].phase, Phase::Idle { .. }));
     }
 }
