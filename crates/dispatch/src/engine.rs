@@ -6,6 +6,9 @@
 //!
 //! - A request is offered to the nearest free driver; a decline or a lapse re-offers it to
 //!   the next one. Rides wait oldest first.
+//! - An accept of an offer that lapsed on the clock is still taken while the ride waits: under
+//!   lag it lands after the deadline although the driver's app still holds the ride. It is
+//!   taken only while well inside that hold ([`LATE_ACCEPT_MS`]).
 //! - A driver is reserved from the offer until the end of the ride, so it is never offered
 //!   two rides at once, and a ride holds at most one driver.
 //! - A ride still unassigned after `max_wait` is cancelled with the reason `no_driver`.
@@ -25,6 +28,10 @@ use h3o::CellIndex;
 
 /// The reason given when no driver could be found in time.
 pub const NO_DRIVER: &str = "no_driver";
+
+/// The oldest accept, by its answer time, that is taken for an offer that has lapsed: half of
+/// the time a driver's app holds an accepted ride, so clocks and queues have a margin.
+pub const LATE_ACCEPT_MS: i64 = bimride_domain::ACCEPT_HOLD_MS / 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -56,6 +63,8 @@ pub struct Decisions {
     pub declined: u64,
     pub expired: u64,
     pub assigned: u64,
+    /// Assignments through an accept that landed after its offer lapsed.
+    pub late_accepts: u64,
     pub no_driver: u64,
 }
 
@@ -71,6 +80,8 @@ struct Offer {
 enum Phase {
     Waiting {
         offer: Option<Offer>,
+        /// Offers that lapsed unanswered; an accept of one may still land.
+        lapsed: Vec<Offer>,
         tried: BTreeSet<String>,
         attempt: i32,
     },
@@ -249,6 +260,7 @@ impl Engine {
                 partition,
                 phase: Phase::Waiting {
                     offer: None,
+                    lapsed: Vec::new(),
                     tried: BTreeSet::new(),
                     attempt: 0,
                 },
@@ -389,10 +401,8 @@ impl Engine {
         };
         let current = offer.as_ref().is_some_and(|o| o.offer_id == a.offer_id);
         match a.answer {
-            // Only the offer out now can be taken. An accept of a lapsed offer, or of one made
-            // by the region's previous owner, may arrive after the driver has taken another
-            // ride elsewhere; the ride is offered again instead.
             OfferAnswer::Accepted if current => self.assign(&a.ride_id, &a.driver_id, now),
+            OfferAnswer::Accepted => self.take_late(&a, now),
             OfferAnswer::Declined | OfferAnswer::Expired if current => {
                 self.tally.declined += 1;
                 let mut out = self.lapse(&a.ride_id, a.answer, now);
@@ -403,12 +413,58 @@ impl Engine {
         }
     }
 
+    /// Takes an accept of an offer of this instance that lapsed on the clock. An accept of an
+    /// offer made by the region's previous owner is not taken: its deadline is unknown here,
+    /// and the ride is offered again instead.
+    fn take_late(&mut self, a: &OfferAnswered, now: Millis) -> Vec<Output> {
+        if now.0 - a.occurred_at.0 > LATE_ACCEPT_MS
+            || self.assignments.contains_key(&a.driver_id)
+            || !self.drivers.contains_key(&a.driver_id)
+        {
+            return Vec::new();
+        }
+        let ours = matches!(
+            self.rides.get(&a.ride_id).map(|r| &r.phase),
+            Some(Phase::Waiting { lapsed, .. })
+                if lapsed.iter().any(|o| o.offer_id == a.offer_id && o.driver_id == a.driver_id)
+        );
+        if !ours {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        // Since the lapse the driver may have been offered another ride, which its app, holding
+        // this one, declines: that offer ends now and its ride goes to someone else.
+        if let Some(other) = self.supply.ride_of(&a.driver_id).map(str::to_owned) {
+            let offered = matches!(
+                self.rides.get(&other).map(|r| &r.phase),
+                Some(Phase::Waiting { offer: Some(o), .. }) if o.driver_id == a.driver_id
+            );
+            if !offered {
+                return out;
+            }
+            out.extend(self.lapse(&other, OfferAnswer::Declined, now));
+            out.extend(self.try_offer(&other, now));
+        }
+        // Frees the driver of the offer out now, if any; the assignment tells its app.
+        self.supply.release(&a.ride_id);
+        if self.supply.reserve(&a.ride_id, &a.driver_id).is_err() {
+            return out;
+        }
+        self.tally.late_accepts += 1;
+        out.extend(self.assign(&a.ride_id, &a.driver_id, now));
+        out
+    }
+
     fn assign(&mut self, ride_id: &str, driver_id: &str, now: Millis) -> Vec<Output> {
         let Some(ride) = self.rides.get_mut(ride_id) else {
             return Vec::new();
         };
         let eta = match &ride.phase {
-            Phase::Waiting { offer: Some(o), .. } if o.driver_id == driver_id => o.eta_secs,
+            Phase::Waiting { offer, lapsed, .. } => offer
+                .iter()
+                .chain(lapsed)
+                .find(|o| o.driver_id == driver_id)
+                .map_or(0, |o| o.eta_secs),
             _ => 0,
         };
         let Some(info) = self.drivers.get(driver_id) else {
@@ -446,13 +502,22 @@ impl Engine {
         let Some(ride) = self.rides.get_mut(ride_id) else {
             return Vec::new();
         };
-        let Phase::Waiting { offer, tried, .. } = &mut ride.phase else {
+        let Phase::Waiting {
+            offer,
+            lapsed,
+            tried,
+            ..
+        } = &mut ride.phase
+        else {
             return Vec::new();
         };
         let Some(o) = offer.take() else {
             return Vec::new();
         };
         tried.insert(o.driver_id.clone());
+        if answer == OfferAnswer::Expired {
+            lapsed.push(o.clone());
+        }
         self.supply.release(ride_id);
         vec![Output::Ride(RideEvent::OfferAnswered(OfferAnswered {
             event_id: new_id(),
@@ -676,9 +741,13 @@ mod tests {
     }
 
     fn answer(o: &OfferSent, answer: OfferAnswer) -> SupplyEvent {
+        answered_at(o, answer, o.occurred_at.0)
+    }
+
+    fn answered_at(o: &OfferSent, answer: OfferAnswer, at: i64) -> SupplyEvent {
         SupplyEvent::Answer(OfferAnswered {
             event_id: "a".into(),
-            occurred_at: o.occurred_at,
+            occurred_at: Millis(at),
             ride_id: o.ride_id.clone(),
             offer_id: o.offer_id.clone(),
             driver_id: o.driver_id.clone(),
@@ -742,10 +811,11 @@ mod tests {
         let out = e.tick(Millis(2_000));
         assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
         assert!(offers(&out).is_empty());
-        // The driver may have taken another ride by the time a late accept lands.
+        // An accept older than the app's hold allows: the driver may be on another ride.
+        let stale = answered_at(&second, OfferAnswer::Accepted, 2_100 - LATE_ACCEPT_MS - 1);
         assert!(
-            live(&mut e, answer(&second, OfferAnswer::Accepted), 2_100).is_empty(),
-            "an accept of a lapsed offer is not taken"
+            live(&mut e, stale, 2_100).is_empty(),
+            "a stale accept of a lapsed offer is not taken"
         );
         assert!(e.tick(Millis(4_000)).is_empty());
         let out = e.tick(Millis(5_000));
@@ -754,6 +824,52 @@ mod tests {
         );
         assert!(e.tick(Millis(6_000)).is_empty());
         assert_eq!(e.tally().no_driver, 1);
+    }
+
+    #[test]
+    fn an_accept_landing_after_its_offer_lapsed_is_taken_while_the_ride_waits() {
+        let mut e = engine();
+        for d in 1..=3 {
+            live(&mut e, status(d, DriverStatus::Available, 0), 0);
+        }
+        let out = e
+            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let first = offers(&out).pop().expect("offer");
+        assert_eq!(first.driver_id, "d1");
+        // Dispatch lags: the offer lapses before d1's accept is read, and the ride goes to d2.
+        let second = offers(&e.tick(Millis(1_500))).pop().expect("re-offer");
+        assert_eq!(second.driver_id, "d2");
+        // Another ride arrives and is offered to d1, whose app still holds the first ride.
+        let out = e
+            .on_dispatch(0, request(2, 1_600), Millis(1_600), Mode::Live)
+            .expect("ok");
+        let other = offers(&out).pop().expect("offer");
+        assert_eq!(other.driver_id, "d1");
+        // d1's accept, given in time, lands now: d1 gets the first ride, with the first ETA.
+        let out = live(
+            &mut e,
+            answered_at(&first, OfferAnswer::Accepted, 200),
+            1_700,
+        );
+        let assigned: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Ride(RideEvent::DriverAssigned(a)) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(&assigned[..], [a] if a.ride_id == "r1" && a.driver_id == "d1" && a.pickup_eta_secs == first.pickup_eta_secs),
+            "{out:?}"
+        );
+        // d1's offer of the second ride ends and that ride goes to d3, the one driver free.
+        assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.offer_id == other.offer_id && a.answer == OfferAnswer::Declined)));
+        assert_eq!(offers(&out).pop().expect("re-offer").driver_id, "d3");
+        assert_eq!(e.tally().late_accepts, 1);
+        // d2's accept of the offer out when d1's landed changes nothing.
+        assert!(live(&mut e, answer(&second, OfferAnswer::Accepted), 1_800).is_empty());
+        assert_eq!(e.tally().assigned, 1);
     }
 
     #[test]

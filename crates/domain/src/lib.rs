@@ -24,3 +24,8 @@ pub enum Mode {
 }
 
 pub use ride::{Applied, RideState, RideStatus, Step, TransitionError};
+
+/// How long a driver's app holds an accepted offer, declining others, while it waits for the
+/// ride's outcome (assigned to anyone, or cancelled). Dispatch takes a late accept only while
+/// it is well inside this, so a driver it assigns is never on another ride.
+pub const ACCEPT_HOLD_MS: i64 = 120_000;

@@ -103,7 +103,7 @@ const STATUS_EVERY: u32 = 5;
 /// How long a driver waits for the outcome of an accepted offer, in real seconds. Every ride
 /// ends assigned or cancelled and the app hears of it, so this only covers an outcome it never
 /// read; a driver who gave up sooner could be assigned while on another ride.
-const CONFIRM_SECS: f64 = 120.0;
+const CONFIRM_SECS: f64 = bimride_domain::ACCEPT_HOLD_MS as f64 / 1_000.0;
 /// Simulated seconds a rider takes to get in.
 const BOARDING_SECS: f64 = 30.0;
 /// Simulated mean time between an idle driver's breaks.
@@ -376,14 +376,8 @@ impl Fleet {
         }
         match event {
             RideEvent::OfferSent(o) => {
-                // Offered to someone else: dispatch has moved on from an accept of ours.
-                for d in &mut self.drivers {
-                    if d.id != o.driver_id
-                        && matches!(&d.phase, Phase::Accepted { ride, .. } if *ride == o.ride_id)
-                    {
-                        d.phase = Phase::Idle { heading: 0.0 };
-                    }
-                }
+                // The ride offered to someone else after our accept is not an outcome: dispatch
+                // may still take our accept if it arrived late, so the driver keeps waiting.
                 let Some(&i) = self.index.get(&o.driver_id) else {
                     return Vec::new();
                 };
@@ -636,8 +630,23 @@ mod tests {
             &f.on_ride_event(&offer_of("t-driver-0000", "e3", "r1"))[..],
             [Out::Supply(SupplyEvent::Answer(a))] if a.answer == OfferAnswer::Accepted
         ));
-        // Offered to someone else: dispatch moved on, and the driver is free again.
+        // Offered to someone else: dispatch may still take our late accept, so keep waiting.
         f.on_ride_event(&offer_of("t-driver-0001", "e4", "r1"));
+        assert!(matches!(&f.drivers[0].phase, Phase::Accepted { ride, .. } if ride == "r1"));
+        // Assigned to someone else: that is the outcome, and the driver is free again.
+        let elsewhere = RideEvent::DriverAssigned(DriverAssigned {
+            event_id: "e5".into(),
+            occurred_at: Millis(0),
+            ride_id: "r1".into(),
+            rider_id: "rider".into(),
+            driver_id: "t-driver-0001".into(),
+            vehicle: f.drivers[1].vehicle.clone(),
+            pickup_eta_secs: 60,
+            region: String::new(),
+            product: Some(Product::Economy),
+            surge_milli: 1_000,
+        });
+        f.on_ride_event(&elsewhere);
         assert!(matches!(f.drivers[0].phase, Phase::Idle { .. }));
     }
 }
