@@ -445,9 +445,13 @@ impl Engine {
             out.extend(self.lapse(&other, OfferAnswer::Declined, now));
             out.extend(self.try_offer(&other, now));
         }
-        // Frees the driver of the offer out now, if any; the assignment tells its app.
-        self.supply.release(&a.ride_id);
+        // Frees the driver of the offer out now, if any; the assignment tells its app. A driver
+        // who cannot be reserved (gone offline) leaves that offer as it was.
+        let current = self.supply.release(&a.ride_id);
         if self.supply.reserve(&a.ride_id, &a.driver_id).is_err() {
+            if let Some(d) = current {
+                let _ = self.supply.reserve(&a.ride_id, &d);
+            }
             return out;
         }
         self.tally.late_accepts += 1;
