@@ -5,10 +5,15 @@
 //! plus the passing of time. Outputs are ride events and dispatch-log records to publish.
 //!
 //! - A request is offered to the nearest free driver; a decline or a lapse re-offers it to
-//!   the next one. Rides wait oldest first.
-//! - An accept of an offer that lapsed on the clock is still taken while the ride waits: under
-//!   lag it lands after the deadline although the driver's app still holds the ride. It is
-//!   taken only while well inside that hold ([`LATE_ACCEPT_MS`]).
+//!   the next one. A driver who becomes free goes to the oldest waiting ride it can serve; a
+//!   ride that found nobody looks again every [`RETRY_MS`].
+//! - An offer lapses in the event time of its region's supply: once its deadline has passed
+//!   and the supply partition that carries the answer has been read past that deadline.
+//!   An answer given in time is then never missed because this instance lags behind, and a
+//!   lagging instance does not lapse every offer and re-offer it, adding to its own lag.
+//!   A partition gone silent lets offers lapse [`SILENT_SUPPLY_MS`] after their deadline.
+//! - An accept of an offer that lapsed is still taken while the ride waits: the driver's app
+//!   still holds the ride. It is taken only while well inside that hold ([`LATE_ACCEPT_MS`]).
 //! - A driver is reserved from the offer until the end of the ride, so it is never offered
 //!   two rides at once, and a ride holds at most one driver.
 //! - A ride still unassigned after `max_wait` is cancelled with the reason `no_driver`.
@@ -32,6 +37,14 @@ pub const NO_DRIVER: &str = "no_driver";
 /// The oldest accept, by its answer time, that is taken for an offer that has lapsed: half of
 /// the time a driver's app holds an accepted ride, so clocks and queues have a margin.
 pub const LATE_ACCEPT_MS: i64 = bimride_domain::ACCEPT_HOLD_MS / 2;
+
+/// How long after its deadline an offer lapses on the wall clock when its region's supply
+/// partition has not been read that far: the partition is silent, or this instance is stuck.
+pub const SILENT_SUPPLY_MS: i64 = 30_000;
+
+/// How often a ride that found no free driver looks again. Drivers freed by a lapse, a
+/// decline or the end of a ride are offered to the oldest ride they can serve at once.
+pub const RETRY_MS: i64 = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -84,6 +97,8 @@ enum Phase {
         lapsed: Vec<Offer>,
         tried: BTreeSet<String>,
         attempt: i32,
+        /// When to look for a driver again after finding none.
+        retry_at: Millis,
     },
     Assigned {
         driver_id: String,
@@ -120,6 +135,10 @@ pub struct Engine {
     waiting: BTreeSet<(Millis, String)>,
     /// Driver of each assignment in force, with its event time.
     assignments: HashMap<String, (String, Millis)>,
+    /// Newest event time read from each supply partition.
+    watermarks: HashMap<i32, Millis>,
+    /// Drivers freed since the last tick.
+    freed: BTreeSet<String>,
     tally: Decisions,
 }
 
@@ -145,6 +164,8 @@ impl Engine {
             rides: HashMap::new(),
             waiting: BTreeSet::new(),
             assignments: HashMap::new(),
+            watermarks: HashMap::new(),
+            freed: BTreeSet::new(),
             tally: Decisions::default(),
         }
     }
@@ -165,6 +186,11 @@ impl Engine {
 
     pub fn drivers(&self) -> usize {
         self.drivers.len()
+    }
+
+    /// How far the most lagging supply partition is behind `now`, in event time.
+    pub fn supply_lag(&self, now: Millis) -> Option<i64> {
+        self.watermarks.values().map(|w| now.0 - w.0).max()
     }
 
     /// Applies one dispatch-log record from `partition`.
@@ -193,6 +219,13 @@ impl Engine {
         now: Millis,
         mode: Mode,
     ) -> Result<Vec<Output>, EngineError> {
+        let at = match &event {
+            SupplyEvent::Status(s) => s.occurred_at,
+            SupplyEvent::Location(l) => l.occurred_at,
+            SupplyEvent::Answer(a) => a.occurred_at,
+        };
+        let mark = self.watermarks.entry(partition).or_insert(at);
+        *mark = (*mark).max(at);
         match event {
             SupplyEvent::Status(s) => self.on_status(partition, s),
             SupplyEvent::Location(l) => {
@@ -263,6 +296,7 @@ impl Engine {
                     lapsed: Vec::new(),
                     tried: BTreeSet::new(),
                     attempt: 0,
+                    retry_at: Millis(i64::MIN),
                 },
             },
         );
@@ -340,7 +374,14 @@ impl Engine {
                 .remove(&(ride.request.occurred_at, ride_id.to_owned()));
             ride.phase = Phase::Closed;
         }
-        self.supply.release(ride_id);
+        self.release(ride_id);
+    }
+
+    /// Frees the driver reserved for `ride_id`, to be offered to the oldest ride it can serve.
+    fn release(&mut self, ride_id: &str) -> Option<String> {
+        let driver = self.supply.release(ride_id)?;
+        self.freed.insert(driver.clone());
+        Some(driver)
     }
 
     fn on_status(
@@ -362,6 +403,13 @@ impl Engine {
                     available: s.status == DriverStatus::Available,
                 },
             );
+        }
+        let was_available = self
+            .drivers
+            .get(&s.driver_id)
+            .is_some_and(|d| d.status == DriverStatus::Available);
+        if s.status == DriverStatus::Available && !was_available {
+            self.freed.insert(s.driver_id.clone());
         }
         let info = self
             .drivers
@@ -385,7 +433,7 @@ impl Engine {
             {
                 self.assignments.remove(&s.driver_id);
                 if self.supply.ride_of(&s.driver_id) == Some(ride.as_str()) {
-                    self.supply.release(&ride);
+                    self.release(&ride);
                 }
             }
         }
@@ -454,6 +502,7 @@ impl Engine {
             }
             return out;
         }
+        self.freed.extend(current);
         self.tally.late_accepts += 1;
         out.extend(self.assign(&a.ride_id, &a.driver_id, now));
         out
@@ -522,7 +571,8 @@ impl Engine {
         if answer == OfferAnswer::Expired {
             lapsed.push(o.clone());
         }
-        self.supply.release(ride_id);
+        let region = ride.request.region.clone();
+        self.release(ride_id);
         vec![Output::Ride(RideEvent::OfferAnswered(OfferAnswered {
             event_id: new_id(),
             occurred_at: now,
@@ -530,7 +580,7 @@ impl Engine {
             offer_id: o.offer_id,
             driver_id: o.driver_id,
             answer,
-            region: ride.request.region.clone(),
+            region,
         }))]
     }
 
@@ -544,16 +594,28 @@ impl Engine {
             return None;
         };
         let r = &ride.request;
-        let found = self.supply.best(
-            (r.pickup.lat, r.pickup.lng),
-            ride.cell,
-            product_code(r.product),
-            self.city.match_rings,
-            tried,
-        )?;
-        self.supply.reserve(ride_id, &found.driver_id).ok()?;
+        let found = self
+            .supply
+            .best(
+                (r.pickup.lat, r.pickup.lng),
+                ride.cell,
+                product_code(r.product),
+                self.city.match_rings,
+                tried,
+            )
+            .filter(|m| self.supply.reserve(ride_id, &m.driver_id).is_ok());
         let ride = self.rides.get_mut(ride_id)?;
-        let Phase::Waiting { offer, attempt, .. } = &mut ride.phase else {
+        let Phase::Waiting {
+            offer,
+            attempt,
+            retry_at,
+            ..
+        } = &mut ride.phase
+        else {
+            return None;
+        };
+        let Some(found) = found else {
+            *retry_at = Millis(now.0 + RETRY_MS);
             return None;
         };
         *attempt += 1;
@@ -580,30 +642,42 @@ impl Engine {
         Some(Output::Ride(RideEvent::OfferSent(sent)))
     }
 
-    /// Expires offers, gives up on rides that waited too long, and offers waiting rides to
-    /// drivers who have become free. Oldest rides go first.
+    /// Lapses offers past their deadline, offers freed drivers to the oldest rides they can
+    /// serve, gives up on rides that waited too long, and looks again for rides that found
+    /// nobody. Oldest rides go first.
     pub fn tick(&mut self, now: Millis) -> Vec<Output> {
         let mut out = Vec::new();
-        let waiting: Vec<(Millis, String)> = self.waiting.iter().cloned().collect();
-        for (requested_at, ride_id) in waiting {
-            let Some(Ride {
-                phase: Phase::Waiting { offer, .. },
-                ..
-            }) = self.rides.get(&ride_id)
-            else {
-                continue;
-            };
-            if offer.as_ref().is_some_and(|o| o.expires_at <= now) {
-                self.tally.expired += 1;
-                out.extend(self.lapse(&ride_id, OfferAnswer::Expired, now));
+        let due: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, id)| {
+                self.rides.get(id).is_some_and(|r| match &r.phase {
+                    Phase::Waiting { offer: Some(o), .. } => self.lapses(o, r.partition, now),
+                    _ => false,
+                })
+            })
+            .map(|(_, id)| id.clone())
+            .collect();
+        for ride_id in due {
+            self.tally.expired += 1;
+            out.extend(self.lapse(&ride_id, OfferAnswer::Expired, now));
+        }
+        for driver in std::mem::take(&mut self.freed) {
+            if let Some(ride_id) = self.oldest_ride_for(&driver, now) {
+                out.extend(self.try_offer(&ride_id, now));
             }
-            let offered = matches!(
-                self.rides.get(&ride_id).map(|r| &r.phase),
-                Some(Phase::Waiting { offer: Some(_), .. })
-            );
-            if offered {
-                continue;
-            }
+        }
+        let idle: Vec<(Millis, String)> = self
+            .waiting
+            .iter()
+            .filter(|(_, id)| {
+                self.rides.get(id).is_some_and(|r| {
+                    matches!(r.phase, Phase::Waiting { offer: None, retry_at, .. } if retry_at <= now)
+                })
+            })
+            .cloned()
+            .collect();
+        for (requested_at, ride_id) in idle {
             if now.0 - requested_at.0 >= self.timing.max_wait_ms {
                 out.extend(self.give_up(&ride_id, now));
             } else {
@@ -611,6 +685,36 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Whether an offer has lapsed: its deadline has passed, and the supply partition that
+    /// would carry its answer has been read past it, or has been silent for too long.
+    fn lapses(&self, offer: &Offer, partition: i32, now: Millis) -> bool {
+        let read_past = self
+            .watermarks
+            .get(&partition)
+            .is_some_and(|w| *w >= offer.expires_at);
+        offer.expires_at <= now && (read_past || now.0 - offer.expires_at.0 >= SILENT_SUPPLY_MS)
+    }
+
+    /// The oldest ride within its wait, with no offer out, that a free `driver` can serve.
+    fn oldest_ride_for(&self, driver: &str, now: Millis) -> Option<String> {
+        let d = self.supply.driver(driver)?;
+        if !d.available || self.supply.ride_of(driver).is_some() {
+            return None;
+        }
+        let rings = i32::try_from(self.city.match_rings).unwrap_or(i32::MAX);
+        self.waiting
+            .iter()
+            .take_while(|(at, _)| now.0 - at.0 < self.timing.max_wait_ms)
+            .find(|(_, id)| {
+                self.rides.get(id).is_some_and(|r| {
+                    matches!(&r.phase, Phase::Waiting { offer: None, tried, .. } if !tried.contains(driver))
+                        && product_code(r.request.product) == d.product
+                        && r.cell.grid_distance(d.cell).is_ok_and(|k| k <= rings)
+                })
+            })
+            .map(|(_, id)| id.clone())
     }
 
     fn give_up(&mut self, ride_id: &str, now: Millis) -> Vec<Output> {
@@ -641,6 +745,7 @@ impl Engine {
     /// Forgets the rides and drivers of partitions this instance no longer owns. Their new
     /// owner rebuilds them from the log.
     pub fn revoke(&mut self, partitions: &BTreeSet<i32>) {
+        self.watermarks.retain(|p, _| !partitions.contains(p));
         let lost: Vec<String> = self
             .rides
             .iter()
@@ -760,6 +865,22 @@ mod tests {
         })
     }
 
+    /// A record of another driver's app, read at `at`: the supply is read up to `at`.
+    fn supply_read(e: &mut Engine, at: i64) {
+        let location = SupplyEvent::Location(bimride_events::DriverLocationUpdated {
+            event_id: format!("l{at}"),
+            occurred_at: Millis(at),
+            driver_id: "elsewhere".into(),
+            position: GeoPoint {
+                lat: 52.3676,
+                lng: 4.9041,
+            },
+            region: String::new(),
+            cell: String::new(),
+        });
+        live(e, location, at);
+    }
+
     fn offers(out: &[Output]) -> Vec<OfferSent> {
         out.iter()
             .filter_map(|o| match o {
@@ -812,6 +933,7 @@ mod tests {
         assert_eq!(second.driver_id, "d2");
         assert_eq!(second.attempt, 2);
         // Nobody answers: the offer lapses, and with everyone tried the ride waits, then ends.
+        supply_read(&mut e, 2_000);
         let out = e.tick(Millis(2_000));
         assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
         assert!(offers(&out).is_empty());
@@ -841,7 +963,9 @@ mod tests {
             .expect("ok");
         let first = offers(&out).pop().expect("offer");
         assert_eq!(first.driver_id, "d1");
-        // Dispatch lags: the offer lapses before d1's accept is read, and the ride goes to d2.
+        // Another app's record, read before d1's accept, takes the supply past the deadline:
+        // the offer lapses, and the ride goes to d2.
+        supply_read(&mut e, 1_400);
         let second = offers(&e.tick(Millis(1_500))).pop().expect("re-offer");
         assert_eq!(second.driver_id, "d2");
         // Another ride arrives and is offered to d1, whose app still holds the first ride.
@@ -874,6 +998,85 @@ mod tests {
         // d2's accept of the offer out when d1's landed changes nothing.
         assert!(live(&mut e, answer(&second, OfferAnswer::Accepted), 1_800).is_empty());
         assert_eq!(e.tally().assigned, 1);
+    }
+
+    #[test]
+    fn an_offer_lapses_once_the_supply_is_read_past_its_deadline() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        live(&mut e, status(2, DriverStatus::Available, 0), 0);
+        let out = e
+            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let first = offers(&out).pop().expect("offer");
+        // This instance lags: its clock is past the deadline, its reading of the supply is not.
+        supply_read(&mut e, 900);
+        assert!(e.tick(Millis(5_000)).is_empty(), "nothing lapses");
+        // d1's accept, given in time, is read late and taken as any accept in time.
+        let out = live(
+            &mut e,
+            answered_at(&first, OfferAnswer::Accepted, 500),
+            5_100,
+        );
+        assert!(out.iter().any(
+            |o| matches!(o, Output::Ride(RideEvent::DriverAssigned(a)) if a.driver_id == "d1")
+        ));
+        assert_eq!(e.tally().late_accepts, 0);
+        // Read past the deadline, an unanswered offer lapses, and the ride moves on.
+        let out = e
+            .on_dispatch(0, request(2, 5_200), Millis(5_200), Mode::Live)
+            .expect("ok");
+        let second = offers(&out).pop().expect("offer");
+        assert_eq!(second.driver_id, "d2");
+        supply_read(&mut e, 6_100);
+        assert!(
+            e.tick(Millis(6_300)).is_empty(),
+            "not read past the deadline yet"
+        );
+        supply_read(&mut e, 6_200);
+        let out = e.tick(Millis(6_300));
+        assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.offer_id == second.offer_id && a.answer == OfferAnswer::Expired)));
+    }
+
+    #[test]
+    fn an_offer_lapses_on_the_clock_when_its_supply_falls_silent() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        let out = e
+            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let offer = offers(&out).pop().expect("offer");
+        let deadline = offer.expires_at.0;
+        assert!(e.tick(Millis(deadline + SILENT_SUPPLY_MS - 1)).is_empty());
+        let out = e.tick(Millis(deadline + SILENT_SUPPLY_MS));
+        assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
+        assert_eq!(
+            e.supply_lag(Millis(deadline + SILENT_SUPPLY_MS)),
+            Some(deadline + SILENT_SUPPLY_MS)
+        );
+    }
+
+    #[test]
+    fn a_freed_driver_goes_to_the_oldest_ride_it_can_serve_at_once() {
+        let mut e = engine();
+        live(&mut e, status(1, DriverStatus::Available, 0), 0);
+        let out = e
+            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
+            .expect("ok");
+        let first = offers(&out).pop().expect("offer");
+        // Two more rides find nobody, and would look again only after RETRY_MS.
+        for (n, at) in [(2, 10), (3, 20)] {
+            let out = e
+                .on_dispatch(0, request(n, at), Millis(at), Mode::Live)
+                .expect("ok");
+            assert!(offers(&out).is_empty());
+        }
+        assert!(e.tick(Millis(50)).is_empty());
+        // d1 declines r1: it is freed, and offered to r2, the oldest ride it has not declined.
+        assert!(offers(&live(&mut e, answer(&first, OfferAnswer::Declined), 100)).is_empty());
+        let out = e.tick(Millis(150));
+        const { assert!(150 < RETRY_MS) };
+        assert!(matches!(&offers(&out)[..], [o] if o.ride_id == "r2" && o.driver_id == "d1"));
     }
 
     #[test]
@@ -1011,6 +1214,7 @@ mod tests {
             for (kind, pick) in steps {
                 now += 300;
                 let out = if open.is_empty() || kind == 0 {
+                    supply_read(&mut e, now);
                     e.tick(Millis(now))
                 } else {
                     let o = open.remove(pick.index(open.len()));
@@ -1020,8 +1224,10 @@ mod tests {
                 record(out, &mut open)?;
             }
             // Let every wait run out.
+            supply_read(&mut e, now + 10_000);
             let out = e.tick(Millis(now + 10_000));
             record(out, &mut open)?;
+            supply_read(&mut e, now + 20_000);
             let out = e.tick(Millis(now + 20_000));
             record(out, &mut open)?;
             for r in 0..rides {

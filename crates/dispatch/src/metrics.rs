@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use bimride_events::{Millis, RideEvent};
-use bimride_telemetry::{counter, gauge, histogram, latency_buckets};
-use prometheus::{Histogram, IntCounterVec, IntGauge};
+use bimride_telemetry::{counter, gauge, histogram, latency_buckets, measure};
+use prometheus::{Gauge, Histogram, IntCounterVec, IntGauge};
 
 use crate::engine::Output;
 
@@ -27,6 +27,14 @@ pub static DRIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "bimride_dispatch_known_drivers",
         "Drivers known in this instance's regions.",
+    )
+});
+
+pub static SUPPLY_LAG: LazyLock<Gauge> = LazyLock::new(|| {
+    measure(
+        "bimride_dispatch_supply_lag_seconds",
+        "How far behind the clock this instance's reading of its slowest supply partition is, \
+         in event time. Offers lapse only once the supply is read past their deadline.",
     )
 });
 

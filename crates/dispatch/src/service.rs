@@ -40,7 +40,14 @@ struct Dispatcher {
     engine: Engine,
     settings: DispatchSettings,
     owned: BTreeSet<i32>,
+    /// The worst supply lag seen, and when it was last logged.
+    worst_lag_ms: i64,
+    lag_logged: Millis,
 }
+
+/// Supply lag worth a warning, and how often it is repeated while it lasts.
+const LAG_WARNING_MS: i64 = 10_000;
+const LAG_WARNING_EVERY_MS: i64 = 60_000;
 
 impl Service for DispatchSettings {
     const NAME: &'static str = "dispatch";
@@ -78,9 +85,11 @@ impl Service for DispatchSettings {
             engine: Engine::new(cx.city, timing),
             settings: self,
             owned: BTreeSet::new(),
+            worst_lag_ms: 0,
+            lag_logged: Millis(i64::MIN),
         };
         let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
-        tracing::info!(tally = ?done.engine.tally(), "dispatch stopped");
+        tracing::info!(tally = ?done.engine.tally(), worst_supply_lag_ms = done.worst_lag_ms, "dispatch stopped");
         Ok(())
     }
 }
@@ -196,6 +205,17 @@ impl Processor for Dispatcher {
         self.count(&outputs);
         metrics::WAITING.set(self.engine.waiting() as i64);
         metrics::DRIVERS.set(self.engine.drivers() as i64);
+        let lag = self.engine.supply_lag(now).unwrap_or(0);
+        metrics::SUPPLY_LAG.set(lag as f64 / 1000.0);
+        self.worst_lag_ms = self.worst_lag_ms.max(lag);
+        if lag > LAG_WARNING_MS && now.0 - self.lag_logged.0 > LAG_WARNING_EVERY_MS {
+            self.lag_logged = now;
+            tracing::warn!(
+                lag_ms = lag,
+                waiting = self.engine.waiting(),
+                "reading supply far behind the clock"
+            );
+        }
         outputs
     }
 }

@@ -17,8 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_gauge,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -43,6 +43,11 @@ pub fn gauges(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 /// Registers a gauge with the default registry.
 pub fn gauge(name: &str, help: &str) -> IntGauge {
     register_int_gauge!(name, help).unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Registers a gauge of a measured quantity, such as seconds, with the default registry.
+pub fn measure(name: &str, help: &str) -> Gauge {
+    register_gauge!(name, help).unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
 }
 
 /// Registers a histogram family with the default registry, with buckets in seconds.
