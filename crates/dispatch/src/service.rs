@@ -208,7 +208,7 @@ impl Processor for Dispatcher {
         let lag = self.engine.supply_lag(now).unwrap_or(0);
         metrics::SUPPLY_LAG.set(lag as f64 / 1000.0);
         self.worst_lag_ms = self.worst_lag_ms.max(lag);
-        if lag > LAG_WARNING_MS && now.0 - self.lag_logged.0 > LAG_WARNING_EVERY_MS {
+        if lag > LAG_WARNING_MS && now.0.saturating_sub(self.lag_logged.0) > LAG_WARNING_EVERY_MS {
             self.lag_logged = now;
             tracing::warn!(
                 lag_ms = lag,
