@@ -188,9 +188,18 @@ impl Engine {
         self.drivers.len()
     }
 
-    /// How far the most lagging supply partition is behind `now`, in event time.
-    pub fn supply_lag(&self, now: Millis) -> Option<i64> {
-        self.watermarks.values().map(|w| now.0 - w.0).max()
+    /// How long past its deadline the most overdue offer still out is: kept out because its
+    /// supply partition has not been read that far. Zero when no offer is overdue.
+    pub fn overdue_ms(&self, now: Millis) -> i64 {
+        self.waiting
+            .iter()
+            .filter_map(|(_, id)| match &self.rides.get(id)?.phase {
+                Phase::Waiting { offer: Some(o), .. } => Some(now.0 - o.expires_at.0),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(0)
     }
 
     /// Applies one dispatch-log record from `partition`.
@@ -1048,12 +1057,13 @@ mod tests {
         let offer = offers(&out).pop().expect("offer");
         let deadline = offer.expires_at.0;
         assert!(e.tick(Millis(deadline + SILENT_SUPPLY_MS - 1)).is_empty());
+        assert_eq!(
+            e.overdue_ms(Millis(deadline + SILENT_SUPPLY_MS - 1)),
+            SILENT_SUPPLY_MS - 1
+        );
         let out = e.tick(Millis(deadline + SILENT_SUPPLY_MS));
         assert!(out.iter().any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired)));
-        assert_eq!(
-            e.supply_lag(Millis(deadline + SILENT_SUPPLY_MS)),
-            Some(deadline + SILENT_SUPPLY_MS)
-        );
+        assert_eq!(e.overdue_ms(Millis(deadline + SILENT_SUPPLY_MS)), 0);
     }
 
     #[test]

@@ -30,11 +30,11 @@ pub static DRIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
-pub static SUPPLY_LAG: LazyLock<Gauge> = LazyLock::new(|| {
+pub static OVERDUE: LazyLock<Gauge> = LazyLock::new(|| {
     measure(
-        "bimride_dispatch_supply_lag_seconds",
-        "How far behind the clock this instance's reading of its slowest supply partition is, \
-         in event time. Offers lapse only once the supply is read past their deadline.",
+        "bimride_dispatch_offer_overdue_seconds",
+        "How long past its deadline the most overdue offer is kept out, because the supply \
+         partition that carries its answer has not been read that far.",
     )
 });
 

@@ -40,14 +40,14 @@ struct Dispatcher {
     engine: Engine,
     settings: DispatchSettings,
     owned: BTreeSet<i32>,
-    /// The worst supply lag seen, and when it was last logged.
-    worst_lag_ms: i64,
-    lag_logged: Millis,
+    /// The most overdue an offer has been, and when an overdue offer was last logged.
+    worst_overdue_ms: i64,
+    overdue_logged: Millis,
 }
 
-/// Supply lag worth a warning, and how often it is repeated while it lasts.
-const LAG_WARNING_MS: i64 = 10_000;
-const LAG_WARNING_EVERY_MS: i64 = 60_000;
+/// An offer this overdue is worth a warning, repeated this often while it lasts.
+const OVERDUE_WARNING_MS: i64 = 10_000;
+const OVERDUE_WARNING_EVERY_MS: i64 = 60_000;
 
 impl Service for DispatchSettings {
     const NAME: &'static str = "dispatch";
@@ -85,11 +85,11 @@ impl Service for DispatchSettings {
             engine: Engine::new(cx.city, timing),
             settings: self,
             owned: BTreeSet::new(),
-            worst_lag_ms: 0,
-            lag_logged: Millis(i64::MIN),
+            worst_overdue_ms: 0,
+            overdue_logged: Millis(i64::MIN),
         };
         let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
-        tracing::info!(tally = ?done.engine.tally(), worst_supply_lag_ms = done.worst_lag_ms, "dispatch stopped");
+        tracing::info!(tally = ?done.engine.tally(), worst_overdue_ms = done.worst_overdue_ms, "dispatch stopped");
         Ok(())
     }
 }
@@ -205,15 +205,17 @@ impl Processor for Dispatcher {
         self.count(&outputs);
         metrics::WAITING.set(self.engine.waiting() as i64);
         metrics::DRIVERS.set(self.engine.drivers() as i64);
-        let lag = self.engine.supply_lag(now).unwrap_or(0);
-        metrics::SUPPLY_LAG.set(lag as f64 / 1000.0);
-        self.worst_lag_ms = self.worst_lag_ms.max(lag);
-        if lag > LAG_WARNING_MS && now.0.saturating_sub(self.lag_logged.0) > LAG_WARNING_EVERY_MS {
-            self.lag_logged = now;
+        let overdue = self.engine.overdue_ms(now);
+        metrics::OVERDUE.set(overdue as f64 / 1000.0);
+        self.worst_overdue_ms = self.worst_overdue_ms.max(overdue);
+        if overdue > OVERDUE_WARNING_MS
+            && now.0.saturating_sub(self.overdue_logged.0) > OVERDUE_WARNING_EVERY_MS
+        {
+            self.overdue_logged = now;
             tracing::warn!(
-                lag_ms = lag,
+                overdue_ms = overdue,
                 waiting = self.engine.waiting(),
-                "reading supply far behind the clock"
+                "offers kept past their deadline: supply is read far behind the clock"
             );
         }
         outputs
