@@ -12,6 +12,9 @@ use bimride_events::SurgeUpdated;
 use serde::Serialize;
 
 use crate::ApiState;
+use bimride_kafka::partitioned::{Options, PartitionedError};
+use bimride_kafka::projection::Projection;
+use bimride_kafka::service::{Context, Service};
 
 #[derive(Debug, Default)]
 pub struct SurgeBook {
@@ -55,6 +58,24 @@ impl SurgeBook {
                 .then(a.cell.cmp(&b.cell))
         });
         cells
+    }
+}
+
+/// The surge multipliers as a service: the book, fed from the compacted surge topic. Every
+/// API instance reads every cell, so its group is its own.
+#[derive(Debug, Clone)]
+pub struct SurgeFeed(pub Arc<SurgeBook>);
+
+impl Service for SurgeFeed {
+    const NAME: &'static str = "api-surge";
+    type Error = PartitionedError;
+
+    async fn run(self, cx: Context) -> Result<(), PartitionedError> {
+        let group = format!("bimride-api-{}", uuid::Uuid::new_v4());
+        Projection::new(self.0)
+            .on(|book, u: &SurgeUpdated| book.apply(u))
+            .run(&cx.kafka, cx.codec, Options::new(group, "api"), cx.shutdown)
+            .await
     }
 }
 

@@ -1,5 +1,6 @@
-//! `bimride dispatch`, `simulate`, `billing`, `notifications`, `surge` and `dashboard`: one
-//! service each, against a cluster and registry. Each serves its own `/metrics`.
+//! `bimride dispatch`, `simulate`, `billing`, `notifications`, `surge`, `store` and
+//! `dashboard`: one service each, against a cluster and registry. Each serves its own
+//! `/metrics`. And `bimride migrate`, the store's schema on its own.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use bimride_kafka::service::{self, AnyService, Context, Service};
 
 use crate::api::registered_codec;
-use crate::cli::{DashboardArgs, MetricsArgs, ServiceArgs, Standalone};
+use crate::cli::{DashboardArgs, MetricsArgs, MigrateArgs, ServiceArgs, Standalone};
 use crate::shutdown;
 
 /// Checks the settings, connects, then runs `service` beside its metrics endpoint; when the
@@ -66,4 +67,17 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     server.await?.context("dashboard server")?;
     Ok(fed?)
+}
+
+/// Runs the store's migrations, for deployments that migrate before the services start.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let database = bimride_store::Database::from(args.database);
+    let store = database
+        .connect(&shutdown::on_signal())
+        .await
+        .with_context(|| format!("migrating {database:?}"))?
+        .context("interrupted")?;
+    store.close().await;
+    tracing::info!(?database, "the ride store's schema is up to date");
+    Ok(())
 }

@@ -1,0 +1,487 @@
+//! The ride store on PostgreSQL or SQLite, chosen by the URL's scheme. One set of migrations
+//! runs on both at connect.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bimride_events::Topic;
+use bimride_kafka::partitioned::{At, Positions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+use crate::view::{Change, RideView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database URL must start with postgres://, postgresql:// or sqlite:")]
+    Scheme,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a stored ride view is not valid JSON: {0}")]
+    View(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// Whether the database itself is away or busy, rather than the request being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if is_transient(e.code().as_deref()))
+    }
+}
+
+/// SQLite's busy and locked codes, and PostgreSQL's connection, shutdown and
+/// serialization classes.
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|c| {
+        matches!(c, "5" | "6" | "517" | "40001" | "40P01")
+            || c.starts_with("08")
+            || c.starts_with("57P")
+    })
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StoreError::Scheme)
+        }
+    }
+}
+
+/// A page of a rider's rides, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub rides: Vec<RideView>,
+    /// Where the next page starts; `None` on the last.
+    pub next: Option<Cursor>,
+}
+
+/// A position in a rider's rides: the last ride of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub requested_at: i64,
+    pub ride_id: String,
+}
+
+/// A booking's claim on a rider's idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClaim<'a> {
+    pub rider_id: &'a str,
+    pub key: &'a str,
+    pub ride_id: &'a str,
+    pub request: &'a str,
+    pub answer: &'a str,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this booking's.
+    New,
+    /// An earlier booking holds it: its request and answer, as JSON.
+    Earlier { request: String, answer: String },
+}
+
+impl Cursor {
+    /// The cursor as a client carries it: opaque, but plain text.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.requested_at, self.ride_id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (at, id) = text.split_once('.')?;
+        Some(Self {
+            requested_at: at.parse().ok()?,
+            ride_id: Some(id).filter(|id| !id.is_empty())?.to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// How long a request waits for a connection before the store counts as unavailable.
+const ACQUIRE: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let backend = Backend::of(url)?;
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            // SQLite takes one writer at a time; readers share the WAL.
+            .max_connections(match backend {
+                Backend::Postgres => 10,
+                Backend::Sqlite => 4,
+            })
+            .acquire_timeout(ACQUIRE)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies one record and moves its partition's position past it, in one transaction.
+    /// A record at or before the position, or whose id is already stored, changes nothing;
+    /// returns whether it changed a ride.
+    pub async fn apply(
+        &self,
+        at: At,
+        cluster: &str,
+        change: Option<&Change>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = apply_in(&mut tx, at, cluster, change).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Applies records in order, in one transaction; returns how many changed a ride.
+    pub async fn apply_all(
+        &self,
+        cluster: &str,
+        records: &[(At, Option<Change>)],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for (at, change) in records {
+            changed += usize::from(apply_in(&mut tx, *at, cluster, change.as_ref()).await?);
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Where to read each partition on `cluster`. Positions kept for another cluster are
+    /// dropped, with a warning: the rows stay, and the new cluster's log is read from its start.
+    pub async fn positions(&self, cluster: &str) -> Result<Positions, StoreError> {
+        let others: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT cluster_id FROM source_offsets WHERE cluster_id <> $1",
+        )
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        if !others.is_empty() {
+            tracing::warn!(cluster, previous = ?others, "the ride store finds itself on a new Kafka cluster: it keeps its rides and reads the new cluster's log from the start");
+            sqlx::query("DELETE FROM source_offsets WHERE cluster_id <> $1")
+                .bind(cluster)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query("SELECT topic, kafka_partition, next_offset FROM source_offsets")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut positions = Positions::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let partition: i64 = row.try_get(1)?;
+            let next: i64 = row.try_get(2)?;
+            if let (Some(topic), Ok(partition)) = (
+                Topic::ALL.into_iter().find(|t| t.suffix() == name),
+                i32::try_from(partition),
+            ) {
+                positions.insert((topic, partition), next);
+            }
+        }
+        Ok(positions)
+    }
+
+    pub async fn ride(&self, ride_id: &str) -> Result<Option<RideView>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar("SELECT view FROM rides WHERE ride_id = $1")
+            .bind(ride_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    /// A rider's rides, newest first, `limit` at a time from `after`.
+    pub async fn rides_of(
+        &self,
+        rider_id: &str,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let (at, id) = match after {
+            Some(c) => (c.requested_at, c.ride_id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT view FROM rides WHERE rider_id = $1 AND requested_at IS NOT NULL \
+             AND (requested_at < $2 OR (requested_at = $2 AND ($3 = '' OR ride_id < $3))) \
+             ORDER BY requested_at DESC, ride_id DESC LIMIT $4",
+        )
+        .bind(rider_id)
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rides = rows
+            .iter()
+            .map(|j| serde_json::from_str(j))
+            .collect::<Result<Vec<RideView>, _>>()?;
+        let more = rides.len() > limit as usize;
+        rides.truncate(limit as usize);
+        let next = rides.last().filter(|_| more).and_then(|r| {
+            Some(Cursor {
+                requested_at: r.requested_at()?,
+                ride_id: r.ride_id.clone(),
+            })
+        });
+        Ok(Page { rides, next })
+    }
+
+    /// Rides by status.
+    pub async fn counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM rides GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
+    /// Every applied record's id for a ride, for reconciliation.
+    pub async fn event_ids(&self, ride_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM ride_events WHERE ride_id = $1 ORDER BY event_id",
+        )
+        .bind(ride_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Claims a rider's idempotency key for a booking, before its request is produced.
+    /// `request` and `answer` are the booking and the reply to give a retry, as JSON.
+    pub async fn claim_key(&self, key: &KeyClaim<'_>) -> Result<Claim, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (rider_id, idempotency_key, ride_id, request, answer, claimed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rider_id, idempotency_key) DO NOTHING",
+        )
+        .bind(key.rider_id)
+        .bind(key.key)
+        .bind(key.ride_id)
+        .bind(key.request)
+        .bind(key.answer)
+        .bind(bimride_events::Millis::now().0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::New);
+        }
+        let row = sqlx::query(
+            "SELECT request, answer FROM idempotency_keys WHERE rider_id = $1 AND idempotency_key = $2",
+        )
+        .bind(key.rider_id)
+        .bind(key.key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Claim::Earlier {
+            request: row.try_get(0)?,
+            answer: row.try_get(1)?,
+        })
+    }
+
+    /// Gives a claim up, when the booking it was for could not be made.
+    pub async fn release_key(&self, key: &KeyClaim<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rider_id = $1 AND idempotency_key = $2 AND ride_id = $3",
+        )
+        .bind(key.rider_id)
+        .bind(key.key)
+        .bind(key.ride_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// [`Store::apply`] inside a transaction.
+async fn apply_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    at: At,
+    cluster: &str,
+    change: Option<&Change>,
+) -> Result<bool, StoreError> {
+    let topic = at.topic.suffix();
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT next_offset FROM source_offsets WHERE topic = $1 AND kafka_partition = $2",
+    )
+    .bind(topic)
+    .bind(i64::from(at.partition))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if next.is_some_and(|n| at.offset < n) {
+        return Ok(false);
+    }
+    let mut changed = false;
+    if let Some((change, ride_id)) = change.and_then(|c| Some((c, c.ride_id()?))) {
+        let inserted = sqlx::query(
+                "INSERT INTO ride_events (event_id, ride_id, kind, occurred_at, topic, kafka_partition, kafka_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(change.id())
+            .bind(ride_id)
+            .bind(change.kind())
+            .bind(change.occurred_at())
+            .bind(topic)
+            .bind(i64::from(at.partition))
+            .bind(at.offset)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT view FROM rides WHERE ride_id = $1")
+                    .bind(ride_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            let mut view = match stored {
+                Some(json) => serde_json::from_str(&json)?,
+                None => RideView::new(ride_id),
+            };
+            view.apply(change);
+            upsert(tx, &view, change.occurred_at()).await?;
+            if let Change::Sent(n) = change {
+                sqlx::query(
+                        "INSERT INTO notifications (notification_id, ride_id, recipient_kind, recipient_id, template, text, sent_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (notification_id) DO NOTHING",
+                    )
+                    .bind(&n.notification_id)
+                    .bind(ride_id)
+                    .bind(label(n.recipient_kind))
+                    .bind(&n.recipient_id)
+                    .bind(&n.template)
+                    .bind(&n.text)
+                    .bind(n.occurred_at.0)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            changed = true;
+        }
+    }
+    sqlx::query(
+            "INSERT INTO source_offsets (topic, kafka_partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, cluster_id = excluded.cluster_id \
+             WHERE source_offsets.next_offset < excluded.next_offset OR source_offsets.cluster_id <> excluded.cluster_id",
+        )
+        .bind(topic)
+        .bind(i64::from(at.partition))
+        .bind(at.offset + 1)
+        .bind(cluster)
+        .execute(&mut **tx)
+        .await?;
+    Ok(changed)
+}
+
+/// Brings the schema up to date. PostgreSQL serialises concurrent migrators with a lock;
+/// SQLite does not, so a process that loses the race to create the schema (the API and the
+/// store starting together) finds it made when it tries again.
+async fn migrate(pool: &AnyPool) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("./migrations");
+    let mut attempts = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::ExecuteMigration(..))
+                if attempts < MIGRATE_ATTEMPTS =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+const MIGRATE_ATTEMPTS: u64 = 5;
+
+/// An enum's name as the API's JSON spells it.
+fn label<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn upsert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    view: &RideView,
+    at: i64,
+) -> Result<(), StoreError> {
+    let fare = view.fare.as_ref();
+    sqlx::query(
+        "INSERT INTO rides (ride_id, rider_id, status, region, product, requested_at, updated_at, \
+         fare_minor, commission_minor, payout_minor, currency, surge_milli, view) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, status = excluded.status, \
+         region = excluded.region, product = excluded.product, requested_at = excluded.requested_at, \
+         updated_at = excluded.updated_at, fare_minor = excluded.fare_minor, \
+         commission_minor = excluded.commission_minor, payout_minor = excluded.payout_minor, \
+         currency = excluded.currency, surge_milli = excluded.surge_milli, view = excluded.view",
+    )
+    .bind(&view.ride_id)
+    .bind(view.rider_id.as_deref())
+    .bind(view.status.as_str())
+    .bind(view.region.as_deref())
+    .bind(view.product.map(label))
+    .bind(view.requested_at())
+    .bind(at)
+    .bind(fare.map(|f| f.amount_minor))
+    .bind(fare.map(|f| f.commission_minor))
+    .bind(fare.map(|f| f.payout_minor))
+    .bind(view.currency.as_deref())
+    .bind(view.surge_milli.map(i64::from))
+    .bind(serde_json::to_string(view)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
