@@ -164,6 +164,15 @@ impl Store {
         self.backend
     }
 
+    /// A transaction that writes. SQLite's takes the write lock at once: one that read first
+    /// and wrote later would fail, not wait, whenever another writer committed in between.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Applies one record and moves its partition's position past it, in one transaction.
     /// A record at or before the position, or whose id is already stored, changes nothing;
     /// returns whether it changed a ride.
@@ -173,7 +182,7 @@ impl Store {
         cluster: &str,
         change: Option<&Change>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let changed = apply_in(&mut tx, at, cluster, change).await?;
         tx.commit().await?;
         Ok(changed)
@@ -185,7 +194,7 @@ impl Store {
         cluster: &str,
         records: &[(At, Option<Change>)],
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut changed = 0;
         for (at, change) in records {
             changed += usize::from(apply_in(&mut tx, *at, cluster, change.as_ref()).await?);
