@@ -217,6 +217,36 @@ async fn a_ride_folds_from_its_records_once_on_both_backends() {
 }
 
 #[tokio::test]
+async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
+    for (backend, url) in backends().await {
+        let store = Store::connect(&url).await.expect("connects");
+        let batch = vec![
+            (at(Topic::RideRequests, 0), Some(requested("r1", "rider-1", 1_000))),
+            (at(Topic::RideRequests, 1), Some(requested("r2", "rider-2", 1_100))),
+            (at(Topic::RideEvents, 0), Some(assigned("r1", 2_000))),
+            (at(Topic::RideEvents, 1), None),
+            (at(Topic::RideEvents, 2), Some(arrived("r1", 2_500))),
+            // The same event again at a later offset, within the batch.
+            (at(Topic::RideEvents, 3), Some(assigned("r1", 2_000))),
+            (at(Topic::RideEvents, 4), Some(assigned("r2", 2_100))),
+            (at(Topic::Notifications, 0), Some(receipt("r2", 3_200))),
+        ];
+        assert_eq!(store.apply_all("c1", &batch).await.expect("applies"), 6, "{backend}");
+        // The whole batch again: below every position, so nothing changes.
+        assert_eq!(store.apply_all("c1", &batch).await.expect("applies"), 0, "{backend}");
+        let r1 = store.ride("r1").await.expect("reads").expect("stored");
+        assert_eq!(r1.status, RideStatus::DriverArrived, "{backend}");
+        assert_eq!(r1.history.len(), 3, "{backend}");
+        let r2 = store.ride("r2").await.expect("reads").expect("stored");
+        assert_eq!(r2.status, RideStatus::Assigned, "{backend}");
+        assert_eq!(r2.notifications.len(), 1, "{backend}");
+        assert_eq!(store.event_ids("r1").await.expect("ids").len(), 3);
+        let positions = store.positions("c1").await.expect("positions");
+        assert_eq!(positions.get(&(Topic::RideEvents, 2)), Some(&5), "{backend}");
+    }
+}
+
+#[tokio::test]
 async fn positions_resume_and_a_new_cluster_keeps_the_rows_and_starts_over() {
     for (backend, url) in backends().await {
         let store = Store::connect(&url).await.expect("connects");

@@ -1,11 +1,11 @@
 //! The ride store on PostgreSQL or SQLite, chosen by the URL's scheme. One set of migrations
 //! runs on both at connect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use bimride_events::Topic;
+use bimride_events::{Notification, Topic};
 use bimride_kafka::partitioned::{At, Positions};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
@@ -182,25 +182,73 @@ impl Store {
         cluster: &str,
         change: Option<&Change>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let changed = apply_in(&mut tx, at, cluster, change).await?;
-        tx.commit().await?;
-        Ok(changed)
+        Ok(self.apply_all(cluster, &[(at, change.cloned())]).await? == 1)
     }
 
-    /// Applies records in order, in one transaction; returns how many changed a ride.
+    /// Applies records in order, and moves their partitions' positions past them, in one
+    /// transaction; returns how many changed a ride. Each ride touched is read and written
+    /// once, so a batch costs a handful of statements whatever its size.
     pub async fn apply_all(
         &self,
         cluster: &str,
         records: &[(At, Option<Change>)],
     ) -> Result<usize, StoreError> {
         let mut tx = self.write().await?;
-        let mut changed = 0;
+        let stored = stored_positions(&mut tx).await?;
+        let mut next: BTreeMap<(&'static str, i32), i64> = BTreeMap::new();
+        let mut fresh: Vec<(At, &Change, &str)> = Vec::new();
+        let mut ids = HashSet::new();
         for (at, change) in records {
-            changed += usize::from(apply_in(&mut tx, *at, cluster, change.as_ref()).await?);
+            let key = (at.topic.suffix(), at.partition);
+            let from = next.get(&key).or(stored.get(&key)).copied().unwrap_or(0);
+            if at.offset < from {
+                continue;
+            }
+            next.insert(key, at.offset + 1);
+            if let Some((change, ride_id)) = change.as_ref().and_then(|c| Some((c, c.ride_id()?)))
+                && ids.insert(change.id())
+            {
+                fresh.push((*at, change, ride_id));
+            }
+        }
+        let new = insert_events(&mut tx, &fresh).await?;
+        let applied: Vec<(&Change, &str)> = fresh
+            .into_iter()
+            .filter(|(_, c, _)| new.contains(c.id()))
+            .map(|(_, c, r)| (c, r))
+            .collect();
+        let mut views = load_views(&mut tx, applied.iter().map(|(_, r)| *r)).await?;
+        for (change, ride_id) in &applied {
+            let (view, at) = views
+                .entry((*ride_id).to_owned())
+                .or_insert_with(|| (RideView::new(ride_id), 0));
+            view.apply(change);
+            *at = change.occurred_at();
+        }
+        upsert_views(&mut tx, &views).await?;
+        let sent: Vec<(&Notification, &str)> = applied
+            .iter()
+            .filter_map(|(c, r)| match c {
+                Change::Sent(n) => Some((n, *r)),
+                _ => None,
+            })
+            .collect();
+        insert_notifications(&mut tx, &sent).await?;
+        for ((topic, partition), offset) in next {
+            sqlx::query(
+                "INSERT INTO source_offsets (topic, kafka_partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, cluster_id = excluded.cluster_id \
+                 WHERE source_offsets.next_offset < excluded.next_offset OR source_offsets.cluster_id <> excluded.cluster_id",
+            )
+            .bind(topic)
+            .bind(i64::from(partition))
+            .bind(offset)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(changed)
+        Ok(applied.len())
     }
 
     /// Where to read each partition on `cluster`. Positions kept for another cluster are
@@ -353,82 +401,154 @@ impl Store {
     }
 }
 
-/// [`Store::apply`] inside a transaction.
-async fn apply_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    at: At,
-    cluster: &str,
-    change: Option<&Change>,
-) -> Result<bool, StoreError> {
-    let topic = at.topic.suffix();
-    let next: Option<i64> = sqlx::query_scalar(
-        "SELECT next_offset FROM source_offsets WHERE topic = $1 AND kafka_partition = $2",
-    )
-    .bind(topic)
-    .bind(i64::from(at.partition))
-    .fetch_optional(&mut **tx)
-    .await?;
-    if next.is_some_and(|n| at.offset < n) {
-        return Ok(false);
-    }
-    let mut changed = false;
-    if let Some((change, ride_id)) = change.and_then(|c| Some((c, c.ride_id()?))) {
-        let inserted = sqlx::query(
-                "INSERT INTO ride_events (event_id, ride_id, kind, occurred_at, topic, kafka_partition, kafka_offset) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(change.id())
-            .bind(ride_id)
-            .bind(change.kind())
-            .bind(change.occurred_at())
-            .bind(topic)
-            .bind(i64::from(at.partition))
-            .bind(at.offset)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if inserted == 1 {
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT view FROM rides WHERE ride_id = $1")
-                    .bind(ride_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            let mut view = match stored {
-                Some(json) => serde_json::from_str(&json)?,
-                None => RideView::new(ride_id),
-            };
-            view.apply(change);
-            upsert(tx, &view, change.occurred_at()).await?;
-            if let Change::Sent(n) = change {
-                sqlx::query(
-                        "INSERT INTO notifications (notification_id, ride_id, recipient_kind, recipient_id, template, text, sent_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (notification_id) DO NOTHING",
-                    )
-                    .bind(&n.notification_id)
-                    .bind(ride_id)
-                    .bind(label(n.recipient_kind))
-                    .bind(&n.recipient_id)
-                    .bind(&n.template)
-                    .bind(&n.text)
-                    .bind(n.occurred_at.0)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            changed = true;
+/// Rows per multi-row statement, well inside both databases' limits on bound parameters.
+const ROWS: usize = 256;
+
+/// `($1, $2, …), (…)`: placeholders for `rows` rows of `columns` values.
+fn values(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", cells.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+async fn stored_positions(tx: &mut Tx) -> Result<HashMap<(&'static str, i32), i64>, StoreError> {
+    let rows = sqlx::query("SELECT topic, kafka_partition, next_offset FROM source_offsets")
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut positions = HashMap::new();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let partition: i64 = row.try_get(1)?;
+        if let (Some(topic), Ok(partition)) = (
+            Topic::ALL.into_iter().find(|t| t.suffix() == name),
+            i32::try_from(partition),
+        ) {
+            positions.insert((topic.suffix(), partition), row.try_get(2)?);
         }
     }
-    sqlx::query(
-            "INSERT INTO source_offsets (topic, kafka_partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, cluster_id = excluded.cluster_id \
-             WHERE source_offsets.next_offset < excluded.next_offset OR source_offsets.cluster_id <> excluded.cluster_id",
-        )
-        .bind(topic)
-        .bind(i64::from(at.partition))
-        .bind(at.offset + 1)
-        .bind(cluster)
-        .execute(&mut **tx)
-        .await?;
-    Ok(changed)
+    Ok(positions)
+}
+
+/// Records each event once; returns the ids that were new.
+async fn insert_events<'a>(
+    tx: &mut Tx,
+    events: &[(At, &'a Change, &'a str)],
+) -> Result<HashSet<String>, StoreError> {
+    let mut new = HashSet::new();
+    for chunk in events.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO ride_events (event_id, ride_id, kind, occurred_at, topic, kafka_partition, kafka_offset) \
+             VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            values(chunk.len(), 7)
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for (at, change, ride_id) in chunk {
+            query = query
+                .bind(change.id())
+                .bind(*ride_id)
+                .bind(change.kind())
+                .bind(change.occurred_at())
+                .bind(at.topic.suffix())
+                .bind(i64::from(at.partition))
+                .bind(at.offset);
+        }
+        new.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(new)
+}
+
+/// The stored views of these rides, each with the time of its last change (0 until changed).
+async fn load_views<'a>(
+    tx: &mut Tx,
+    rides: impl Iterator<Item = &'a str>,
+) -> Result<BTreeMap<String, (RideView, i64)>, StoreError> {
+    let rides: Vec<&str> = rides.collect::<BTreeSet<_>>().into_iter().collect();
+    let mut views = BTreeMap::new();
+    for chunk in rides.chunks(ROWS) {
+        let sql = format!(
+            "SELECT ride_id, view FROM rides WHERE ride_id IN ({})",
+            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let json: String = row.try_get(1)?;
+            views.insert(row.try_get(0)?, (serde_json::from_str(&json)?, 0));
+        }
+    }
+    Ok(views)
+}
+
+async fn upsert_views(
+    tx: &mut Tx,
+    views: &BTreeMap<String, (RideView, i64)>,
+) -> Result<(), StoreError> {
+    let views: Vec<&(RideView, i64)> = views.values().filter(|(_, at)| *at != 0).collect();
+    for chunk in views.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO rides (ride_id, rider_id, status, region, product, requested_at, updated_at, \
+             fare_minor, commission_minor, payout_minor, currency, surge_milli, view) \
+             VALUES {} \
+             ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, status = excluded.status, \
+             region = excluded.region, product = excluded.product, requested_at = excluded.requested_at, \
+             updated_at = excluded.updated_at, fare_minor = excluded.fare_minor, \
+             commission_minor = excluded.commission_minor, payout_minor = excluded.payout_minor, \
+             currency = excluded.currency, surge_milli = excluded.surge_milli, view = excluded.view",
+            values(chunk.len(), 13)
+        );
+        let mut query = sqlx::query(&sql);
+        for (view, at) in chunk {
+            let fare = view.fare.as_ref();
+            query = query
+                .bind(view.ride_id.clone())
+                .bind(view.rider_id.clone())
+                .bind(view.status.as_str())
+                .bind(view.region.clone())
+                .bind(view.product.map(label))
+                .bind(view.requested_at())
+                .bind(*at)
+                .bind(fare.map(|f| f.amount_minor))
+                .bind(fare.map(|f| f.commission_minor))
+                .bind(fare.map(|f| f.payout_minor))
+                .bind(view.currency.clone())
+                .bind(view.surge_milli.map(i64::from))
+                .bind(serde_json::to_string(view)?);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_notifications(
+    tx: &mut Tx,
+    sent: &[(&Notification, &str)],
+) -> Result<(), StoreError> {
+    for chunk in sent.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO notifications (notification_id, ride_id, recipient_kind, recipient_id, template, text, sent_at) \
+             VALUES {} ON CONFLICT (notification_id) DO NOTHING",
+            values(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(&sql);
+        for (n, ride_id) in chunk {
+            query = query
+                .bind(n.notification_id.clone())
+                .bind(*ride_id)
+                .bind(label(n.recipient_kind))
+                .bind(n.recipient_id.clone())
+                .bind(n.template.clone())
+                .bind(n.text.clone())
+                .bind(n.occurred_at.0);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Brings the schema up to date. PostgreSQL serialises concurrent migrators with a lock;
@@ -459,38 +579,4 @@ fn label<T: serde::Serialize>(value: T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-async fn upsert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    view: &RideView,
-    at: i64,
-) -> Result<(), StoreError> {
-    let fare = view.fare.as_ref();
-    sqlx::query(
-        "INSERT INTO rides (ride_id, rider_id, status, region, product, requested_at, updated_at, \
-         fare_minor, commission_minor, payout_minor, currency, surge_milli, view) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, status = excluded.status, \
-         region = excluded.region, product = excluded.product, requested_at = excluded.requested_at, \
-         updated_at = excluded.updated_at, fare_minor = excluded.fare_minor, \
-         commission_minor = excluded.commission_minor, payout_minor = excluded.payout_minor, \
-         currency = excluded.currency, surge_milli = excluded.surge_milli, view = excluded.view",
-    )
-    .bind(&view.ride_id)
-    .bind(view.rider_id.as_deref())
-    .bind(view.status.as_str())
-    .bind(view.region.as_deref())
-    .bind(view.product.map(label))
-    .bind(view.requested_at())
-    .bind(at)
-    .bind(fare.map(|f| f.amount_minor))
-    .bind(fare.map(|f| f.commission_minor))
-    .bind(fare.map(|f| f.payout_minor))
-    .bind(view.currency.as_deref())
-    .bind(view.surge_milli.map(i64::from))
-    .bind(serde_json::to_string(view)?)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

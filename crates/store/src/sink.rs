@@ -282,7 +282,7 @@ impl Processor for Sink {
     async fn record(&mut self, at: At, input: Input) -> Result<Vec<Nothing>, Rejected> {
         let change = match input {
             Either::First(Either::First(e)) => Change::of_dispatch(e),
-            Either::First(Either::Second(e)) => Some(Change::Event(e)),
+            Either::First(Either::Second(e)) => Change::of_ride(e),
             Either::Second(Either::First(c)) => Some(Change::Charged(c)),
             Either::Second(Either::Second(n)) => Some(Change::Sent(n)),
         };

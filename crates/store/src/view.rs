@@ -75,6 +75,15 @@ impl Change {
         }
     }
 
+    /// The change a ride event makes. Telemetry moves the car, not the ride: it changes no
+    /// view, and the trip's distance arrives with its completion.
+    pub fn of_ride(e: RideEvent) -> Option<Self> {
+        match e {
+            RideEvent::TripTelemetry(_) => None,
+            e => Some(Self::Event(e)),
+        }
+    }
+
     /// The ride it changes; a message about no ride changes none.
     pub fn ride_id(&self) -> Option<&str> {
         match self {
