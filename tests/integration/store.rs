@@ -221,8 +221,14 @@ async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
     for (backend, url) in backends().await {
         let store = Store::connect(&url).await.expect("connects");
         let batch = vec![
-            (at(Topic::RideRequests, 0), Some(requested("r1", "rider-1", 1_000))),
-            (at(Topic::RideRequests, 1), Some(requested("r2", "rider-2", 1_100))),
+            (
+                at(Topic::RideRequests, 0),
+                Some(requested("r1", "rider-1", 1_000)),
+            ),
+            (
+                at(Topic::RideRequests, 1),
+                Some(requested("r2", "rider-2", 1_100)),
+            ),
             (at(Topic::RideEvents, 0), Some(assigned("r1", 2_000))),
             (at(Topic::RideEvents, 1), None),
             (at(Topic::RideEvents, 2), Some(arrived("r1", 2_500))),
@@ -231,9 +237,17 @@ async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
             (at(Topic::RideEvents, 4), Some(assigned("r2", 2_100))),
             (at(Topic::Notifications, 0), Some(receipt("r2", 3_200))),
         ];
-        assert_eq!(store.apply_all("c1", &batch).await.expect("applies"), 6, "{backend}");
+        assert_eq!(
+            store.apply_all("c1", &batch).await.expect("applies"),
+            6,
+            "{backend}"
+        );
         // The whole batch again: below every position, so nothing changes.
-        assert_eq!(store.apply_all("c1", &batch).await.expect("applies"), 0, "{backend}");
+        assert_eq!(
+            store.apply_all("c1", &batch).await.expect("applies"),
+            0,
+            "{backend}"
+        );
         let r1 = store.ride("r1").await.expect("reads").expect("stored");
         assert_eq!(r1.status, RideStatus::DriverArrived, "{backend}");
         assert_eq!(r1.history.len(), 3, "{backend}");
@@ -242,7 +256,11 @@ async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
         assert_eq!(r2.notifications.len(), 1, "{backend}");
         assert_eq!(store.event_ids("r1").await.expect("ids").len(), 3);
         let positions = store.positions("c1").await.expect("positions");
-        assert_eq!(positions.get(&(Topic::RideEvents, 2)), Some(&5), "{backend}");
+        assert_eq!(
+            positions.get(&(Topic::RideEvents, 2)),
+            Some(&5),
+            "{backend}"
+        );
     }
 }
 
@@ -427,4 +445,123 @@ async fn the_store_resumes_from_its_positions_on_apache_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_resumes_from_its_positions_on_the_embedded_cluster() {
     sink_resumes(Broker::embedded()).await;
+}
+
+/// The business dashboard's SQL panels, run as Grafana runs them: as the read-only login that
+/// `deploy/postgres` creates, with the time range in place of Grafana's macros.
+#[tokio::test]
+async fn the_business_panels_give_rides_and_revenue_per_hour_and_zone_from_the_store() {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{ConnectOptions, Row};
+    let url = databases::fresh_postgres().await;
+    let owner: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(user, _)| user.split_once(':'))
+        .map_or("", |(_, password)| password);
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let script = deploy.join("postgres/grafana-reader.sh");
+    let status = std::process::Command::new("sh")
+        .arg(&script)
+        .env("POSTGRES_USER", owner.get_username())
+        .env("POSTGRES_DB", owner.get_database().expect("a database"))
+        .env("GRAFANA_DB_PASSWORD", "reader-test")
+        .env("PGHOST", owner.get_host())
+        .env("PGPORT", owner.get_port().to_string())
+        .env("PGPASSWORD", password)
+        .status()
+        .expect("sh runs the reader's set-up");
+    assert!(status.success(), "{script:?}: {status}");
+    // As in compose: the database and its reader first, then the migrations.
+    let store = Store::connect(&url).await.expect("connects");
+    let hour = 3_600_000;
+    let in_zone = |ride: &str, zone: &str, ms: i64| match requested(ride, "rider-1", ms) {
+        Change::Requested(r) => Change::Requested(RideRequested {
+            region: zone.into(),
+            ..r
+        }),
+        other => other,
+    };
+    let batch = vec![
+        (
+            at(Topic::RideRequests, 0),
+            Some(in_zone("r1", "zone-a", 10 * hour + 5)),
+        ),
+        (
+            at(Topic::RideRequests, 1),
+            Some(in_zone("r2", "zone-a", 10 * hour + 900_000)),
+        ),
+        (
+            at(Topic::RideRequests, 2),
+            Some(in_zone("r3", "zone-b", 11 * hour + 1)),
+        ),
+        (
+            at(Topic::Payments, 0),
+            Some(charged("r1", 10 * hour + 2_000_000)),
+        ),
+        (
+            at(Topic::Payments, 1),
+            Some(charged("r3", 11 * hour + 2_000_000)),
+        ),
+    ];
+    store.apply_all("c1", &batch).await.expect("applies");
+
+    let mut reader = owner
+        .clone()
+        .username("grafana_reader")
+        .password("reader-test")
+        .connect()
+        .await
+        .expect("the reader logs in");
+    assert!(
+        sqlx::query("DELETE FROM rides")
+            .execute(&mut reader)
+            .await
+            .is_err(),
+        "the reader cannot write"
+    );
+    let text = std::fs::read_to_string(deploy.join("grafana/dashboards/business.json"))
+        .expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["datasource"]["uid"] != "bimride-postgres" {
+            continue;
+        }
+        let sql = panel["targets"][0]["rawSql"]
+            .as_str()
+            .expect("rawSql")
+            .replace("$__unixEpochFrom()", "0")
+            .replace("$__unixEpochTo()", "4102444800");
+        // Each panel gives (time, metric, value): Grafana's time series in long form.
+        let rows = sqlx::query(&format!(
+            "SELECT extract(epoch FROM p.t)::bigint, p.metric, p.value::float8 \
+             FROM ({sql}) AS p (t, metric, value)"
+        ))
+        .fetch_all(&mut reader)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", panel["title"]));
+        let got: Vec<(i64, String, f64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        panels.push(got);
+    }
+    let at_hour = |h: i64| h * 3_600;
+    assert_eq!(
+        panels,
+        [
+            // Rides per hour per zone.
+            vec![
+                (at_hour(10), "zone-a".to_owned(), 2.0),
+                (at_hour(11), "zone-b".to_owned(), 1.0)
+            ],
+            // Revenue in euros: only charged rides bring any.
+            vec![
+                (at_hour(10), "zone-a".to_owned(), 15.0),
+                (at_hour(11), "zone-b".to_owned(), 15.0)
+            ],
+        ]
+    );
 }

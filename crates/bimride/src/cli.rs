@@ -337,6 +337,10 @@ pub struct DashboardArgs {
     /// Where the dashboard (and its /metrics) listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8090")]
     pub http: SocketAddr,
+
+    /// The ride store, whose totals the dashboard shows.
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,10 @@ async fn connect(args: ServiceArgs) -> anyhow::Result<Context> {
 /// The dashboard serves its page, its stream and `/metrics` on one port.
 pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let cx = connect(args.service).await?;
+    let database = bimride_store::Database::from(args.database);
+    let Some(store) = database.connect(&cx.shutdown).await? else {
+        return Ok(());
+    };
     let dashboard = bimride_dashboard::Dashboard::new(&cx.city);
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -63,7 +67,8 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let limits = args.limits.limits()?;
     let server = bimride_telemetry::spawn_server(listener, app, limits, cx.shutdown.clone());
     let shutdown = cx.shutdown.clone();
-    let fed = service::run(Box::new(bimride_dashboard::Feeds(dashboard)), cx).await;
+    let feeds = bimride_dashboard::Feeds { dashboard, store };
+    let fed = service::run(Box::new(feeds), cx).await;
     shutdown.cancel();
     server.await?.context("dashboard server")?;
     Ok(fed?)

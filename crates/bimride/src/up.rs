@@ -151,7 +151,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         listener,
         limits,
         bimride_dashboard::router(Arc::clone(&dashboard)),
-        (access, rides),
+        (access, rides.clone()),
         shutdown.clone(),
     )
     .await?;
@@ -168,7 +168,10 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     services.push(Box::new(sim));
     services.push(Box::new(front.feeds));
-    services.push(Box::new(bimride_dashboard::Feeds(dashboard)));
+    services.push(Box::new(bimride_dashboard::Feeds {
+        dashboard,
+        store: rides,
+    }));
     let services = services
         .into_iter()
         .map(|s| service::spawn(s, cx.clone()))

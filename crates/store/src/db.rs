@@ -85,6 +85,21 @@ pub struct Cursor {
     pub ride_id: String,
 }
 
+/// Totals over every ride stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Rides whose request is stored.
+    pub requested: u64,
+    /// Rides with a driver now or at their end: assigned, arrived, in progress or completed.
+    pub assigned: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    /// Rides charged, and what they brought.
+    pub charges: u64,
+    pub revenue_minor: i64,
+    pub commission_minor: i64,
+}
+
 /// A booking's claim on a rider's idempotency key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyClaim<'a> {
@@ -340,6 +355,34 @@ impl Store {
             .collect()
     }
 
+    /// Totals over every ride stored, in one scan.
+    pub async fn totals(&self) -> Result<Totals, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(requested_at), \
+             CAST(COALESCE(SUM(CASE WHEN status IN ('assigned', 'driver_arrived', 'in_progress', 'completed') THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             COUNT(fare_minor), \
+             CAST(COALESCE(SUM(fare_minor), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(commission_minor), 0) AS BIGINT) \
+             FROM rides",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |i: usize| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or_default())
+        };
+        Ok(Totals {
+            requested: count(0)?,
+            assigned: count(1)?,
+            completed: count(2)?,
+            cancelled: count(3)?,
+            charges: count(4)?,
+            revenue_minor: row.try_get(5)?,
+            commission_minor: row.try_get(6)?,
+        })
+    }
+
     /// Every applied record's id for a ride, for reconciliation.
     pub async fn event_ids(&self, ride_id: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
@@ -407,7 +450,9 @@ const ROWS: usize = 256;
 /// `($1, $2, …), (…)`: placeholders for `rows` rows of `columns` values.
 fn values(rows: usize, columns: usize) -> String {
     let row = |r: usize| {
-        let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        let cells: Vec<String> = (1..=columns)
+            .map(|c| format!("${}", r * columns + c))
+            .collect();
         format!("({})", cells.join(", "))
     };
     (0..rows).map(row).collect::<Vec<_>>().join(", ")
@@ -471,7 +516,10 @@ async fn load_views<'a>(
     for chunk in rides.chunks(ROWS) {
         let sql = format!(
             "SELECT ride_id, view FROM rides WHERE ride_id IN ({})",
-            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {

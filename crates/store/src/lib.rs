@@ -9,6 +9,6 @@ pub mod db;
 pub mod sink;
 pub mod view;
 
-pub use db::{Backend, Claim, Cursor, KeyClaim, Page, Store, StoreError};
+pub use db::{Backend, Claim, Cursor, KeyClaim, Page, Store, StoreError, Totals};
 pub use sink::{DEFAULT_DATA_DIR, Database, SinkError, StoreSettings};
 pub use view::{Change, RideView};
