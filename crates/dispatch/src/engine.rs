@@ -6,6 +6,9 @@
 //!
 //! - A request is offered to the nearest free driver; a decline or a lapse re-offers it to
 //!   the next one. Rides wait oldest first.
+//! - An offer lapses once its timeout has passed and, on top of it, the time answers now take
+//!   to come back (an average over recent answers). When the pipeline lags, offers wait for
+//!   their answers instead of lapsing and being re-offered, which would add to the lag.
 //! - An accept of an offer that lapsed on the clock is still taken while the ride waits: under
 //!   lag it lands after the deadline although the driver's app still holds the ride. It is
 //!   taken only while well inside that hold ([`LATE_ACCEPT_MS`]).
@@ -72,6 +75,7 @@ pub struct Decisions {
 struct Offer {
     offer_id: String,
     driver_id: String,
+    sent_at: Millis,
     expires_at: Millis,
     eta_secs: i32,
 }
@@ -120,6 +124,8 @@ pub struct Engine {
     waiting: BTreeSet<(Millis, String)>,
     /// Driver of each assignment in force, with its event time.
     assignments: HashMap<String, (String, Millis)>,
+    /// How long answers take from offer to here, in ms: a moving average.
+    round_trip_ms: i64,
     tally: Decisions,
 }
 
@@ -145,8 +151,29 @@ impl Engine {
             rides: HashMap::new(),
             waiting: BTreeSet::new(),
             assignments: HashMap::new(),
+            round_trip_ms: 0,
             tally: Decisions::default(),
         }
+    }
+
+    /// How long answers now take from offer to dispatch, in ms: what an offer's timeout is
+    /// stretched by.
+    pub fn round_trip_ms(&self) -> i64 {
+        self.round_trip_ms
+    }
+
+    /// Learns from an answer to one of this instance's offers, sent at `sent_at`.
+    fn answered(&mut self, sent_at: Millis, now: Millis) {
+        let sample = (now.0 - sent_at.0).clamp(0, LATE_ACCEPT_MS);
+        // An average over about the last eight answers, as TCP smooths its round-trip time.
+        self.round_trip_ms += (sample - self.round_trip_ms) / 8;
+    }
+
+    /// When an offer lapses: its deadline, stretched by the answers' round trip, never past
+    /// the time a late accept is still taken.
+    fn lapses_at(&self, o: &Offer) -> Millis {
+        let stretched = o.expires_at.0 + self.round_trip_ms;
+        Millis(stretched.min(o.sent_at.0 + LATE_ACCEPT_MS))
     }
 
     pub fn tally(&self) -> Decisions {
@@ -400,6 +427,17 @@ impl Engine {
             return Vec::new();
         };
         let current = offer.as_ref().is_some_and(|o| o.offer_id == a.offer_id);
+        let sent_at = match &ride.phase {
+            Phase::Waiting { offer, lapsed, .. } => offer
+                .iter()
+                .chain(lapsed)
+                .find(|o| o.offer_id == a.offer_id)
+                .map(|o| o.sent_at),
+            _ => None,
+        };
+        if let Some(sent_at) = sent_at {
+            self.answered(sent_at, now);
+        }
         match a.answer {
             OfferAnswer::Accepted if current => self.assign(&a.ride_id, &a.driver_id, now),
             OfferAnswer::Accepted => self.take_late(&a, now),
@@ -569,6 +607,7 @@ impl Engine {
         *offer = Some(Offer {
             offer_id: sent.offer_id.clone(),
             driver_id: found.driver_id,
+            sent_at: now,
             expires_at: sent.expires_at,
             eta_secs: found.pickup_eta_secs,
         });
@@ -589,7 +628,7 @@ impl Engine {
             else {
                 continue;
             };
-            if offer.as_ref().is_some_and(|o| o.expires_at <= now) {
+            if offer.as_ref().is_some_and(|o| self.lapses_at(o) <= now) {
                 self.tally.expired += 1;
                 out.extend(self.lapse(&ride_id, OfferAnswer::Expired, now));
             }
@@ -870,6 +909,42 @@ mod tests {
         // d2's accept of the offer out when d1's landed changes nothing.
         assert!(live(&mut e, answer(&second, OfferAnswer::Accepted), 1_800).is_empty());
         assert_eq!(e.tally().assigned, 1);
+    }
+
+    #[test]
+    fn offers_wait_longer_when_answers_come_back_slowly() {
+        let mut e = engine();
+        for d in 1..=10 {
+            live(&mut e, status(d, DriverStatus::Available, 0), 0);
+        }
+        // Answers that take 4 s to come back, against a 1 s timeout.
+        for n in 1..=9 {
+            let at = i64::from(n) * 100_000;
+            let out = e
+                .on_dispatch(0, request(n, at), Millis(at), Mode::Live)
+                .expect("ok");
+            let offer = offers(&out).pop().expect("offer");
+            let out = live(&mut e, answer(&offer, OfferAnswer::Accepted), at + 4_000);
+            assert!(
+                out.iter()
+                    .any(|o| matches!(o, Output::Ride(RideEvent::DriverAssigned(_))))
+            );
+        }
+        let round_trip = e.round_trip_ms();
+        assert!((2_000..4_000).contains(&round_trip), "{round_trip}");
+        let at = 1_000_000;
+        let out = e
+            .on_dispatch(0, request(10, at), Millis(at), Mode::Live)
+            .expect("ok");
+        assert_eq!(offers(&out).len(), 1);
+        let lapsed = |out: &[Output]| {
+            out.iter()
+                .any(|o| matches!(o, Output::Ride(RideEvent::OfferAnswered(a)) if a.answer == OfferAnswer::Expired))
+        };
+        // Past the timeout, the answer is still expected.
+        assert!(!lapsed(&e.tick(Millis(at + 1_000))));
+        assert!(!lapsed(&e.tick(Millis(at + 1_000 + round_trip - 1))));
+        assert!(lapsed(&e.tick(Millis(at + 1_000 + round_trip))));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use bimride_events::{Millis, RideEvent};
 use bimride_telemetry::{counter, gauge, histogram, latency_buckets};
-use prometheus::{Histogram, IntCounterVec, IntGauge};
+use prometheus::{Gauge, Histogram, IntCounterVec, IntGauge};
 
 use crate::engine::Output;
 
@@ -28,6 +28,14 @@ pub static DRIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
         "bimride_dispatch_known_drivers",
         "Drivers known in this instance's regions.",
     )
+});
+
+pub static ROUND_TRIP: LazyLock<Gauge> = LazyLock::new(|| {
+    prometheus::register_gauge!(
+        "bimride_dispatch_answer_round_trip_seconds",
+        "How long drivers' answers take from offer to dispatch (a moving average); offers wait this long past their timeout."
+    )
+    .unwrap_or_else(|e| unreachable!("registered once: {e}"))
 });
 
 pub static OWNED_PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {

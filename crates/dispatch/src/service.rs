@@ -197,6 +197,7 @@ impl Processor for Dispatcher {
         self.count(&outputs);
         metrics::WAITING.set(self.engine.waiting() as i64);
         metrics::DRIVERS.set(self.engine.drivers() as i64);
+        metrics::ROUND_TRIP.set(self.engine.round_trip_ms() as f64 / 1000.0);
         outputs
     }
 }
