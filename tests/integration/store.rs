@@ -7,7 +7,7 @@ use bimride_events::{
     Product, RecipientKind, RideEvent, RideRequested, Topic, TripCompleted, TripStarted, Vehicle,
 };
 use bimride_kafka::partitioned::At;
-use bimride_store::{Change, Cursor, Store};
+use bimride_store::{Change, Cursor, Store, Totals};
 use bimride_tests::{Broker, Pipeline, completed_trip, databases, join_all, ride_requested};
 
 /// Every backend, as (name, URL of a fresh database).
@@ -259,6 +259,39 @@ async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
         assert_eq!(
             positions.get(&(Topic::RideEvents, 2)),
             Some(&5),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn totals_count_rides_by_how_far_they_got_and_sum_their_fares() {
+    for (backend, url) in backends().await {
+        let store = Store::connect(&url).await.expect("connects");
+        assert_eq!(store.totals().await.expect("totals"), Totals::default(), "{backend}");
+        let batch = vec![
+            (at(Topic::RideRequests, 0), Some(requested("r1", "rider-1", 1_000))),
+            (at(Topic::RideRequests, 1), Some(requested("r2", "rider-2", 1_100))),
+            (at(Topic::RideRequests, 2), Some(requested("r3", "rider-3", 1_200))),
+            (at(Topic::RideEvents, 0), Some(assigned("r1", 2_000))),
+            (at(Topic::RideEvents, 1), Some(arrived("r1", 2_500))),
+            (at(Topic::RideEvents, 2), Some(started("r1", 2_600))),
+            (at(Topic::RideEvents, 3), Some(completed("r1", 3_000))),
+            (at(Topic::RideEvents, 4), Some(assigned("r2", 2_100))),
+            (at(Topic::Payments, 0), Some(charged("r1", 3_100))),
+        ];
+        store.apply_all("c1", &batch).await.expect("applies");
+        assert_eq!(
+            store.totals().await.expect("totals"),
+            Totals {
+                requested: 3,
+                assigned: 2,
+                completed: 1,
+                cancelled: 0,
+                charges: 1,
+                revenue_minor: 1_500,
+                commission_minor: 375,
+            },
             "{backend}"
         );
     }

@@ -301,7 +301,7 @@ async fn serve_once(url: &str) -> anyhow::Result<()> {
     }
     times.sort_unstable();
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let hwm_kb = status
+    let hwm_kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
