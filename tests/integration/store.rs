@@ -268,11 +268,24 @@ async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
 async fn totals_count_rides_by_how_far_they_got_and_sum_their_fares() {
     for (backend, url) in backends().await {
         let store = Store::connect(&url).await.expect("connects");
-        assert_eq!(store.totals().await.expect("totals"), Totals::default(), "{backend}");
+        assert_eq!(
+            store.totals().await.expect("totals"),
+            Totals::default(),
+            "{backend}"
+        );
         let batch = vec![
-            (at(Topic::RideRequests, 0), Some(requested("r1", "rider-1", 1_000))),
-            (at(Topic::RideRequests, 1), Some(requested("r2", "rider-2", 1_100))),
-            (at(Topic::RideRequests, 2), Some(requested("r3", "rider-3", 1_200))),
+            (
+                at(Topic::RideRequests, 0),
+                Some(requested("r1", "rider-1", 1_000)),
+            ),
+            (
+                at(Topic::RideRequests, 1),
+                Some(requested("r2", "rider-2", 1_100)),
+            ),
+            (
+                at(Topic::RideRequests, 2),
+                Some(requested("r3", "rider-3", 1_200)),
+            ),
             (at(Topic::RideEvents, 0), Some(assigned("r1", 2_000))),
             (at(Topic::RideEvents, 1), Some(arrived("r1", 2_500))),
             (at(Topic::RideEvents, 2), Some(started("r1", 2_600))),

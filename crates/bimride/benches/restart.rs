@@ -7,6 +7,9 @@
 //! `BIMRIDE_POSTGRES_URL` names a server (`scripts/postgres.sh start` prints one).
 //! Apart from the lifecycle records stored, every ride's history is as the store keeps it.
 
+// A benchmark's report is its standard output.
+#![allow(clippy::print_stdout)]
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
