@@ -337,8 +337,10 @@ async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once()
     // The API reads payments committed only: it shows the honest charge and not the forged one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while api
-        .rides
-        .get(&honest.ride_id)
+        .store
+        .ride(&honest.ride_id)
+        .await
+        .expect("store")
         .and_then(|v| v.fare)
         .is_none()
     {
@@ -349,8 +351,10 @@ async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        api.rides
-            .get(&forged.ride_id)
+        api.store
+            .ride(&forged.ride_id)
+            .await
+            .expect("store")
             .and_then(|v| v.fare)
             .is_none(),
         "the API applied an aborted charge"

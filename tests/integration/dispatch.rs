@@ -205,7 +205,13 @@ async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
 
     // The API's view is built from the same events.
     for ride in rides.iter().take(50) {
-        let view = city.api.rides.get(ride).expect("the API knows the ride");
+        let view = city
+            .api
+            .store
+            .ride(ride)
+            .await
+            .expect("store")
+            .expect("the store has the ride");
         match seen.drivers_of_ride.get(ride) {
             Some(drivers) => assert_eq!(view.driver_id.as_ref(), drivers.first(), "{ride}"),
             None => assert_eq!(view.cancel_reason.as_deref(), Some("no_driver"), "{ride}"),

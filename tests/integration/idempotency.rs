@@ -1,5 +1,5 @@
-//! A retried booking reaching another API instance, or one started since, finds its ride in
-//! the log instead of booking a second one.
+//! A retried booking reaching another API instance, or one started since, finds the key's
+//! claim in the ride store instead of booking a second one.
 
 use std::time::Duration;
 
@@ -39,11 +39,11 @@ async fn a_retry_on_a_fresh_instance_gets_the_same_ride() {
     first_stop.cancel();
     join_all(first.tasks).await;
 
-    // A new instance, with nothing in memory, reads the request from the log.
+    // A new instance, with nothing in memory, answers from the store.
     let second = p.serve_api(city, second_stop.clone()).await;
     let ride = booked["ride_id"].as_str().expect("ride id");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while second.rides.get(ride).is_none() {
+    while second.store.ride(ride).await.expect("store").is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the new instance reads the log"

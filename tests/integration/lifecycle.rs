@@ -248,13 +248,23 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
     // Receipts follow the charges; give the last of them a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // The ride store follows the topics: a ride's view shows its fare and receipt.
     let some = booked.iter().next().expect("a ride");
-    let view = api.rides.get(some).expect("the API knows the ride");
-    assert!(view.fare.is_some(), "the ride's view shows its fare");
-    assert!(
-        view.notifications.iter().any(|n| n.template == "receipt"),
-        "and its receipt"
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = api.store.ride(some).await.expect("store");
+        let done = view.as_ref().is_some_and(|v| {
+            v.fare.is_some() && v.notifications.iter().any(|n| n.template == "receipt")
+        });
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ride's view shows its fare and its receipt: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     Ledger::read(&p).await.reconcile(&booked);
     stop.cancel();

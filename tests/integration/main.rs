@@ -31,6 +31,7 @@ mod provisioning;
 mod rebalance;
 mod registry;
 mod roundtrip;
+mod store;
 mod surge;
 
 use std::sync::Arc;
@@ -39,7 +40,9 @@ use std::time::Duration;
 use bimride_codec::Codec;
 use bimride_events::TopicValue;
 use bimride_kafka::KafkaConfig;
-use bimride_kafka::partitioned::{self, Nothing, Options, PartitionedError, Processor, Rejected};
+use bimride_kafka::partitioned::{
+    self, At, Nothing, Options, PartitionedError, Processor, Rejected,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +60,11 @@ impl<T: TopicValue> Processor for Collect<T> {
     type Input = T;
     type Output = Nothing;
 
-    async fn record(&mut self, partition: i32, value: T) -> Result<Vec<Nothing>, Rejected> {
-        let _ = self.0.send(Record { value, partition });
+    async fn record(&mut self, at: At, value: T) -> Result<Vec<Nothing>, Rejected> {
+        let _ = self.0.send(Record {
+            value,
+            partition: at.partition,
+        });
         Ok(Vec::new())
     }
 }

@@ -1,6 +1,7 @@
-//! Test support: real brokers (the embedded mock cluster, or Apache Kafka), registries, and
-//! sample events. A missing broker is a failure with a clear message, never a skip.
+//! Test support: real brokers (the embedded mock cluster, or Apache Kafka), registries,
+//! databases and sample events. A missing broker is a failure with a clear message, never a skip.
 
+pub mod databases;
 pub mod kafka;
 
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub struct Pipeline {
     pub registry: Server,
     pub codec: Arc<Codec>,
     pub producer: bimride_kafka::EventProducer,
+    /// The ride store's database: SQLite, in a file of this pipeline's own.
+    pub database: String,
 }
 
 impl Pipeline {
@@ -152,6 +155,7 @@ impl Pipeline {
             registry,
             codec,
             producer,
+            database: databases::fresh_sqlite(),
         }
     }
 }
@@ -458,11 +462,12 @@ pub fn trace() {
         .try_init();
 }
 
-/// The trip API on a real socket with its ride projection, until `stop`.
+/// The trip API on a real socket, with the ride store that feeds it and its surge feed,
+/// until `stop`. Every API of a pipeline shares the pipeline's store.
 #[derive(Debug)]
 pub struct ApiServer {
     pub url: String,
-    pub rides: Arc<bimride_api::RideBook>,
+    pub store: bimride_store::Store,
     pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -472,17 +477,28 @@ impl Pipeline {
         city: bimride_domain::City,
         stop: CancellationToken,
     ) -> ApiServer {
-        let feeds = bimride_api::book::Feeds {
-            rides: Arc::new(bimride_api::RideBook::default()),
-            surge: Arc::new(bimride_api::SurgeBook::default()),
+        let feed = bimride_api::SurgeFeed(Arc::new(bimride_api::SurgeBook::default()));
+        let surge_book = Arc::clone(&feed.0);
+        let projection = self.spawn(feed, stop.clone());
+        let database = bimride_store::Database {
+            database_url: Some(self.database.clone()),
+            ..Default::default()
         };
-        let (rides, surge_book) = (Arc::clone(&feeds.rides), Arc::clone(&feeds.surge));
-        let projection = self.spawn(feeds, stop.clone());
+        let sink = self.spawn(
+            bimride_store::StoreSettings {
+                database: database.clone(),
+                group: self.group("store"),
+            },
+            stop.clone(),
+        );
+        let store = bimride_store::Store::connect(&database.url())
+            .await
+            .expect("the ride store's database");
         let state = bimride_api::ApiState::new(bimride_api::ApiParts {
             producer: self.producer.clone(),
             kafka: self.config.clone(),
             city,
-            rides: Arc::clone(&rides),
+            store: store.clone(),
             surge: surge_book,
             access: bimride_api::Access::new(authority(), bimride_api::RateLimit::default()),
         });
@@ -498,8 +514,8 @@ impl Pipeline {
         });
         ApiServer {
             url,
-            rides,
-            tasks: vec![projection, server],
+            store,
+            tasks: vec![projection, sink, server],
         }
     }
 

@@ -50,6 +50,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is temporarily unavailable, try again")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("ride history is temporarily unavailable, try again")]
+    StoreUnavailable(#[source] bimride_store::StoreError),
 }
 
 impl ApiError {
@@ -73,6 +75,7 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 }
@@ -80,8 +83,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let ApiError::Unavailable(cause) = &self {
-            tracing::error!(error = %cause, "request failed on a dependency");
+        match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "request failed on a dependency");
+            }
+            ApiError::StoreUnavailable(cause) => {
+                tracing::error!(error = %cause, "request failed on the ride store");
+            }
+            _ => {}
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -114,6 +123,12 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             _ => ApiError::BadRequest(r.body_text()),
         }
+    }
+}
+
+impl From<bimride_store::StoreError> for ApiError {
+    fn from(e: bimride_store::StoreError) -> Self {
+        ApiError::StoreUnavailable(e)
     }
 }
 

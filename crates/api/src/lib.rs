@@ -1,13 +1,12 @@
 //! The trip API: riders book, quote, track and cancel rides over HTTP.
 //!
-//! Bookings become `RideRequested` events; a ride's view is built by consuming the ride
-//! topics ([`book::RideBook`]), not from what this process remembers sending.
+//! Bookings become `RideRequested` events. Rides are read from the ride store, which the
+//! ride topics feed, so an instance holds no history and answers for any ride as soon as it
+//! starts. Idempotency keys are claimed in the store before a request is produced.
 
 pub mod access;
 pub mod admin;
-pub mod book;
 pub mod error;
-mod metrics;
 pub mod rides;
 pub mod surge;
 
@@ -22,9 +21,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use access::{Access, RateLimit};
-pub use book::RideBook;
 pub use error::ApiError;
-pub use surge::SurgeBook;
+pub use surge::{SurgeBook, SurgeFeed};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -33,7 +31,6 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct ApiState {
     pub parts: ApiParts,
-    pub(crate) idempotency: rides::IdempotencyStore,
 }
 
 /// What the handlers share, as the caller gives it.
@@ -43,24 +40,22 @@ pub struct ApiParts {
     /// For the admin endpoints' reads of the dead-letter topics.
     pub kafka: KafkaConfig,
     pub city: City,
-    pub rides: Arc<RideBook>,
+    /// Ride history, and the idempotency keys' claims.
+    pub store: bimride_store::Store,
     pub surge: Arc<SurgeBook>,
     pub access: Access,
 }
 
 impl ApiState {
     pub fn new(parts: ApiParts) -> Arc<Self> {
-        Arc::new(Self {
-            parts,
-            idempotency: rides::IdempotencyStore::default(),
-        })
+        Arc::new(Self { parts })
     }
 }
 
 /// The API's routes and the OpenAPI document generated from their handlers.
 pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::new()
-        .routes(routes!(rides::book))
+        .routes(routes!(rides::book, rides::list))
         .routes(routes!(rides::get_ride))
         .routes(routes!(rides::cancel))
         .routes(routes!(rides::quote))

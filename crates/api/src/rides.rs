@@ -1,24 +1,23 @@
 //! Booking, quoting, tracking and cancelling rides.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use bimride_domain::Zone;
 use bimride_domain::ride::RideStatus;
 use bimride_events::{
     CancelledBy, DispatchEvent, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent,
     RideRequested,
 };
+use bimride_store::{Claim, Cursor, KeyClaim, RideView};
 use serde::{Deserialize, Serialize};
 
 use crate::ApiState;
 use crate::access::Rider;
-use crate::book::RideView;
 use crate::error::ApiError;
 use bimride_pricing::{self as pricing, CURRENCY, Quote};
 
@@ -96,15 +95,6 @@ pub struct Booked {
     pub pickup_cell: String,
 }
 
-/// Bookings by (rider, Idempotency-Key), so that a retried POST books nothing new. Held in
-/// memory by this instance, bounded; a key lives until it is evicted.
-#[derive(Debug, Default)]
-pub(crate) struct IdempotencyStore {
-    entries: Mutex<HashMap<(String, String), (BookRequest, Booked)>>,
-}
-
-const IDEMPOTENCY_CAPACITY: usize = 100_000;
-
 pub(crate) fn check_rider_id(id: &str) -> Result<(), ApiError> {
     if bimride_auth::valid_rider_id(id) {
         Ok(())
@@ -116,11 +106,12 @@ pub(crate) fn check_rider_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// The ride, if it is the rider's own; another rider's ride is as unknown as a missing one.
-fn own_ride(state: &ApiState, rider: &Rider, id: &str) -> Result<RideView, ApiError> {
+async fn own_ride(state: &ApiState, rider: &Rider, id: &str) -> Result<RideView, ApiError> {
     state
         .parts
-        .rides
-        .get(id)
+        .store
+        .ride(id)
+        .await?
         .filter(|view| view.rider_id.as_deref() == Some(rider.0.as_str()))
         .ok_or_else(|| ApiError::RideNotFound(id.to_owned()))
 }
@@ -159,7 +150,7 @@ fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
         (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
-        (status = 503, description = "Kafka unavailable", body = crate::error::ErrorBody),
+        (status = 503, description = "Kafka or the ride store unavailable", body = crate::error::ErrorBody),
     )
 )]
 pub async fn book(
@@ -167,7 +158,7 @@ pub async fn book(
     rider: Rider,
     headers: HeaderMap,
     body: Result<Json<BookRequest>, JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(request) = body?;
     check_rider_id(&request.rider_id)?;
     if request.rider_id != rider.0 {
@@ -190,11 +181,28 @@ pub async fn book(
         region: pickup.region.to_string(),
         pickup_cell: pickup.cell.to_string(),
     };
-    // Claim the key before producing, so that concurrent retries find the same ride.
-    if let Some(key) = &key
-        && let Claim::Earlier(answer) = claim(&state, key, &request, &booked)?
+    // Claim the key before producing, so that a retry reaching any instance, at any moment,
+    // finds the same ride.
+    let (request_json, answer_json) = (json(&request)?, json(&booked)?);
+    let claim = key.as_deref().map(|key| KeyClaim {
+        rider_id: &request.rider_id,
+        key,
+        ride_id: &booked.ride_id,
+        request: &request_json,
+        answer: &answer_json,
+    });
+    if let Some(claim) = &claim
+        && let Claim::Earlier {
+            request: earlier,
+            answer,
+        } = state.parts.store.claim_key(claim).await?
     {
-        return Ok((StatusCode::ACCEPTED, Json(answer)));
+        if serde_json::from_str::<BookRequest>(&earlier).ok().as_ref() != Some(&request) {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let answer: serde_json::Value =
+            serde_json::from_str(&answer).map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+        return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
     }
     let event = DispatchEvent::from(RideRequested {
         event_id: uuid::Uuid::new_v4().to_string(),
@@ -220,96 +228,29 @@ pub async fn book(
         idempotency_key: key.clone(),
     });
     if let Err(e) = state.parts.producer.send_and_wait(&event).await {
-        if let Some(key) = key {
-            state
-                .idempotency
-                .entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(request.rider_id, key));
+        if let Some(claim) = &claim
+            && let Err(release) = state.parts.store.release_key(claim).await
+        {
+            tracing::warn!(error = %release, "an idempotency key stays claimed for a booking never made");
         }
         return Err(ApiError::Unavailable(Box::new(e)));
     }
     tracing::info!(ride_id = %booked.ride_id, region = %booked.region, "ride requested");
-    Ok((StatusCode::ACCEPTED, Json(booked)))
+    Ok((StatusCode::ACCEPTED, Json(booked)).into_response())
 }
 
-/// What an Idempotency-Key says about a booking.
-enum Claim {
-    /// No booking yet: make this one.
-    New,
-    /// Booked before: give the same answer.
-    Earlier(Booked),
-}
-
-/// Looks the key up in this instance's memory, then in the requests read from the log (a
-/// booking taken by another instance, or before a restart), and claims it for `booked` if
-/// neither has it.
-fn claim(
-    state: &ApiState,
-    key: &str,
-    request: &BookRequest,
-    booked: &Booked,
-) -> Result<Claim, ApiError> {
-    let slot = (request.rider_id.clone(), key.to_owned());
-    let mut entries = state
-        .idempotency
-        .entries
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some((earlier, answer)) = entries.get(&slot) {
-        return if earlier == request {
-            Ok(Claim::Earlier(answer.clone()))
-        } else {
-            Err(ApiError::IdempotencyKeyReused)
-        };
-    }
-    let (remembered, claim) = match state.parts.rides.request_for_key(&request.rider_id, key) {
-        Some(logged) if same_trip(&logged, request) => {
-            let answer = booked_from_log(&logged);
-            (answer.clone(), Claim::Earlier(answer))
-        }
-        Some(_) => return Err(ApiError::IdempotencyKeyReused),
-        None => (booked.clone(), Claim::New),
-    };
-    if entries.len() >= IDEMPOTENCY_CAPACITY {
-        entries.clear();
-    }
-    entries.insert(slot, (request.clone(), remembered));
-    Ok(claim)
-}
-
-fn same_trip(logged: &RideRequested, request: &BookRequest) -> bool {
-    logged.product == Product::from(request.product)
-        && (logged.pickup.lat, logged.pickup.lng) == (request.pickup.lat, request.pickup.lng)
-        && (logged.dropoff.lat, logged.dropoff.lng) == (request.dropoff.lat, request.dropoff.lng)
-}
-
-/// The answer a booking got, rebuilt from its request in the log; the quote is recomputed
-/// from the same inputs, so it is the one the rider was given.
-fn booked_from_log(r: &RideRequested) -> Booked {
-    let quote = pricing::quote(
-        r.product,
-        (r.pickup.lat, r.pickup.lng),
-        (r.dropoff.lat, r.dropoff.lng),
-        r.surge_milli,
-    );
-    Booked {
-        ride_id: r.ride_id.clone(),
-        status: "requested",
-        quote: quote.into(),
-        region: r.region.clone(),
-        pickup_cell: r.pickup_cell.clone(),
-    }
+fn json(value: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(|e| ApiError::Unavailable(Box::new(e)))
 }
 
 #[utoipa::path(
     get, path = "/v1/rides/{id}", tag = "rides",
     params(("id" = String, Path, description = "Ride id")),
     responses(
-        (status = 200, description = "The ride's state and history, from the ride topics", body = Object),
+        (status = 200, description = "The ride's state and history, from the ride store", body = Object),
         (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown ride, or another rider's", body = crate::error::ErrorBody),
+        (status = 503, description = "The ride store unavailable", body = crate::error::ErrorBody),
     )
 )]
 pub async fn get_ride(
@@ -318,7 +259,69 @@ pub async fn get_ride(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    own_ride(&state, &rider, &id).map(Json)
+    own_ride(&state, &rider, &id).await.map(Json)
+}
+
+/// Rides per page unless asked otherwise, and at most.
+const PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Rides per page, 1 to 100; 20 unless given.
+    pub limit: Option<u32>,
+    /// Where the page starts: the `next` of the page before.
+    pub after: Option<String>,
+}
+
+/// A page of the rider's rides, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RidePage {
+    #[schema(value_type = Vec<Object>)]
+    pub rides: Vec<RideView>,
+    /// Where the next page starts; absent on the last.
+    pub next: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/rides", tag = "rides",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The rider's own rides, newest first", body = RidePage),
+        (status = 400, description = "Malformed query", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
+        (status = 503, description = "The ride store unavailable", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): Shared,
+    rider: Rider,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RidePage>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let after = match q.after.as_deref() {
+        Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
+            ApiError::BadRequest("after must be the next of an earlier page".into())
+        })?),
+        None => None,
+    };
+    let page = state
+        .parts
+        .store
+        .rides_of(&rider.0, after.as_ref(), limit)
+        .await?;
+    Ok(Json(RidePage {
+        rides: page.rides,
+        next: page.next.as_ref().map(Cursor::encode),
+    }))
 }
 
 #[utoipa::path(
@@ -337,7 +340,7 @@ pub async fn cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    let view = own_ride(&state, &rider, &id)?;
+    let view = own_ride(&state, &rider, &id).await?;
     let mut cancel = RideCancelled {
         event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: Millis::now(),

@@ -8,10 +8,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use bimride_domain::fare::NO_SURGE;
-use bimride_events::SurgeUpdated;
+use bimride_events::{Millis, SurgeUpdated};
 use serde::Serialize;
 
 use crate::ApiState;
+use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
+use bimride_kafka::projection::Projection;
+use bimride_kafka::service::{Context, Service};
 
 #[derive(Debug, Default)]
 pub struct SurgeBook {
@@ -55,6 +58,26 @@ impl SurgeBook {
                 .then(a.cell.cmp(&b.cell))
         });
         cells
+    }
+}
+
+/// The surge multipliers as a service: the book, fed from the compacted surge topic. Every
+/// API instance reads every partition from its start, with no group: compaction keeps the
+/// latest multiplier of each cell, so that start is the window the book needs.
+#[derive(Debug, Clone)]
+pub struct SurgeFeed(pub Arc<SurgeBook>);
+
+impl Service for SurgeFeed {
+    const NAME: &'static str = "api-surge";
+    type Error = PartitionedError;
+
+    async fn run(self, cx: Context) -> Result<(), PartitionedError> {
+        let mut options = Options::new("bimride-api-surge", "api");
+        options.assignment = Assignment::Everything { since: Millis(0) };
+        Projection::new(self.0)
+            .on(|book, u: &SurgeUpdated| book.apply(u))
+            .run(&cx.kafka, cx.codec, options, cx.shutdown)
+            .await
     }
 }
 

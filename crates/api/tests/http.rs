@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bimride_api::{ApiParts, ApiState, RideBook, app, book};
+use bimride_api::{ApiParts, ApiState, SurgeFeed, app};
 use bimride_codec::{Codec, RegistryConfig};
 use bimride_domain::City;
 use bimride_kafka::service::{self, Context};
@@ -17,6 +17,9 @@ struct Api {
     http: reqwest::Client,
     stop: CancellationToken,
     projection: tokio::task::JoinHandle<Result<(), service::Failed>>,
+    /// The ride store the API reads, fed from the ride topics.
+    sink: tokio::task::JoinHandle<Result<(), service::Failed>>,
+    store: bimride_store::Store,
     /// Dispatch decides what happens to a cancellation before a driver is assigned.
     dispatch: tokio::task::JoinHandle<Result<(), service::Failed>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -70,7 +73,6 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
     .expect("registry");
     let codec = Arc::new(Codec::new(&RegistryConfig::new(registry.url())).expect("codec"));
     codec.register_all().await.expect("schemas");
-    let rides = Arc::new(RideBook::default());
     let surge_book = Arc::new(bimride_api::SurgeBook::default());
     let cx = Context {
         kafka: config.clone(),
@@ -78,11 +80,23 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         city: City::amsterdam(),
         shutdown: stop.clone(),
     };
-    let feeds = book::Feeds {
-        rides: Arc::clone(&rides),
-        surge: Arc::clone(&surge_book),
+    let feed = SurgeFeed(Arc::clone(&surge_book));
+    let projection = tokio::spawn(service::run(Box::new(feed), cx.clone()));
+    let file = std::env::temp_dir().join(format!("bimride-api-{}.db", uuid::Uuid::new_v4()));
+    let database = bimride_store::Database {
+        database_url: Some(format!("sqlite:{}?mode=rwc", file.display())),
+        ..Default::default()
     };
-    let projection = tokio::spawn(service::run(Box::new(feeds), cx.clone()));
+    let store = bimride_store::Store::connect(&database.url())
+        .await
+        .expect("store");
+    let sink = tokio::spawn(service::run(
+        Box::new(bimride_store::StoreSettings {
+            database,
+            ..Default::default()
+        }),
+        cx.clone(),
+    ));
     let dispatch = tokio::spawn(service::run(
         Box::new(bimride_dispatch::DispatchSettings::default()),
         cx,
@@ -92,7 +106,7 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         producer,
         kafka: config.clone(),
         city: City::amsterdam(),
-        rides,
+        store: store.clone(),
         surge: surge_book,
         access: bimride_api::Access::new(authority(), limit),
     });
@@ -111,6 +125,8 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         http: reqwest::Client::new(),
         stop,
         projection,
+        sink,
+        store,
         dispatch,
         server,
         cluster,
@@ -139,6 +155,10 @@ impl Api {
             .await
             .expect("projection joins")
             .expect("projection stops cleanly");
+        self.sink
+            .await
+            .expect("store joins")
+            .expect("store stops cleanly");
         self.dispatch
             .await
             .expect("dispatch joins")
@@ -360,6 +380,7 @@ async fn the_openapi_document_matches_the_routes() {
     let expected: Vec<(String, String)> = [
         ("/v1/quote", "get"),
         ("/v1/rides", "post"),
+        ("/v1/rides", "get"),
         ("/v1/rides/{id}", "get"),
         ("/v1/rides/{id}/cancel", "post"),
         ("/v1/surge", "get"),
@@ -411,6 +432,76 @@ async fn the_openapi_document_matches_the_routes() {
             "{method} {path}: {status} {body}"
         );
     }
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn riders_list_their_own_rides_newest_first_and_a_store_away_is_a_503() {
+    let api = api().await;
+    let mut booked = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = api.post("/v1/rides", &booking(), None).await;
+        assert_eq!(status, 202, "{body}");
+        let ride = body["ride_id"].as_str().expect("ride id").to_owned();
+        api.ride_until(&ride, |v| v["status"] != Value::Null).await;
+        booked.push(ride);
+        // Distinct request times, so that the order is the booking order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["rides"]
+            .as_array()
+            .expect("rides")
+            .iter()
+            .map(|r| r["ride_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (status, first) = api.get("/v1/rides?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(ids(&first), [booked[2].clone(), booked[1].clone()]);
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (status, second) = api.get(&format!("/v1/rides?limit=2&after={next}")).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(ids(&second), [booked[0].clone()]);
+    assert_eq!(second["next"], Value::Null, "the last page");
+    let (status, others) = api.get_as(Some(&token("rider-8")), "/v1/rides").await;
+    assert_eq!(status, 200);
+    assert!(ids(&others).is_empty(), "another rider sees none of them");
+    for bad in [
+        "/v1/rides?limit=0",
+        "/v1/rides?limit=101",
+        "/v1/rides?after=nonsense",
+    ] {
+        let (status, body) = api.get(bad).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("bad_request")),
+            "{bad}"
+        );
+    }
+    let (status, _) = api.get_as(None, "/v1/rides").await;
+    assert_eq!(status, 401);
+
+    // The database goes away: a clear 503, and the cause only in the log.
+    api.store.close().await;
+    for path in [format!("/v1/rides/{}", booked[0]), "/v1/rides".to_owned()] {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (503, &json!("store_unavailable")),
+            "{path}: {body}"
+        );
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(
+            !message.contains("pool") && !message.contains("sqlx"),
+            "{message}"
+        );
+    }
+    let (status, body) = api.post("/v1/rides", &booking(), Some("k-away")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("store_unavailable"))
+    );
     api.shutdown().await;
 }
 

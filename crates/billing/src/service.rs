@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bimride_events::{FareCharged, Millis, RideEvent, Topic};
 use bimride_kafka::partitioned::{
-    self, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
+    self, At, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
 use rdkafka::Offset;
@@ -142,7 +142,7 @@ impl Processor for Billing {
 
     async fn record(
         &mut self,
-        partition: i32,
+        At { partition, .. }: At,
         event: RideEvent,
     ) -> Result<Vec<FareCharged>, Rejected> {
         let before = self.ledger.tally().duplicates;

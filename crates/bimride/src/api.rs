@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bimride_api::book::Feeds;
-use bimride_api::{ApiParts, ApiState, RideBook};
+use bimride_api::{ApiParts, ApiState, SurgeFeed};
 use bimride_codec::{Codec, RegistryConfig};
 use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EventProducer, KafkaConfig};
@@ -22,19 +21,19 @@ pub struct Front {
     pub addr: std::net::SocketAddr,
     /// The codec, with every schema registered, for the services beside the front.
     pub codec: Arc<Codec>,
-    pub feeds: Feeds,
+    pub feeds: SurgeFeed,
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
 /// Serves the trip API, the system endpoints and `extra` on `listener`, within `limits`,
-/// until `shutdown`.
+/// until `shutdown`. The API checks callers with `access` and reads rides from `store`.
 pub async fn start(
     kafka: &KafkaConfig,
     info: SystemInfo,
     listener: tokio::net::TcpListener,
     limits: HttpLimits,
     extra: axum::Router,
-    access: bimride_api::Access,
+    (access, store): (bimride_api::Access, bimride_store::Store),
     shutdown: CancellationToken,
 ) -> anyhow::Result<Front> {
     let city = info.city.clone();
@@ -44,17 +43,14 @@ pub async fn start(
         ..limits
     };
     let codec = registered_codec(&info.schema_registry_url, kafka).await?;
-    let feeds = Feeds {
-        rides: Arc::new(RideBook::default()),
-        surge: Arc::new(bimride_api::SurgeBook::default()),
-    };
+    let feeds = SurgeFeed(Arc::new(bimride_api::SurgeBook::default()));
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let api = bimride_api::app(ApiState::new(ApiParts {
         producer,
         kafka: kafka.clone(),
         city,
-        rides: Arc::clone(&feeds.rides),
-        surge: Arc::clone(&feeds.surge),
+        store,
+        surge: Arc::clone(&feeds.0),
         access,
     }));
     let system = front::router(Arc::new(FrontState {
@@ -108,13 +104,21 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API to {}", args.http))?;
     let limits = args.limits.limits()?;
+    let database = bimride_store::Database::from(args.database);
+    database
+        .check()
+        .map_err(|problem| bimride_kafka::SettingsError::new("database", problem))?;
+    let store = database
+        .connect(&shutdown)
+        .await?
+        .context("stopped before the ride store's database answered")?;
     let front = start(
         &kafka,
         info,
         listener,
         limits,
         axum::Router::new(),
-        access,
+        (access, store),
         shutdown.clone(),
     )
     .await?;

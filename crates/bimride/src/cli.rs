@@ -7,8 +7,8 @@ use bimride_kafka::topics;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::flags::{
-    BenchFlags, BillingFlags, CityFlags, DispatchFlags, HttpFlags, KafkaFlags, NotificationFlags,
-    RateFlags, SimFlags, SurgeFlags,
+    BenchFlags, BillingFlags, CityFlags, DatabaseFlags, DispatchFlags, HttpFlags, KafkaFlags,
+    NotificationFlags, RateFlags, SimFlags, StoreFlags, SurgeFlags,
 };
 
 #[derive(Debug, Parser)]
@@ -63,6 +63,10 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Run the surge detector: multipliers per cell from demand and supply.
     Surge(Standalone<SurgeFlags>),
+    /// Run the ride store: ride history from the ride topics into PostgreSQL or SQLite.
+    Store(Standalone<StoreFlags>),
+    /// Bring the ride store's database schema up to date, then exit.
+    Migrate(MigrateArgs),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
     Dashboard(DashboardArgs),
     /// Benchmark the whole city: an open-loop booking load through the API, per-stage
@@ -145,6 +149,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub surge: SurgeFlags,
+
+    #[command(flatten)]
+    pub store: StoreFlags,
 }
 
 /// What every service run on its own needs: the cluster, the city and the registry.
@@ -172,6 +179,12 @@ pub struct Standalone<F: Args> {
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +217,10 @@ pub struct ApiArgs {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    /// The ride store the API reads rides from and claims idempotency keys in.
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 /// How the API checks callers.
@@ -320,6 +337,10 @@ pub struct DashboardArgs {
     /// Where the dashboard (and its /metrics) listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "0.0.0.0:8090")]
     pub http: SocketAddr,
+
+    /// The ride store, whose totals the dashboard shows.
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 #[derive(Debug, Args)]

@@ -295,6 +295,39 @@ flags! {
     }
 }
 
+flags! {
+    /// Where ride history is kept.
+    DatabaseFlags => bimride_store::Database {
+        /// The ride store's database, `postgres://…` or `sqlite:…`. Without it, the store is
+        /// SQLite in --data-dir.
+        #[arg(long, env = "BIMRIDE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Where BimRide keeps its files: the embedded ride store's database.
+        #[arg(long, env = "BIMRIDE_DATA_DIR", default_value = bimride_store::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    }
+}
+
+/// The ride store: its database, and its consumer group.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreFlags {
+    #[command(flatten)]
+    pub database: DatabaseFlags,
+    /// Consumer group name of the ride store (it keeps its positions in its database).
+    #[arg(id = "store-group", long = "store-group", env = "BIMRIDE_STORE_GROUP",
+          default_value_t = bimride_store::StoreSettings::default().group)]
+    pub group: String,
+}
+
+impl From<StoreFlags> for bimride_store::StoreSettings {
+    fn from(flags: StoreFlags) -> Self {
+        Self {
+            database: flags.database.into(),
+            group: flags.group,
+        }
+    }
+}
+
 impl CityFlags {
     /// The city, checked.
     pub fn city(&self) -> Result<bimride_domain::City, bimride_kafka::SettingsError> {

@@ -16,6 +16,7 @@ use bimride_billing::BillingSettings;
 use bimride_dispatch::DispatchSettings;
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
+use bimride_store::StoreSettings;
 use bimride_surge::SurgeSettings;
 use clap::Parser;
 
@@ -75,6 +76,8 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Billing(a) => services::standalone::<BillingSettings, _>(a).await,
         cli::Command::Notifications(a) => services::standalone::<NotificationSettings, _>(a).await,
         cli::Command::Surge(a) => services::standalone::<SurgeSettings, _>(a).await,
+        cli::Command::Store(a) => services::standalone::<StoreSettings, _>(a).await,
+        cli::Command::Migrate(args) => services::migrate(args).await,
         cli::Command::Dashboard(args) => services::dashboard(args).await,
         cli::Command::Bench(args) => bench::run(*args).await,
     }

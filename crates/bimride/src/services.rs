@@ -1,5 +1,6 @@
-//! `bimride dispatch`, `simulate`, `billing`, `notifications`, `surge` and `dashboard`: one
-//! service each, against a cluster and registry. Each serves its own `/metrics`.
+//! `bimride dispatch`, `simulate`, `billing`, `notifications`, `surge`, `store` and
+//! `dashboard`: one service each, against a cluster and registry. Each serves its own
+//! `/metrics`. And `bimride migrate`, the store's schema on its own.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use bimride_kafka::service::{self, AnyService, Context, Service};
 
 use crate::api::registered_codec;
-use crate::cli::{DashboardArgs, MetricsArgs, ServiceArgs, Standalone};
+use crate::cli::{DashboardArgs, MetricsArgs, MigrateArgs, ServiceArgs, Standalone};
 use crate::shutdown;
 
 /// Checks the settings, connects, then runs `service` beside its metrics endpoint; when the
@@ -53,6 +54,10 @@ async fn connect(args: ServiceArgs) -> anyhow::Result<Context> {
 /// The dashboard serves its page, its stream and `/metrics` on one port.
 pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let cx = connect(args.service).await?;
+    let database = bimride_store::Database::from(args.database);
+    let Some(store) = database.connect(&cx.shutdown).await? else {
+        return Ok(());
+    };
     let dashboard = bimride_dashboard::Dashboard::new(&cx.city);
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -62,8 +67,22 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let limits = args.limits.limits()?;
     let server = bimride_telemetry::spawn_server(listener, app, limits, cx.shutdown.clone());
     let shutdown = cx.shutdown.clone();
-    let fed = service::run(Box::new(bimride_dashboard::Feeds(dashboard)), cx).await;
+    let feeds = bimride_dashboard::Feeds { dashboard, store };
+    let fed = service::run(Box::new(feeds), cx).await;
     shutdown.cancel();
     server.await?.context("dashboard server")?;
     Ok(fed?)
+}
+
+/// Runs the store's migrations, for deployments that migrate before the services start.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let database = bimride_store::Database::from(args.database);
+    let store = database
+        .connect(&shutdown::on_signal())
+        .await
+        .with_context(|| format!("migrating {database:?}"))?
+        .context("interrupted")?;
+    store.close().await;
+    tracing::info!(?database, "the ride store's schema is up to date");
+    Ok(())
 }

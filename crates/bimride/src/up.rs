@@ -9,6 +9,7 @@ use bimride_kafka::service::{self, AnyService, Context};
 use bimride_kafka::{EmbeddedCluster, Provisioner, topics};
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
+use bimride_store::StoreSettings;
 use bimride_surge::SurgeSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,11 +72,14 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     let city = args.city.city()?;
     let limits = args.limits.limits()?;
     // Every setting is checked before anything starts; the simulator's once its API is known.
+    let store = StoreSettings::from(args.store);
+    let database = store.database.clone();
     let mut services: Vec<Box<dyn AnyService>> = vec![
         Box::new(DispatchSettings::from(args.dispatch)),
         Box::new(BillingSettings::from(args.billing)),
         Box::new(SurgeSettings::from(args.surge)),
         Box::new(NotificationSettings::from(args.notifications)),
+        Box::new(store),
     ];
     for service in &services {
         service.validate()?;
@@ -137,13 +141,17 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("binding the HTTP front to {}", args.http))?;
     let dashboard = bimride_dashboard::Dashboard::new(&city);
     let (authority, access) = args.access.access(true)?;
+    let rides = database
+        .connect(&shutdown)
+        .await?
+        .context("stopped before the ride store's database answered")?;
     let front = api::start(
         &kafka,
         info.clone(),
         listener,
         limits,
         bimride_dashboard::router(Arc::clone(&dashboard)),
-        access,
+        (access, rides.clone()),
         shutdown.clone(),
     )
     .await?;
@@ -160,7 +168,10 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     services.push(Box::new(sim));
     services.push(Box::new(front.feeds));
-    services.push(Box::new(bimride_dashboard::Feeds(dashboard)));
+    services.push(Box::new(bimride_dashboard::Feeds {
+        dashboard,
+        store: rides,
+    }));
     let services = services
         .into_iter()
         .map(|s| service::spawn(s, cx.clone()))

@@ -25,6 +25,8 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
         .arg(&report)
         .arg("--plot")
         .arg(&plot)
+        .arg("--data-dir")
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke-data"))
         .env_remove("BIMRIDE_BROKERS")
         .output()
         .expect("bimride runs");

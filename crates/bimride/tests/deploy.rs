@@ -63,6 +63,14 @@ fn grafana_provisions_the_datasource_and_both_dashboards() {
         datasource.contains("uid: bimride-prometheus"),
         "{datasource}"
     );
+    let store = std::fs::read_to_string(grafana.join("provisioning/datasources/postgres.yml"))
+        .expect("the ride store's datasource");
+    assert!(store.contains("uid: bimride-postgres"), "{store}");
+    // Grafana reads with a login that can only read, never the store's own.
+    assert!(store.contains("user: grafana_reader"), "{store}");
+    let reader = std::fs::read_to_string(deploy().join("postgres/grafana-reader.sh"))
+        .expect("the reader's set-up");
+    assert!(reader.contains("GRANT SELECT"), "{reader}");
     let mut titles = Vec::new();
     for name in ["pipeline.json", "business.json"] {
         let text = std::fs::read_to_string(grafana.join("dashboards").join(name)).expect(name);
@@ -70,8 +78,9 @@ fn grafana_provisions_the_datasource_and_both_dashboards() {
         let panels = dashboard["panels"].as_array().expect("panels");
         assert!(panels.len() >= 8, "{name}: {} panels", panels.len());
         for panel in panels {
-            assert_eq!(
-                panel["datasource"]["uid"], "bimride-prometheus",
+            assert!(
+                ["bimride-prometheus", "bimride-postgres"]
+                    .contains(&panel["datasource"]["uid"].as_str().unwrap_or_default()),
                 "{name}: {panel}"
             );
             assert!(

@@ -207,6 +207,7 @@ fn the_compose_demo_runs_every_service_on_a_three_broker_cluster_in_order() {
         ("notifications", "notifications"),
         ("dashboard", "dashboard"),
         ("simulator", "simulate"),
+        ("store", "store"),
     ];
     let mut surfaces = BTreeMap::new();
     for (name, sub) in expected {
@@ -460,6 +461,7 @@ fn the_kubernetes_base_runs_the_services_against_an_existing_cluster() {
         "billing",
         "notifications",
         "dashboard",
+        "store",
     ] {
         assert!(
             subcommands.contains(sub),

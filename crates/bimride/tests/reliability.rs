@@ -3,7 +3,9 @@
 //! restarted one by one and frozen; on the embedded cluster, delays, leader moves, a broker
 //! down, crashes (SIGKILL, no graceful shutdown) of every service, and dispatch instances
 //! joining and leaving. A reconciliation over every topic then proves that no accepted booking
-//! was lost, no ride was assigned or charged twice, and no driver was given two rides at once.
+//! was lost, no ride was assigned or charged twice, and no driver was given two rides at once;
+//! and that the ride store (PostgreSQL on Apache Kafka, SQLite on the embedded cluster, killed
+//! and restarted there too) holds every ride once, with its status, fare and messages.
 
 mod common;
 
@@ -203,6 +205,17 @@ struct Reconciliation {
     charged: usize,
     /// The partition of ride requests each ride was requested on.
     partition_of: BTreeMap<String, i32>,
+    /// What the ride store must hold of each ride, from the topics.
+    expected: BTreeMap<String, StoredRide>,
+}
+
+/// A ride as the topics tell it: the ids of every record about it, its fare and its messages.
+#[derive(Debug, Default, PartialEq)]
+struct StoredRide {
+    ids: BTreeSet<String>,
+    completed: bool,
+    fare_minor: Option<i64>,
+    messages: usize,
 }
 
 async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> Reconciliation {
@@ -229,6 +242,11 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
                 continue;
             }
             r.partition_of.insert(q.ride_id.clone(), *partition);
+            r.expected
+                .entry(q.ride_id.clone())
+                .or_default()
+                .ids
+                .insert(q.event_id.clone());
             *requested.entry(q.ride_id.clone()).or_default() += 1;
             if let Some(k) = q.idempotency_key {
                 rides_of_key.entry(k).or_default().insert(q.ride_id);
@@ -247,7 +265,7 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
             continue;
         };
         let id = bimride_events::TopicValue::event_id(&e).to_owned();
-        if !seen_events.insert(id) {
+        if !seen_events.insert(id.clone()) {
             r.redelivered += 1;
             continue;
         }
@@ -255,6 +273,12 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
             .entry(e.ride_id().to_owned())
             .or_default()
             .push(e.kind());
+        let stored = r.expected.entry(e.ride_id().to_owned()).or_default();
+        // Telemetry changes no ride, so the store keeps no row of it.
+        if !matches!(e, RideEvent::TripTelemetry(_)) {
+            stored.ids.insert(id.clone());
+        }
+        stored.completed |= matches!(e, RideEvent::TripCompleted(_));
         match e {
             RideEvent::DriverAssigned(a) => {
                 drivers_of_ride
@@ -279,12 +303,21 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
     let mut charges: BTreeMap<String, usize> = BTreeMap::new();
     for (_, payload) in &payments {
         if let Ok(c) = codec.decode::<FareCharged>(payload).await {
+            let stored = r.expected.entry(c.ride_id.clone()).or_default();
+            stored.ids.insert(c.event_id);
+            stored.fare_minor = Some(c.fare.amount_minor);
             *charges.entry(c.ride_id).or_default() += 1;
         }
     }
     let mut note_ids: BTreeMap<String, usize> = BTreeMap::new();
     for (_, payload) in &notes {
         if let Ok(n) = codec.decode::<Notification>(payload).await {
+            if let Some(ride) = &n.ride_id {
+                let stored = r.expected.entry(ride.clone()).or_default();
+                if stored.ids.insert(n.notification_id.clone()) {
+                    stored.messages += 1;
+                }
+            }
             *note_ids.entry(n.notification_id).or_default() += 1;
         }
     }
@@ -356,6 +389,46 @@ async fn reconcile(config: &KafkaConfig, codec: &Codec, bookings: &Bookings) -> 
     r
 }
 
+/// Where the ride store in `database` differs from the topics, for the rides in `rides`.
+async fn store_differences(
+    database: &str,
+    expected: &BTreeMap<String, StoredRide>,
+    rides: &BTreeSet<String>,
+) -> Vec<String> {
+    let store = bimride_store::Store::connect(database)
+        .await
+        .expect("the ride store's database");
+    let mut differences = Vec::new();
+    for ride in rides {
+        // A ride missing from the topics is reported as lost.
+        let Some(want) = expected.get(ride) else {
+            continue;
+        };
+        let Some(view) = store.ride(ride).await.expect("reads") else {
+            differences.push(format!("{ride} is not in the store"));
+            continue;
+        };
+        let got = StoredRide {
+            ids: store
+                .event_ids(ride)
+                .await
+                .expect("reads")
+                .into_iter()
+                .collect(),
+            completed: view.status == bimride_domain::ride::RideStatus::Completed,
+            fare_minor: view.fare.map(|f| f.amount_minor),
+            messages: view.notifications.len(),
+        };
+        if &got != want {
+            differences.push(format!(
+                "{ride}: the store has {got:?}, the topics {want:?}"
+            ));
+        }
+    }
+    store.close().await;
+    differences
+}
+
 /// The city's cluster settings on `bootstrap`.
 fn city_config(bootstrap: &str) -> KafkaConfig {
     let mut config = KafkaConfig::for_brokers(bootstrap);
@@ -391,6 +464,9 @@ struct City {
     notifications: Service,
     surge: Service,
     fleet: Service,
+    store: Service,
+    /// The ride store's database.
+    database: String,
     bookings: Arc<Mutex<Bookings>>,
     load_stop: CancellationToken,
     load: tokio::task::JoinHandle<()>,
@@ -399,8 +475,9 @@ struct City {
 
 impl City {
     /// Starts every service on the cluster of `config` (with `client_properties` for each
-    /// Kafka client), then the riders, and waits for the fleet to come online.
-    async fn start(config: KafkaConfig, client_properties: &str) -> Self {
+    /// Kafka client) and the ride store on `database`, then the riders, and waits for the
+    /// fleet to come online.
+    async fn start(config: KafkaConfig, client_properties: &str, database: String) -> Self {
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -420,6 +497,8 @@ impl City {
             ("BIMRIDE_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
             ("BIMRIDE_AUTH_SECRET", common::SECRET.to_owned()),
             ("BIMRIDE_ADMIN_TOKEN", common::ADMIN.to_owned()),
+            // The store writes it; the API reads rides and claims idempotency keys there.
+            ("BIMRIDE_DATABASE_URL", database.clone()),
             (
                 "BIMRIDE_LOG",
                 "warn,bimride_billing=info,bimride_dispatch=info,bimride_kafka=info".to_owned(),
@@ -464,6 +543,8 @@ impl City {
             ),
             notifications: Service::new("notifications", &["notifications"], &env),
             surge: Service::new("surge", &["surge"], &env),
+            store: Service::new("store", &["store"], &env),
+            database,
             fleet: Service::new(
                 "simulator",
                 &[
@@ -508,6 +589,7 @@ impl City {
             &mut city.notifications,
             &mut city.surge,
             &mut city.dashboard,
+            &mut city.store,
             &mut city.fleet,
         ] {
             s.start();
@@ -537,6 +619,7 @@ impl City {
             "registry" => &mut self.registry,
             "dashboard" => &mut self.dashboard,
             "api" => &mut self.api,
+            "store" => &mut self.store,
             other => panic!("no service {other}"),
         }
     }
@@ -565,6 +648,7 @@ impl City {
             &mut self.dispatch_a,
             &mut self.dispatch_b,
             &mut self.dispatch_c,
+            &mut self.store,
             // The registry stops last: the others may still ask it for a schema on the way out.
             &mut self.registry,
         ];
@@ -669,6 +753,22 @@ impl City {
             result.duplicated.len(),
             &result.duplicated[..result.duplicated.len().min(5)]
         );
+        // The ride store catches up with the topics: every accepted ride once, as they tell it.
+        let accepted: BTreeSet<String> = b.accepted.values().cloned().collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let differences = loop {
+            let d = store_differences(&self.database, &result.expected, &accepted).await;
+            if d.is_empty() || tokio::time::Instant::now() > deadline {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        assert!(
+            differences.is_empty(),
+            "the ride store differs from the topics for {} rides, e.g. {:?}",
+            differences.len(),
+            &differences[..differences.len().min(5)]
+        );
         // After the last rebalance one instance is left. Rides were booked and served then in
         // the regions of every partition with a share of the rides (2% or more), so no region
         // was left without an owner.
@@ -713,7 +813,8 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         .await
         .expect("topics");
     // Mock brokers answer a fetch only when its wait expires.
-    let mut city = City::start(config.clone(), "fetch.wait.max.ms=10").await;
+    let database = bimride_tests::databases::fresh_sqlite();
+    let mut city = City::start(config.clone(), "fetch.wait.max.ms=10", database).await;
 
     // Broker faults: round-trip delay, leaderless partitions, a broker down.
     let before = city.accepted();
@@ -756,6 +857,7 @@ async fn the_city_loses_and_duplicates_nothing_through_broker_faults_crashes_and
         "registry",
         "dashboard",
         "api",
+        "store",
     ] {
         let before = city.accepted();
         city.service(name).kill();
@@ -815,7 +917,8 @@ async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail
         .ensure(&catalogue(&config))
         .await
         .expect("topics");
-    let mut city = City::start(config.clone(), "").await;
+    let database = bimride_tests::databases::fresh_postgres().await;
+    let mut city = City::start(config.clone(), "", database).await;
     let blocking = |f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>| async move {
         tokio::task::spawn_blocking(f)
             .await

@@ -17,8 +17,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use bimride_domain::City;
-use bimride_events::{DispatchEvent, FareCharged, RideEvent, SupplyEvent, SurgeUpdated};
-use bimride_kafka::partitioned::{Options, PartitionedError};
+use bimride_events::{DispatchEvent, FareCharged, Millis, RideEvent, SupplyEvent, SurgeUpdated};
+use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
 use bimride_kafka::projection::Projection;
 use bimride_kafka::service::{Context, Service};
 use futures::Stream;
@@ -29,7 +29,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::view::LiveView;
+use bimride_store::Store;
+
+use crate::view::{Counters, LiveView};
 
 /// How often a changed view is pushed to the pages.
 pub const PUSH_EVERY: Duration = Duration::from_millis(500);
@@ -133,32 +135,71 @@ impl Dashboard {
     }
 }
 
-/// The dashboard as a service: its feeds and its publisher of snapshots.
+/// How far back a dashboard reads the topics when it starts: the rides under way, the recent
+/// waits and the feed. Totals over the whole history come from the ride store.
+pub const WINDOW: Duration = Duration::from_secs(30 * 60);
+/// How often the totals are read from the ride store.
+pub const TOTALS_EVERY: Duration = Duration::from_secs(2);
+
+impl Dashboard {
+    /// Keeps the counters at the ride store's totals, and the map to the window, until
+    /// `shutdown`. A store away leaves the last totals shown, with a warning.
+    pub async fn follow_store(self: Arc<Self>, store: Store, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(TOTALS_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let since = Millis::now().0 - WINDOW.as_millis() as i64;
+            self.with_view(|v| v.forget_before(since));
+            match store.totals().await {
+                Ok(t) => self.with_view(|v| {
+                    v.set_counters(Counters {
+                        requested: t.requested,
+                        assigned: t.assigned,
+                        completed: t.completed,
+                        cancelled: t.cancelled,
+                        charges: t.charges,
+                        revenue_minor: t.revenue_minor,
+                        commission_minor: t.commission_minor,
+                    })
+                }),
+                Err(e) => tracing::warn!(error = %e, "reading the ride store's totals failed"),
+            }
+        }
+    }
+}
+
+/// The dashboard as a service: its feeds, its totals from the ride store, and its publisher of
+/// snapshots.
 #[derive(Debug, Clone)]
-pub struct Feeds(pub Arc<Dashboard>);
+pub struct Feeds {
+    pub dashboard: Arc<Dashboard>,
+    pub store: Store,
+}
 
 impl Service for Feeds {
     const NAME: &'static str = "dashboard";
     type Error = PartitionedError;
 
-    /// Feeds the dashboard from every topic it shows, until the context's token is cancelled.
-    /// Each dashboard reads the whole retained log under a group of its own, so its totals cover
-    /// that log.
+    /// Feeds the dashboard from every topic it shows, from [`WINDOW`] ago, until the context's
+    /// token is cancelled. Every partition is read, with no group: each dashboard shows it all.
     async fn run(self, cx: Context) -> Result<(), PartitionedError> {
-        tokio::spawn(Arc::clone(&self.0).publish(cx.shutdown.clone()));
-        let group = format!("bimride-dashboard-{}", uuid::Uuid::new_v4());
-        Projection::new(self.0)
+        let dashboard = self.dashboard;
+        tokio::spawn(Arc::clone(&dashboard).publish(cx.shutdown.clone()));
+        tokio::spawn(Arc::clone(&dashboard).follow_store(self.store, cx.shutdown.clone()));
+        let mut options = Options::new("bimride-dashboard", "dashboard");
+        options.assignment = Assignment::Everything {
+            since: Millis(Millis::now().0 - WINDOW.as_millis() as i64),
+        };
+        Projection::new(dashboard)
             .on(|d, e: &DispatchEvent| d.with_view(|v| v.apply_dispatch(e)))
             .on(|d, e: &RideEvent| d.with_view(|v| v.apply_ride(e)))
             .on(|d, e: &SupplyEvent| d.with_view(|v| v.apply_supply(e)))
             .on(|d, u: &SurgeUpdated| d.with_view(|v| v.apply_surge(u)))
             .on(|d, c: &FareCharged| d.with_view(|v| v.apply_charge(c)))
-            .run(
-                &cx.kafka,
-                cx.codec,
-                Options::new(group, "dashboard"),
-                cx.shutdown,
-            )
+            .run(&cx.kafka, cx.codec, options, cx.shutdown)
             .await
     }
 }

@@ -18,7 +18,8 @@ const FEED_LEN: usize = 40;
 /// Event ids remembered to ignore redeliveries.
 const SEEN_LEN: NonZeroUsize = NonZeroUsize::new(200_000).unwrap();
 
-/// Ride counts and money since the start of the log.
+/// Ride counts and money over every ride in the ride store, read from it: the live view holds
+/// only a recent window, so it cannot count the whole history itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     pub requested: u64,
@@ -126,6 +127,24 @@ fn short(id: &str) -> &str {
 }
 
 impl LiveView {
+    /// The ride store's totals, as last read.
+    pub fn set_counters(&mut self, counters: Counters) {
+        if counters != self.counters {
+            self.counters = counters;
+            self.version += 1;
+        }
+    }
+
+    /// Drops rides requested before `ms` whose end was never seen (it fell before the window
+    /// read at start, or is still to come long after): the map shows active rides only.
+    pub fn forget_before(&mut self, ms: i64) {
+        let before = self.rides.len();
+        self.rides.retain(|_, r| r.requested_ms >= ms);
+        if self.rides.len() != before {
+            self.version += 1;
+        }
+    }
+
     /// Increases with every change, so that unchanged views are not pushed again.
     pub fn version(&self) -> u64 {
         self.version
@@ -146,14 +165,13 @@ impl LiveView {
     }
 
     pub fn apply_dispatch(&mut self, e: &DispatchEvent) {
-        // Assignments and cancellations arrive on the ride events too; counted there.
+        // Assignments and cancellations arrive on the ride events too.
         let DispatchEvent::Requested(r) = e else {
             return;
         };
         if !self.fresh(e) {
             return;
         }
-        self.counters.requested += 1;
         self.rides.insert(
             r.ride_id.clone(),
             Ride {
@@ -197,7 +215,6 @@ impl LiveView {
             RideEvent::OfferSent(_) => status(self, "offered"),
             RideEvent::OfferAnswered(_) => {}
             RideEvent::DriverAssigned(a) => {
-                self.counters.assigned += 1;
                 status(self, "assigned");
                 if let Some(r) = self.rides.get(&ride_id) {
                     let waited = (at - r.requested_ms).max(1) as u64;
@@ -240,7 +257,6 @@ impl LiveView {
                 }
             }
             RideEvent::TripCompleted(c) => {
-                self.counters.completed += 1;
                 self.rides.remove(&ride_id);
                 self.log(
                     at,
@@ -254,7 +270,6 @@ impl LiveView {
                 );
             }
             RideEvent::RideCancelled(c) => {
-                self.counters.cancelled += 1;
                 self.rides.remove(&ride_id);
                 self.log(
                     at,
@@ -333,9 +348,6 @@ impl LiveView {
         if !self.fresh(c) {
             return;
         }
-        self.counters.charges += 1;
-        self.counters.revenue_minor += c.fare.amount_minor;
-        self.counters.commission_minor += c.commission.amount_minor;
         self.log(
             c.occurred_at.0,
             "charged",
@@ -450,8 +462,6 @@ mod tests {
         view.apply_dispatch(&request("ride-b", 2_000));
         view.apply_ride(&assigned("ride-b", 2_200));
         let s = view.snapshot();
-        assert_eq!(s.counters.requested, 2);
-        assert_eq!(s.counters.assigned, 2);
         assert_eq!(s.latency.count, 2);
         assert_eq!(s.latency.p50_ms, 40);
         assert!((199..=201).contains(&s.latency.p99_ms), "{:?}", s.latency);
@@ -518,8 +528,28 @@ mod tests {
         let v = view.version();
         view.apply_charge(&charge);
         assert_eq!(view.version(), v);
-        let s = view.snapshot();
-        assert_eq!(s.counters.revenue_minor, 1500);
-        assert_eq!(s.counters.commission_minor, 375);
+        assert_eq!(view.snapshot().feed.len(), 1);
+    }
+
+    #[test]
+    fn counters_come_from_the_store_and_stale_rides_leave_the_map() {
+        let mut view = LiveView::default();
+        view.apply_dispatch(&request("ride-a", 1_000));
+        view.apply_dispatch(&request("ride-b", 5_000));
+        // Events move the map and the feed, never the totals.
+        assert_eq!(view.snapshot().counters, Counters::default());
+        let totals = Counters {
+            requested: 9,
+            revenue_minor: 1_500,
+            ..Counters::default()
+        };
+        view.set_counters(totals);
+        let v = view.version();
+        view.set_counters(totals);
+        assert_eq!(view.version(), v, "unchanged totals push nothing");
+        assert_eq!(view.snapshot().counters, totals);
+        view.forget_before(2_000);
+        assert_eq!(view.snapshot().rides.len(), 1);
+        assert!(view.version() > v);
     }
 }

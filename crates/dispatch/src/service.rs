@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent};
 use bimride_kafka::partitioned::{
-    self, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected, Takeover,
+    self, At, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected,
+    Takeover,
 };
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::service::{Context, Service};
@@ -186,9 +187,9 @@ impl Processor for Dispatcher {
         metrics::OWNED_PARTITIONS.set(self.owned.len() as i64);
     }
 
-    async fn record(&mut self, partition: i32, input: Input) -> Result<Vec<Output>, Rejected> {
+    async fn record(&mut self, at: At, input: Input) -> Result<Vec<Output>, Rejected> {
         let outputs = self
-            .apply(partition, input, Mode::Live)
+            .apply(at.partition, input, Mode::Live)
             .map_err(|message| Rejected {
                 reason: "invalid_record",
                 message,

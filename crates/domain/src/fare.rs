@@ -12,7 +12,7 @@ pub struct Rates {
 
 /// How a fare was made: the breakdown that quotes, charges and ride views all show. The
 /// payments topic carries the same fields, flat, in its Avro record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FareParts {
     pub base_minor: i64,
     pub distance_minor: i64,

@@ -2,7 +2,19 @@
 //! is new, already applied (a duplicate to ignore) or impossible (to dead-letter).
 
 /// Where a ride is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RideStatus {
     #[default]
@@ -16,6 +28,16 @@ pub enum RideStatus {
 }
 
 impl RideStatus {
+    pub const ALL: [RideStatus; 7] = [
+        RideStatus::Requested,
+        RideStatus::Offered,
+        RideStatus::Assigned,
+        RideStatus::DriverArrived,
+        RideStatus::InProgress,
+        RideStatus::Completed,
+        RideStatus::Cancelled,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, RideStatus::Completed | RideStatus::Cancelled)
     }

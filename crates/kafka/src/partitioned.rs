@@ -49,6 +49,10 @@ use crate::producer::{Delivery as Pending, EventProducer, ProduceError};
 /// What a processor reads: one topic's values, or an enum over several topics.
 pub trait Inputs: Sized + Send + 'static {
     fn topics() -> Vec<Topic>;
+    /// Whether `topic` is one of [`Inputs::topics`].
+    fn reads(topic: Topic) -> bool {
+        Self::topics().contains(&topic)
+    }
     fn decode(
         codec: &Codec,
         topic: Topic,
@@ -63,6 +67,10 @@ impl<T: TopicValue> Inputs for T {
         vec![T::TOPIC]
     }
 
+    fn reads(topic: Topic) -> bool {
+        topic == T::TOPIC
+    }
+
     async fn decode(codec: &Codec, _: Topic, bytes: &[u8]) -> Result<Self, CodecError> {
         codec.decode(bytes).await
     }
@@ -72,31 +80,37 @@ impl<T: TopicValue> Inputs for T {
     }
 }
 
-/// Values of two co-partitioned topics, read by one consumer.
+/// Values of two topics (or two sets of topics, nested), read by one consumer.
 #[derive(Debug, Clone)]
 pub enum Either<A, B> {
     First(A),
     Second(B),
 }
 
-impl<A: TopicValue, B: TopicValue> Inputs for Either<A, B> {
+impl<A: Inputs, B: Inputs> Inputs for Either<A, B> {
     fn topics() -> Vec<Topic> {
-        vec![A::TOPIC, B::TOPIC]
+        let mut topics = A::topics();
+        topics.extend(B::topics());
+        topics
+    }
+
+    fn reads(topic: Topic) -> bool {
+        A::reads(topic) || B::reads(topic)
     }
 
     async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, CodecError> {
-        Ok(if topic == A::TOPIC {
-            Self::First(codec.decode(bytes).await?)
+        Ok(if A::reads(topic) {
+            Self::First(A::decode(codec, topic, bytes).await?)
         } else {
-            Self::Second(codec.decode(bytes).await?)
+            Self::Second(B::decode(codec, topic, bytes).await?)
         })
     }
 
     fn occurred_at(&self) -> Option<Millis> {
-        Some(match self {
+        match self {
             Self::First(a) => a.occurred_at(),
             Self::Second(b) => b.occurred_at(),
-        })
+        }
     }
 }
 
@@ -125,6 +139,14 @@ impl Outputs for Nothing {
     async fn send(&self, _: &EventProducer) -> Result<Pending, ProduceError> {
         match *self {}
     }
+}
+
+/// Where a record was read: its topic, partition and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// A record the processor will never accept: it goes to the dead-letter topic.
@@ -206,7 +228,7 @@ pub trait Processor: Send + 'static {
     /// One live record of an owned partition.
     fn record(
         &mut self,
-        partition: i32,
+        at: At,
         input: Self::Input,
     ) -> impl Future<Output = Result<Vec<Self::Output>, Rejected>> + Send;
 
@@ -252,14 +274,22 @@ pub struct Options {
 }
 
 /// Which partitions a processor owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
     /// Those the group gives this member, from its committed offsets.
     Group,
     /// Every partition, read from this time on, with no group and nothing committed: each
     /// instance builds the whole state, as a processor whose state spans partitions must.
     Everything { since: Millis },
+    /// Every partition, each from the next offset its processor keeps, with no group: a sink
+    /// that writes its position with its rows reads from there, whatever Kafka committed. A
+    /// partition without a position, or whose log no longer holds it (a recreated topic,
+    /// retention), is read from its start.
+    Positions(Positions),
 }
+
+/// The next offset to read, by topic and partition.
+pub type Positions = BTreeMap<(Topic, i32), i64>;
 
 impl Options {
     pub fn new(group: impl Into<String>, stage: &'static str) -> Self {
@@ -456,7 +486,7 @@ pub async fn run<P: Processor>(
     }
     let probe_topic = inputs.first().cloned().unwrap_or_default();
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });
-    let grouped = options.assignment == Assignment::Group;
+    let grouped = matches!(options.assignment, Assignment::Group);
     if transactional || !grouped {
         // Offsets travel inside the transactions, or are not kept at all.
         client.set("enable.auto.commit", "false");
@@ -484,20 +514,27 @@ pub async fn run<P: Processor>(
         metrics::RETRIES.with_label_values(&[topic]);
     }
     let consumer = Arc::new(consumer);
-    match options.assignment {
+    let starts = match &options.assignment {
         Assignment::Group => {
             let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
             consumer.subscribe(&names)?;
+            None
         }
         Assignment::Everything { since } => {
-            let c = Arc::clone(&consumer);
-            let starts = blocking(move || assign_since(&c, &inputs, since)).await?;
-            let _ = consumer
-                .context()
-                .events
-                .send(Polled::Assigned(partitions(&starts)))
-                .await;
+            let (c, since) = (Arc::clone(&consumer), *since);
+            Some(blocking(move || assign_since(&c, &inputs, since)).await?)
         }
+        Assignment::Positions(positions) => {
+            let (c, positions, topics) = (Arc::clone(&consumer), positions.clone(), topics.clone());
+            Some(blocking(move || assign_at(&c, &inputs, &topics, &positions)).await?)
+        }
+    };
+    if let Some(starts) = starts {
+        let _ = consumer
+            .context()
+            .events
+            .send(Polled::Assigned(partitions(&starts)))
+            .await;
     }
     let stop_polling = CancellationToken::new();
     let poller = poll(Arc::clone(&consumer), stop_polling.clone());
@@ -559,12 +596,10 @@ pub async fn run<P: Processor>(
     result.map(|()| processor)
 }
 
-/// Assigns every partition of `topics` from the first record at or after `since`, or from
-/// the start where the brokers cannot look offsets up by time.
-fn assign_since(
+/// Every partition of `topics`.
+fn all_partitions(
     consumer: &BaseConsumer<PollContext>,
     topics: &[String],
-    since: Millis,
 ) -> Result<TopicPartitionList, KafkaError> {
     let mut all = TopicPartitionList::new();
     for topic in topics {
@@ -573,7 +608,53 @@ fn assign_since(
             all.add_partition(topic, p.id());
         }
     }
+    Ok(all)
+}
+
+/// Assigns every partition of `topics` from the first record at or after `since`, or from
+/// the start where the brokers cannot look offsets up by time.
+fn assign_since(
+    consumer: &BaseConsumer<PollContext>,
+    topics: &[String],
+    since: Millis,
+) -> Result<TopicPartitionList, KafkaError> {
+    let all = all_partitions(consumer, topics)?;
     let starts = history::offsets_at(consumer, &all, since)?;
+    consumer.assign(&starts)?;
+    Ok(starts)
+}
+
+/// Assigns every partition of `inputs` at its position; see [`Assignment::Positions`].
+fn assign_at(
+    consumer: &BaseConsumer<PollContext>,
+    inputs: &[String],
+    names: &Topics,
+    positions: &Positions,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut starts = TopicPartitionList::new();
+    for e in all_partitions(consumer, inputs)?.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        let kept = names
+            .topic_of(topic)
+            .and_then(|t| positions.get(&(t, partition)).copied());
+        let start = match kept {
+            Some(next) if (low..=high).contains(&next) => next,
+            Some(next) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    position = next,
+                    low,
+                    high,
+                    "the log no longer holds this position (a recreated topic, or retention); reading the partition from its start"
+                );
+                low
+            }
+            None => low,
+        };
+        starts.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    }
     consumer.assign(&starts)?;
     Ok(starts)
 }
@@ -682,7 +763,7 @@ async fn wait_all(pending: Vec<Pending>) -> Result<(), ProduceError> {
 
 impl<P: Processor> Driver<P> {
     /// Decodes a record, retrying while the registry is away. `None` at shutdown.
-    async fn decode(&self, m: &OwnedMessage) -> Option<Result<P::Input, Rejected>> {
+    async fn decode(&self, m: &OwnedMessage) -> Option<Result<(Topic, P::Input), Rejected>> {
         let topic = self.topics.topic_of(m.topic());
         let (Some(topic), Some(bytes)) = (topic, m.payload()) else {
             return Some(Err(Rejected {
@@ -692,7 +773,7 @@ impl<P: Processor> Driver<P> {
         };
         loop {
             match self.processor.decode(&self.codec, topic, bytes).await {
-                Ok(input) => return Some(Ok(input)),
+                Ok(input) => return Some(Ok((topic, input))),
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "decode failed; retrying");
                     metrics::RETRIES.with_label_values(&[m.topic()]).inc();
@@ -715,9 +796,14 @@ impl<P: Processor> Driver<P> {
     async fn apply(&mut self, m: &OwnedMessage) -> Option<Result<Vec<P::Output>, DeadLetter>> {
         metrics::CONSUMED.with_label_values(&[m.topic()]).inc();
         let outcome = match self.decode(m).await? {
-            Ok(input) => {
+            Ok((topic, input)) => {
                 let occurred = input.occurred_at();
-                let out = self.processor.record(m.partition(), input).await;
+                let at = At {
+                    topic,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                };
+                let out = self.processor.record(at, input).await;
                 if out.is_ok()
                     && let Some(occurred) = occurred
                 {

@@ -3,8 +3,8 @@
 //!
 //! ```ignore
 //! Projection::new(book)
-//!     .on(|book, e: &RideEvent| book.apply_event(e))
-//!     .on(|book, c: &FareCharged| book.apply_charge(c))
+//!     .on(|book, e: &RideEvent| book.apply(e))
+//!     .on(|book, c: &FareCharged| book.charge(c))
 //!     .run(&kafka, codec, Options::new(group, "api"), shutdown)
 //!     .await?;
 //! ```
@@ -20,7 +20,9 @@ use bimride_events::{Millis, Topic, TopicValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::partitioned::{self, Inputs, Nothing, Options, PartitionedError, Processor, Rejected};
+use crate::partitioned::{
+    self, At, Inputs, Nothing, Options, PartitionedError, Processor, Rejected,
+};
 
 /// A decoded value bound to its function, ready to apply to the model.
 pub struct Applied<M> {
@@ -150,7 +152,7 @@ impl<M: Send + Sync + 'static> Processor for Projection<M> {
         }
     }
 
-    async fn record(&mut self, _: i32, input: Applied<M>) -> Result<Vec<Nothing>, Rejected> {
+    async fn record(&mut self, _: At, input: Applied<M>) -> Result<Vec<Nothing>, Rejected> {
         (input.apply)(&self.model);
         Ok(Vec::new())
     }

@@ -19,7 +19,9 @@ use bimride_codec::Codec;
 use bimride_events::{FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
-use bimride_kafka::partitioned::{self, Either, Options, PartitionedError, Processor, Rejected};
+use bimride_kafka::partitioned::{
+    self, At, Either, Options, PartitionedError, Processor, Rejected,
+};
 use bimride_kafka::service::{Context, Service, SettingsError};
 use bimride_telemetry::counter;
 use lru::LruCache;
@@ -121,7 +123,7 @@ impl Processor for Notifier {
     /// on the topic. A message already sent is skipped.
     async fn record(
         &mut self,
-        _: i32,
+        _: At,
         input: Either<RideEvent, FareCharged>,
     ) -> Result<Vec<Notification>, Rejected> {
         let source = match input {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bimride_domain::City;
 use bimride_events::{Millis, RideEvent, TopicValue};
 use bimride_kafka::partitioned::{
-    self, Assignment, Nothing, Options, PartitionedError, Processor, Rejected,
+    self, Assignment, At, Nothing, Options, PartitionedError, Processor, Rejected,
 };
 use bimride_kafka::producer::Delivery;
 use bimride_kafka::service::{Context, Service};
@@ -113,7 +113,7 @@ impl Processor for Apps {
     type Input = RideEvent;
     type Output = Nothing;
 
-    async fn record(&mut self, _: i32, event: RideEvent) -> Result<Vec<Nothing>, Rejected> {
+    async fn record(&mut self, _: At, event: RideEvent) -> Result<Vec<Nothing>, Rejected> {
         let out = self
             .fleet
             .lock()

@@ -21,7 +21,7 @@ use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdat
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
-    self, Assignment, Either, Inputs, Options, PartitionedError, Processor, Rejected,
+    self, Assignment, At, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, gauge};
@@ -185,7 +185,7 @@ impl Processor for Detector {
 
     async fn record(
         &mut self,
-        _: i32,
+        _: At,
         input: Either<DispatchEvent, SupplyEvent>,
     ) -> Result<Vec<SurgeUpdated>, Rejected> {
         let live = input.occurred_at().is_some_and(|t| t >= self.live_from);

@@ -76,6 +76,12 @@ impl Up {
             .args(args)
             .env_remove("BIMRIDE_BROKERS")
             .env_remove("BIMRIDE_SCHEMA_REGISTRY_URL")
+            .env_remove("BIMRIDE_DATABASE_URL")
+            // Each run's ride store in a folder of its own, outside the clone.
+            .env(
+                "BIMRIDE_DATA_DIR",
+                std::env::temp_dir().join(format!("bimride-data-{}", uuid::Uuid::new_v4())),
+            )
             .env("BIMRIDE_AUTH_SECRET", SECRET)
             .env("BIMRIDE_ADMIN_TOKEN", ADMIN)
             .env("BIMRIDE_LOG", "debug,h2=info,hyper_util=info")
