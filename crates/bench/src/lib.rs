@@ -141,10 +141,15 @@ pub async fn run(
             break;
         }
         let step = run_step(&target, &settings, &client, &tracker, rate, n).await;
-        let held = settings.target_p99_ms.is_none_or(|t| step.holds(t));
+        // Without a target nothing is held: a rate is only ever held against one.
+        let held = settings.target_p99_ms.is_some_and(|t| step.holds(t));
         tracing::info!(
             rate,
             held,
+            accepted = step.accepted,
+            assigned = step.outcomes.assigned,
+            cancelled = step.outcomes.cancelled,
+            undecided = step.outcomes.undecided,
             p99_assigned_ms = step.latency.assigned.p99_ms,
             "step done"
         );
@@ -235,6 +240,10 @@ async fn feed(
                 RideEvent::OfferSent(_) => Stage::Offered,
                 RideEvent::DriverAssigned(_) => Stage::Assigned,
                 RideEvent::TripCompleted(_) => Stage::Completed,
+                RideEvent::RideCancelled(c) => {
+                    tracker.cancelled(&c.ride_id);
+                    return;
+                }
                 _ => return,
             };
             tracker.reached(e.ride_id(), stage, Instant::now());
@@ -381,7 +390,8 @@ async fn run_step(
         progress(tracker.as_ref(), rate, total, total, started);
     }
     let cpu = cpu_seconds() - cpu_before;
-    let (accepted, counts) = tracker.counts();
+    let (accepted, _) = tracker.counts();
+    let outcomes = tracker.outcomes();
     let latencies = tracker.latencies();
     let http = Percentiles::of(&http.lock().unwrap_or_else(|p| p.into_inner()));
     Step::new(
@@ -390,7 +400,7 @@ async fn run_step(
         total,
         accepted,
         errors.load(std::sync::atomic::Ordering::Relaxed),
-        &counts,
+        outcomes,
         http,
         &latencies,
         cpu,

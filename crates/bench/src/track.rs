@@ -52,11 +52,19 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// Summarises a histogram recorded in microseconds.
+    /// A ride that never reached the stage is recorded as [`NEVER_US`], and its quantiles are
+    /// infinite: slower than any target.
     pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
-        let ms = |us: u64| us as f64 / 1000.0;
+        let ms = |us: u64| {
+            if us >= NEVER_US {
+                f64::INFINITY
+            } else {
+                us as f64 / 1000.0
+            }
+        };
         Self {
             count: h.len(),
             p50_ms: ms(h.value_at_quantile(0.50)),
@@ -67,9 +75,12 @@ impl Percentiles {
     }
 }
 
+/// What a ride that never reached a stage is recorded as: the histogram's bound, 10 minutes.
+pub const NEVER_US: u64 = 600_000_000;
+
 /// A histogram of microseconds from 1 µs to 10 minutes, 3 significant figures.
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3)
+    Histogram::new_with_bounds(1, NEVER_US, 3)
         .unwrap_or_else(|e| unreachable!("valid histogram bounds: {e}"))
 }
 
@@ -77,6 +88,17 @@ pub fn histogram() -> Histogram<u64> {
 struct Ride {
     accepted: Option<Instant>,
     reached: HashMap<Stage, Instant>,
+    cancelled: bool,
+}
+
+/// How every accepted booking ended: each is exactly one of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    pub assigned: u64,
+    /// Cancelled before any assignment: `no_driver`, in a benchmark.
+    pub cancelled: u64,
+    /// Neither assigned nor cancelled when the step ended.
+    pub undecided: u64,
 }
 
 /// Instants per ride and stage. Events may be seen before the booking's answer is, so both
@@ -103,6 +125,27 @@ impl Tracker {
         });
     }
 
+    /// Records that a ride was cancelled.
+    pub fn cancelled(&self, ride_id: &str) {
+        self.with(ride_id, |r| r.cancelled = true);
+    }
+
+    /// How the accepted bookings ended, so far.
+    pub fn outcomes(&self) -> Outcomes {
+        let rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = Outcomes::default();
+        for ride in rides.values().filter(|r| r.accepted.is_some()) {
+            if ride.reached.contains_key(&Stage::Assigned) {
+                o.assigned += 1;
+            } else if ride.cancelled {
+                o.cancelled += 1;
+            } else {
+                o.undecided += 1;
+            }
+        }
+        o
+    }
+
     /// Rides accepted so far, and how many of them reached each stage.
     pub fn counts(&self) -> (u64, HashMap<Stage, u64>) {
         let rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +160,8 @@ impl Tracker {
         (accepted, counts)
     }
 
-    /// Latency from acceptance to each stage, over the rides this process booked.
+    /// Latency from acceptance to each stage, over every ride this process booked and had
+    /// accepted: one that never reached a stage counts as [`NEVER_US`] there.
     pub fn latencies(&self) -> HashMap<Stage, Histogram<u64>> {
         let rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: HashMap<Stage, Histogram<u64>> =
@@ -126,11 +170,12 @@ impl Tracker {
             let Some(accepted) = ride.accepted else {
                 continue;
             };
-            for (stage, at) in &ride.reached {
-                let us = at.saturating_duration_since(accepted).as_micros() as u64;
-                if let Some(h) = out.get_mut(stage) {
-                    h.saturating_record(us.max(1));
-                }
+            for (stage, h) in &mut out {
+                let us = ride.reached.get(stage).map_or(NEVER_US, |at| {
+                    (at.saturating_duration_since(accepted).as_micros() as u64)
+                        .clamp(1, NEVER_US - 1)
+                });
+                h.saturating_record(us);
             }
         }
         out
@@ -166,5 +211,35 @@ mod tests {
         assert_eq!(p.count, 2);
         assert!((9.9..=10.1).contains(&p.p50_ms), "{p:?}");
         assert!((29.9..=30.1).contains(&p.max_ms), "{p:?}");
+    }
+
+    #[test]
+    fn a_booking_never_assigned_counts_as_slower_than_any_target() {
+        let t = Tracker::default();
+        let t0 = Instant::now();
+        for n in 0..100 {
+            let ride = format!("r{n}");
+            t.accepted(&ride, t0);
+            if n < 98 {
+                t.reached(&ride, Stage::Assigned, t0 + Duration::from_millis(5));
+            }
+        }
+        t.cancelled("r98");
+        let p = Percentiles::of(&t.latencies()[&Stage::Assigned]);
+        assert_eq!(p.count, 100, "every accepted booking is counted");
+        assert!((4.9..=5.1).contains(&p.p50_ms), "{p:?}");
+        assert!(p.p99_ms.is_infinite() && p.max_ms.is_infinite(), "{p:?}");
+        assert_eq!(
+            t.outcomes(),
+            Outcomes {
+                assigned: 98,
+                cancelled: 1,
+                undecided: 1
+            }
+        );
+        // With one in a hundred never assigned, the p99 is still a time.
+        t.reached("r99", Stage::Assigned, t0 + Duration::from_millis(5));
+        let p = Percentiles::of(&t.latencies()[&Stage::Assigned]);
+        assert!((4.9..=5.1).contains(&p.p99_ms), "{p:?}");
     }
 }

@@ -47,6 +47,17 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
     assert_eq!(step["sent"], 40);
     assert_eq!(step["accepted"], 40, "{step}");
     assert!(step["assigned"].as_u64().is_some_and(|a| a >= 36), "{step}");
+    // Every accepted booking has exactly one outcome.
+    let o = &step["outcomes"];
+    let outcomes: u64 = ["assigned", "cancelled", "undecided"]
+        .iter()
+        .map(|k| o[k].as_u64().expect("an outcome count"))
+        .sum();
+    assert_eq!(outcomes, 40, "{o}");
+    assert!(
+        stdout.contains("no target given: no rate is called held"),
+        "{stdout}"
+    );
     for stage in [
         "http_202",
         "offered",

@@ -44,7 +44,7 @@ pub const SILENT_SUPPLY_MS: i64 = 30_000;
 
 /// How often a ride that found no free driver looks again. Drivers freed by a lapse, a
 /// decline or the end of a ride are offered to the oldest ride they can serve at once.
-pub const RETRY_MS: i64 = 1_000;
+pub const RETRY_MS: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
