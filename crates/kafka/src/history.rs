@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bimride_codec::Codec;
 use bimride_events::{Millis, TopicValue};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -41,11 +41,21 @@ struct EndIsNormal;
 
 impl rdkafka::ClientContext for EndIsNormal {
     fn error(&self, error: KafkaError, reason: &str) {
-        match error {
-            KafkaError::PartitionEOF(_) => tracing::debug!(%error, reason, "end of partition"),
-            _ => tracing::warn!(%error, reason, "reading the past: client error"),
+        if is_end(&error) {
+            tracing::debug!(%error, reason, "end of partition");
+        } else {
+            tracing::warn!(%error, reason, "reading the past: client error");
         }
     }
+}
+
+/// Whether `error` only says that a partition's end was reached: librdkafka reports it both
+/// per partition and, through the error callback, as a global error.
+fn is_end(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
 }
 
 impl ConsumerContext for EndIsNormal {}
@@ -230,4 +240,18 @@ pub async fn values<T: TopicValue>(
         }
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_partition_is_not_an_error_however_it_is_reported() {
+        assert!(is_end(&KafkaError::PartitionEOF(3)));
+        assert!(is_end(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF)));
+        assert!(!is_end(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
+    }
 }
