@@ -899,6 +899,12 @@ mod tests {
             .collect()
     }
 
+    /// Ride `n`, requested and read live at `at`.
+    fn book(e: &mut Engine, n: u32, at: i64) -> Vec<Output> {
+        e.on_dispatch(0, request(n, at), Millis(at), Mode::Live)
+            .expect("ok")
+    }
+
     fn live(e: &mut Engine, event: SupplyEvent, at: i64) -> Vec<Output> {
         e.on_supply(0, event, Millis(at), Mode::Live)
             .expect("applies")
@@ -909,15 +915,11 @@ mod tests {
         let mut e = engine();
         live(&mut e, status(1, DriverStatus::Available, 0), 0);
         live(&mut e, status(2, DriverStatus::Available, 0), 0);
-        let out = e
-            .on_dispatch(0, request(1, 10), Millis(10), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 10);
         let offer = offers(&out).pop().expect("an offer");
         assert_eq!(offer.driver_id, "d1");
         // The reserved driver is not offered a second ride.
-        let out = e
-            .on_dispatch(0, request(2, 11), Millis(11), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 2, 11);
         assert_eq!(offers(&out).pop().expect("offer").driver_id, "d2");
         let out = live(&mut e, answer(&offer, OfferAnswer::Accepted), 20);
         assert!(
@@ -933,9 +935,7 @@ mod tests {
         let mut e = engine();
         live(&mut e, status(1, DriverStatus::Available, 0), 0);
         live(&mut e, status(2, DriverStatus::Available, 0), 0);
-        let out = e
-            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 0);
         let first = offers(&out).pop().expect("offer");
         let out = live(&mut e, answer(&first, OfferAnswer::Declined), 100);
         let second = offers(&out).pop().expect("re-offer");
@@ -967,9 +967,7 @@ mod tests {
         for d in 1..=3 {
             live(&mut e, status(d, DriverStatus::Available, 0), 0);
         }
-        let out = e
-            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 0);
         let first = offers(&out).pop().expect("offer");
         assert_eq!(first.driver_id, "d1");
         // Another app's record, read before d1's accept, takes the supply past the deadline:
@@ -978,9 +976,7 @@ mod tests {
         let second = offers(&e.tick(Millis(1_500))).pop().expect("re-offer");
         assert_eq!(second.driver_id, "d2");
         // Another ride arrives and is offered to d1, whose app still holds the first ride.
-        let out = e
-            .on_dispatch(0, request(2, 1_600), Millis(1_600), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 2, 1_600);
         let other = offers(&out).pop().expect("offer");
         assert_eq!(other.driver_id, "d1");
         // d1's accept, given in time, lands now: d1 gets the first ride, with the first ETA.
@@ -1014,9 +1010,7 @@ mod tests {
         let mut e = engine();
         live(&mut e, status(1, DriverStatus::Available, 0), 0);
         live(&mut e, status(2, DriverStatus::Available, 0), 0);
-        let out = e
-            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 0);
         let first = offers(&out).pop().expect("offer");
         // This instance lags: its clock is past the deadline, its reading of the supply is not.
         supply_read(&mut e, 900);
@@ -1032,9 +1026,7 @@ mod tests {
         ));
         assert_eq!(e.tally().late_accepts, 0);
         // Read past the deadline, an unanswered offer lapses, and the ride moves on.
-        let out = e
-            .on_dispatch(0, request(2, 5_200), Millis(5_200), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 2, 5_200);
         let second = offers(&out).pop().expect("offer");
         assert_eq!(second.driver_id, "d2");
         supply_read(&mut e, 6_100);
@@ -1051,9 +1043,7 @@ mod tests {
     fn an_offer_lapses_on_the_clock_when_its_supply_falls_silent() {
         let mut e = engine();
         live(&mut e, status(1, DriverStatus::Available, 0), 0);
-        let out = e
-            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 0);
         let offer = offers(&out).pop().expect("offer");
         let deadline = offer.expires_at.0;
         assert!(e.tick(Millis(deadline + SILENT_SUPPLY_MS - 1)).is_empty());
@@ -1070,15 +1060,11 @@ mod tests {
     fn a_freed_driver_goes_to_the_oldest_ride_it_can_serve_at_once() {
         let mut e = engine();
         live(&mut e, status(1, DriverStatus::Available, 0), 0);
-        let out = e
-            .on_dispatch(0, request(1, 0), Millis(0), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 1, 0);
         let first = offers(&out).pop().expect("offer");
         // Two more rides find nobody, and would look again only after RETRY_MS.
         for (n, at) in [(2, 10), (3, 20)] {
-            let out = e
-                .on_dispatch(0, request(n, at), Millis(at), Mode::Live)
-                .expect("ok");
+            let out = book(&mut e, n, at);
             assert!(offers(&out).is_empty());
         }
         assert!(e.tick(Millis(50)).is_empty());
@@ -1159,9 +1145,7 @@ mod tests {
         .expect("ok");
         // Live again: the ride is settled and d1 is not offered another ride.
         assert!(e.tick(Millis(4)).is_empty());
-        let out = e
-            .on_dispatch(0, request(2, 5), Millis(5), Mode::Live)
-            .expect("ok");
+        let out = book(&mut e, 2, 5);
         assert!(offers(&out).is_empty());
         // Once d1 reports free after the ride, it is offered again.
         live(&mut e, status(1, DriverStatus::Available, 10), 10);
