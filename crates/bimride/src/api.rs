@@ -42,7 +42,12 @@ pub async fn start(
         max_body_bytes: bimride_api::MAX_BODY_BYTES,
         ..limits
     };
-    let codec = registered_codec(&info.schema_registry_url, kafka).await?;
+    let codec = registered_codec(
+        &info.schema_registry_url,
+        info.schema_registry_credential.clone(),
+        kafka,
+    )
+    .await?;
     let feeds = SurgeFeed(Arc::new(bimride_api::SurgeBook::default()));
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let api = bimride_api::app(ApiState::new(ApiParts {
@@ -72,10 +77,14 @@ pub async fn start(
 
 /// A codec on the registry at `url` for the topics of `kafka`'s namespace, with every event
 /// schema registered or found.
-pub async fn registered_codec(url: &str, kafka: &KafkaConfig) -> anyhow::Result<Arc<Codec>> {
-    let codec = Arc::new(Codec::new(
-        &RegistryConfig::new(url).with_topics(kafka.topics()),
-    )?);
+pub async fn registered_codec(
+    url: &str,
+    credential: Option<(String, String)>,
+    kafka: &KafkaConfig,
+) -> anyhow::Result<Arc<Codec>> {
+    let mut registry = RegistryConfig::new(url).with_topics(kafka.topics());
+    registry.basic_auth = credential;
+    let codec = Arc::new(Codec::new(&registry)?);
     codec
         .register_all()
         .await
@@ -88,6 +97,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         kafka,
         city,
         schema_registry,
+        registry_credential,
     } = args.service;
     let kafka = kafka.validated()?;
     let (_, access) = args.access.access(false)?;
@@ -99,6 +109,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         embedded: false,
         city: city.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        schema_registry_credential: registry_credential.pair()?,
     };
     let listener = tokio::net::TcpListener::bind(args.http)
         .await

@@ -110,6 +110,9 @@ pub struct UpArgs {
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: Option<String>,
 
+    #[command(flatten)]
+    pub registry_credential: RegistryCredential,
+
     /// Where the HTTP front (API, dashboard and metrics) listens.
     #[arg(long, env = "BIMRIDE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
@@ -166,6 +169,36 @@ pub struct ServiceArgs {
     /// URL of the schema registry.
     #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
     pub schema_registry: String,
+
+    #[command(flatten)]
+    pub registry_credential: RegistryCredential,
+}
+
+/// A credential for a registry that asks for basic authentication, given as Confluent's
+/// clients take it (`basic.auth.user.info`).
+#[derive(Debug, Args)]
+pub struct RegistryCredential {
+    /// `user:password` for the schema registry.
+    #[arg(
+        long = "schema-registry-user-info",
+        env = "BIMRIDE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+    )]
+    pub user_info: Option<Secret>,
+}
+
+impl RegistryCredential {
+    /// The user and password, or an error naming what is wrong (never the password).
+    pub fn pair(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(info) = &self.user_info else {
+            return Ok(None);
+        };
+        match info.expose().split_once(':') {
+            Some((user, password)) if !user.is_empty() => {
+                Ok(Some((user.to_owned(), password.to_owned())))
+            }
+            _ => anyhow::bail!("--schema-registry-user-info must be user:password"),
+        }
+    }
 }
 
 /// A service run on its own: where it connects, its settings, and where it serves `/metrics`.
@@ -354,13 +387,122 @@ pub struct RegistryArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
 
-    /// Where the registry listens.
-    #[arg(long, env = "BIMRIDE_REGISTRY_LISTEN", default_value = "0.0.0.0:8081")]
+    /// Where the registry listens: loopback unless told otherwise, since writes are open
+    /// until authentication is configured.
+    #[arg(
+        long,
+        env = "BIMRIDE_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub access: RegistryAccessFlags,
 
     /// The compacted topic holding the registry's log.
     #[arg(long, env = "BIMRIDE_REGISTRY_TOPIC", default_value = topics::REGISTRY_LOG)]
     pub topic: String,
+}
+
+/// Who may use the registry, configured the way Confluent's registry is
+/// (`authentication.method`, `authentication.realm`, `authentication.roles`).
+#[derive(Debug, Args)]
+pub struct RegistryAccessFlags {
+    /// `basic` asks clients for HTTP basic authentication.
+    #[arg(
+        long,
+        env = "BIMRIDE_REGISTRY_AUTHENTICATION_METHOD",
+        value_enum,
+        ignore_case = true,
+        default_value = "none"
+    )]
+    pub authentication_method: AuthenticationMethod,
+
+    /// The users who may authenticate, one `user: password[,role...]` per line: the format
+    /// Confluent's registry reads through Jetty's `PropertyFileLoginModule`.
+    #[arg(long, env = "BIMRIDE_REGISTRY_USERS_FILE")]
+    pub users_file: Option<std::path::PathBuf>,
+
+    /// The realm named in the authentication challenge.
+    #[arg(
+        long,
+        env = "BIMRIDE_REGISTRY_AUTHENTICATION_REALM",
+        default_value = "SchemaRegistry"
+    )]
+    pub authentication_realm: String,
+
+    /// Roles admitted, comma-separated; `*` admits every user in the file.
+    #[arg(
+        long,
+        env = "BIMRIDE_REGISTRY_AUTHENTICATION_ROLES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub authentication_roles: Vec<String>,
+
+    /// Which requests need a credential: `all`, as Confluent's registry, or `writes` only.
+    #[arg(
+        long,
+        env = "BIMRIDE_REGISTRY_AUTHENTICATE",
+        value_enum,
+        ignore_case = true,
+        default_value = "all"
+    )]
+    pub authenticate: AuthenticateScope,
+
+    /// Refuse every write, whatever the stored mode: a replica that only serves reads.
+    #[arg(long, env = "BIMRIDE_REGISTRY_READ_ONLY")]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthenticationMethod {
+    None,
+    Basic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthenticateScope {
+    All,
+    Writes,
+}
+
+impl RegistryAccessFlags {
+    /// The access these flags describe, with the users file read and checked.
+    pub fn access(&self) -> anyhow::Result<bimride_registry::Access> {
+        let basic = match (self.authentication_method, &self.users_file) {
+            (AuthenticationMethod::None, _) => None,
+            (AuthenticationMethod::Basic, None) => {
+                anyhow::bail!("basic authentication needs --users-file")
+            }
+            (AuthenticationMethod::Basic, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                let users = bimride_registry::Users::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                if self
+                    .authentication_roles
+                    .iter()
+                    .all(|r| r.trim().is_empty())
+                {
+                    anyhow::bail!("--authentication-roles names no role");
+                }
+                Some(bimride_registry::Basic {
+                    users,
+                    realm: self.authentication_realm.clone(),
+                    roles: self.authentication_roles.clone(),
+                    scope: match self.authenticate {
+                        AuthenticateScope::All => bimride_registry::Scope::All,
+                        AuthenticateScope::Writes => bimride_registry::Scope::Writes,
+                    },
+                })
+            }
+        };
+        Ok(bimride_registry::Access {
+            basic,
+            read_only: self.read_only,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +532,64 @@ mod tests {
             Command::Up(up) => *up,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    fn registry(args: &[&str]) -> RegistryArgs {
+        let argv = ["bimride", "registry"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Registry(registry) => registry,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_registry_binds_loopback_and_checks_its_users_file_at_start() {
+        let open = registry(&[]);
+        assert!(open.listen.ip().is_loopback());
+        let access = open.access.access().expect("open access");
+        assert!(access.basic.is_none() && !access.read_only);
+
+        let err = registry(&["--authentication-method", "BASIC"])
+            .access
+            .access()
+            .expect_err("no users file");
+        assert!(err.to_string().contains("--users-file"), "{err}");
+
+        let file = std::env::temp_dir().join(format!("bimride-users-{}", std::process::id()));
+        std::fs::write(&file, "fred hunter2\n").expect("write users");
+        let path = file.to_str().expect("utf-8 path");
+        let err = registry(&["--authentication-method", "basic", "--users-file", path])
+            .access
+            .access()
+            .expect_err("malformed users file");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+
+        std::fs::write(&file, "fred: hunter2,admin\n").expect("write users");
+        let args = ["--authentication-method", "basic", "--users-file", path];
+        let args = [&args[..], &["--authenticate", "writes", "--read-only"]].concat();
+        let access = registry(&args).access.access().expect("basic access");
+        let basic = access.basic.expect("basic");
+        assert_eq!(basic.scope, bimride_registry::Scope::Writes);
+        assert!(access.read_only);
+        assert!(!format!("{basic:?}").contains("hunter2"));
+        std::fs::remove_file(&file).expect("remove users file");
+    }
+
+    #[test]
+    fn a_registry_credential_must_be_user_and_password() {
+        let parsed = |info: &str| {
+            RegistryCredential {
+                user_info: Some(info.parse().expect("secret")),
+            }
+            .pair()
+        };
+        assert_eq!(
+            parsed("fred:pa:ss").expect("pair"),
+            Some(("fred".into(), "pa:ss".into()))
+        );
+        let err = parsed("fred").expect_err("no password");
+        assert!(!err.to_string().contains("fred"), "{err}");
     }
 
     #[test]

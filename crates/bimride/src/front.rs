@@ -20,6 +20,9 @@ pub struct SystemInfo {
     pub embedded: bool,
     pub city: City,
     pub version: &'static str,
+    /// The registry's `user:password`, when it asks for one; never reported.
+    #[serde(skip)]
+    pub schema_registry_credential: Option<(String, String)>,
 }
 
 pub struct FrontState {
@@ -57,9 +60,13 @@ struct Readiness {
 
 async fn ready(State(s): State<Arc<FrontState>>) -> impl IntoResponse {
     let kafka = kafka_answers(Arc::clone(&s.kafka)).await;
-    let schema_registry = s
+    let mut probe = s
         .http
-        .get(format!("{}/subjects", s.info.schema_registry_url))
+        .get(format!("{}/subjects", s.info.schema_registry_url));
+    if let Some((user, password)) = &s.info.schema_registry_credential {
+        probe = probe.basic_auth(user, Some(password));
+    }
+    let schema_registry = probe
         .timeout(Duration::from_secs(2))
         .send()
         .await

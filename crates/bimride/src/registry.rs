@@ -23,8 +23,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .ensure(std::slice::from_ref(&spec))
         .await
         .context("creating the registry topic")?;
-    let limits = args.limits.limits()?;
-    let listen = (args.listen, limits);
+    let options = bimride_registry::Options {
+        limits: args.limits.limits()?,
+        access: args.access.access()?,
+    };
+    let listen = (args.listen, options);
     let server = start(&kafka.client(), &args.topic, listen, shutdown.clone()).await?;
     let metrics = bimride_telemetry::serve(args.metrics.metrics_listen, shutdown.clone()).await?;
     server.task.await??;
@@ -37,7 +40,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
 pub async fn start(
     client: &rdkafka::ClientConfig,
     topic: &str,
-    (listen, limits): (std::net::SocketAddr, bimride_telemetry::HttpLimits),
+    (listen, options): (std::net::SocketAddr, bimride_registry::Options),
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<bimride_registry::Server> {
     let (journal, entries) = KafkaJournal::open(client, topic, Duration::from_secs(30))
@@ -45,7 +48,7 @@ pub async fn start(
         .context("replaying the registry log")?;
     tracing::info!(entries = entries.len(), topic, "registry state restored");
     let registry = Registry::from_journal(bimride_registry::Journal::Kafka(journal), entries);
-    bimride_registry::serve_within(registry, listen, limits, shutdown)
+    bimride_registry::serve_with(registry, listen, options, shutdown)
         .await
         .with_context(|| format!("binding the registry to {listen}"))
 }

@@ -42,7 +42,8 @@ where
 async fn connect(args: ServiceArgs) -> anyhow::Result<Context> {
     let kafka = args.kafka.validated()?;
     let city = args.city.city()?;
-    let codec = registered_codec(&args.schema_registry, &kafka).await?;
+    let credential = args.registry_credential.pair()?;
+    let codec = registered_codec(&args.schema_registry, credential, &kafka).await?;
     Ok(Context {
         kafka,
         codec,

@@ -119,7 +119,13 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
             let server = registry::start(
                 &kafka.client(),
                 &args.registry_topic,
-                (args.registry_listen, limits),
+                (
+                    args.registry_listen,
+                    bimride_registry::Options {
+                        limits,
+                        access: bimride_registry::Access::default(),
+                    },
+                ),
                 shutdown.clone(),
             )
             .await?;
@@ -135,6 +141,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         embedded: cluster.is_some(),
         city: city.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        schema_registry_credential: args.registry_credential.pair()?,
     };
     let listener = tokio::net::TcpListener::bind(args.http)
         .await

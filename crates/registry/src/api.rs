@@ -12,16 +12,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Registry;
+use crate::access::{self, Access};
 use crate::compat::Level;
 use crate::error::RegistryError;
-use crate::store::{ConfigValue, Entry, LogKey, LogValue, Registration, VersionRef};
+use crate::store::{
+    ConfigValue, Entry, LogKey, LogValue, Mode, ModeValue, Registration, VersionRef,
+};
 
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 type Shared = State<Arc<Registry>>;
 type ApiResult = Result<Response, RegistryError>;
 
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(registry: Arc<Registry>, access: Access) -> Router {
     Router::new()
         .route("/", get(|| async { ok(json!({})) }))
         .route("/subjects", get(list_subjects))
@@ -57,6 +60,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
                 .put(put_subject_config)
                 .delete(delete_subject_config),
         )
+        .route("/mode", get(get_mode).put(put_mode))
+        .layer(middleware::from_fn_with_state(
+            (Arc::clone(&registry), Arc::new(access)),
+            access::guard,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&registry),
             count_requests,
@@ -193,9 +201,10 @@ async fn versions_by_id(State(r): Shared, Path(id): Path<String>) -> ApiResult {
 
 async fn register(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> ApiResult {
     let request = schema_request(&body)?;
+    let planned = subject.clone();
     let id = r
         .write(
-            |store| match store.plan_register(&subject, &request.schema)? {
+            move |store| match store.plan_register(&planned, &request.schema)? {
                 Registration::Existing(id) => Ok((id, Vec::new())),
                 Registration::New(entry) => {
                     let id = match &entry.value {
@@ -213,9 +222,10 @@ async fn register(State(r): Shared, Path(subject): Path<String>, body: Bytes) ->
 
 async fn lookup(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> ApiResult {
     let request = schema_request(&body)?;
-    Ok(ok(registered_json(
-        &r.read().lookup(&subject, &request.schema)?,
-    )))
+    let found = r
+        .check(move |store| store.lookup(&subject, &request.schema))
+        .await?;
+    Ok(ok(registered_json(&found)))
 }
 
 async fn delete_subject(
@@ -224,7 +234,7 @@ async fn delete_subject(
     Query(f): Query<Flags>,
 ) -> ApiResult {
     let versions = r
-        .write(|store| store.plan_delete_subject(&subject, f.permanent))
+        .write(move |store| store.plan_delete_subject(&subject, f.permanent))
         .await?;
     Ok(ok(json!(versions)))
 }
@@ -236,7 +246,7 @@ async fn delete_version(
 ) -> ApiResult {
     let v = VersionRef::parse(&version)?;
     let deleted = r
-        .write(|store| {
+        .write(move |store| {
             let (version, entry) = store.plan_delete_version(&subject, v, f.permanent)?;
             Ok((version, vec![entry]))
         })
@@ -260,7 +270,9 @@ async fn check_compatibility(
 ) -> ApiResult {
     let request = schema_request(&body)?;
     let v = VersionRef::parse(&version)?;
-    let problems = r.read().compatibility(&subject, &request.schema, Some(v))?;
+    let problems = r
+        .check(move |store| store.compatibility(&subject, &request.schema, Some(v)))
+        .await?;
     Ok(compatibility_body(problems, f.verbose))
 }
 
@@ -271,7 +283,9 @@ async fn check_compatibility_all(
     body: Bytes,
 ) -> ApiResult {
     let request = schema_request(&body)?;
-    let problems = r.read().compatibility(&subject, &request.schema, None)?;
+    let problems = r
+        .check(move |store| store.compatibility(&subject, &request.schema, None))
+        .await?;
     Ok(compatibility_body(problems, f.verbose))
 }
 
@@ -287,11 +301,11 @@ fn config_request(body: &Bytes) -> Result<Level, RegistryError> {
 }
 
 async fn set_level(
-    r: &Registry,
+    r: &Arc<Registry>,
     subject: Option<String>,
     level: Option<Level>,
 ) -> Result<(), RegistryError> {
-    r.write(|_| {
+    r.write(move |_| {
         let entry = Entry {
             key: LogKey::Config { subject },
             value: level.map(|compatibility_level| {
@@ -346,4 +360,30 @@ async fn delete_subject_config(State(r): Shared, Path(subject): Path<String>) ->
         .ok_or_else(|| RegistryError::SubjectLevelNotConfigured(subject.clone()))?;
     set_level(&r, Some(subject), None).await?;
     Ok(ok(json!({ "compatibilityLevel": previous })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModeRequest {
+    mode: String,
+}
+
+async fn get_mode(State(r): Shared) -> ApiResult {
+    Ok(ok(json!({ "mode": r.read().mode() })))
+}
+
+/// Sets the global mode. Allowed in read-only mode, or nothing could end it.
+async fn put_mode(State(r): Shared, body: Bytes) -> ApiResult {
+    let request: ModeRequest =
+        serde_json::from_slice(&body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+    let mode = Mode::parse(&request.mode).ok_or(RegistryError::InvalidMode)?;
+    r.write(move |_| {
+        let entry = Entry {
+            key: LogKey::Mode { subject: None },
+            value: Some(LogValue::Mode(ModeValue { mode })),
+        };
+        Ok(((), vec![entry]))
+    })
+    .await?;
+    tracing::info!(?mode, "registry mode set");
+    Ok(ok(json!({ "mode": mode })))
 }

@@ -1,6 +1,7 @@
 //! Compatibility levels and the checks behind them.
 
 use apache_avro::Schema;
+use apache_avro::error::CompatibilityError;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use serde::{Deserialize, Serialize};
 
@@ -81,8 +82,33 @@ pub fn can_read(writer: &Schema, reader: &Schema) -> Option<String> {
         Ok(Compatibility::Partial) => {
             Some("reading may fail for some values (enum symbols or union branches)".into())
         }
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(describe(&e)),
     }
+}
+
+/// The library names mismatched types by their whole `Debug` dump; a client needs the kinds.
+fn describe(e: &CompatibilityError) -> String {
+    match e {
+        CompatibilityError::WrongType {
+            writer_schema_type,
+            reader_schema_type,
+        } => format!(
+            "a {} cannot be read as a {}",
+            kind(writer_schema_type),
+            kind(reader_schema_type)
+        ),
+        CompatibilityError::FieldTypeMismatch(field, inner) => {
+            format!("field '{field}' changed type: {}", describe(inner))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn kind(debug: &str) -> &str {
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or(debug)
 }
 
 #[cfg(test)]
@@ -125,6 +151,20 @@ mod tests {
                 .check(&v3b, &[&v1, &v2])
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_changed_type_is_named_by_kind_not_dumped() {
+        let v1 = schema(r#"{"name":"a","type":{"type":"record","name":"In","fields":[]}}"#);
+        let v2 = schema(r#"{"name":"a","type":"long"}"#);
+        let problems = Level::Backward.check(&v2, &[&v1]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("field 'a' changed type: a Record cannot be read as a Long"),
+            "{}",
+            problems[0]
+        );
+        assert!(!problems[0].contains("RecordSchema"), "{}", problems[0]);
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub enum RegistryError {
         "Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive"
     )]
     InvalidCompatibilityLevel,
+    #[error("Invalid mode. Valid values are READWRITE and READONLY")]
+    InvalidMode,
+    #[error("The registry is in read-only mode")]
+    ReadOnly,
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error("Unrecognized field or malformed request body: {0}")]
     BadRequest(String),
     #[error("Error in the backend data store")]
@@ -53,6 +59,9 @@ impl RegistryError {
             InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             InvalidCompatibilityLevel => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
+            InvalidMode => (StatusCode::UNPROCESSABLE_ENTITY, 42204),
+            ReadOnly => (StatusCode::UNPROCESSABLE_ENTITY, 42205),
+            Unauthorized => (StatusCode::UNAUTHORIZED, 40101),
             BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
         }
@@ -69,4 +78,14 @@ impl IntoResponse for RegistryError {
         let body = serde_json::json!({ "error_code": code, "message": self.to_string() });
         crate::api::schema_registry_json(status, &body)
     }
+}
+
+/// The listener's own refusals (a body too large or too slow) in Confluent's error shape.
+pub(crate) fn limit_rejection(
+    status: StatusCode,
+    _code: &'static str,
+    message: String,
+) -> Response {
+    let body = serde_json::json!({ "error_code": status.as_u16(), "message": message });
+    crate::api::schema_registry_json(status, &body)
 }

@@ -4,6 +4,7 @@
 //! change is made durable in that topic before it is applied, so a restarted registry serves
 //! the same ids. One instance writes at a time.
 
+pub mod access;
 pub mod api;
 pub mod compat;
 pub mod error;
@@ -14,10 +15,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+pub use access::{Access, Basic, Scope, Users};
 use bimride_telemetry::HttpLimits;
 pub use compat::Level;
 pub use error::RegistryError;
 pub use journal::{Journal, JournalError, KafkaJournal, SCHEMAS_TOPIC};
+pub use store::Mode;
 use store::{Entry, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,10 @@ pub struct Registry {
     store: RwLock<Store>,
     journal: Journal,
     writes: tokio::sync::Mutex<()>,
+    /// Parsing and compatibility checks grow with schema size (quadratically, for wide
+    /// records), so they run off the async runtime, one at a time: a hostile schema can
+    /// occupy one core, never the threads that serve the API beside it.
+    checks: Arc<tokio::sync::Semaphore>,
     requests: AtomicU64,
 }
 
@@ -44,6 +51,7 @@ impl Registry {
             store: RwLock::new(store),
             journal,
             writes: tokio::sync::Mutex::new(()),
+            checks: Arc::new(tokio::sync::Semaphore::new(1)),
             requests: AtomicU64::new(0),
         })
     }
@@ -63,13 +71,29 @@ impl Registry {
         self.store.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Plans a change under the write lock, makes it durable, then applies it.
-    pub(crate) async fn write<T>(
-        &self,
-        plan: impl FnOnce(&Store) -> Result<(T, Vec<Entry>), RegistryError>,
+    /// Runs a read that may be expensive (it parses or compares schemas) off the runtime.
+    pub(crate) async fn check<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Store) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let _slot = Arc::clone(&self.checks)
+            .acquire_owned()
+            .await
+            .map_err(|e| RegistryError::Storage(Box::new(e)))?;
+        let registry = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&registry.read()))
+            .await
+            .map_err(|e| RegistryError::Storage(Box::new(e)))?
+    }
+
+    /// Plans a change under the write lock (off the runtime), makes it durable, then
+    /// applies it.
+    pub(crate) async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        plan: impl FnOnce(&Store) -> Result<(T, Vec<Entry>), RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
         let _guard = self.writes.lock().await;
-        let (out, entries) = plan(&self.read())?;
+        let (out, entries) = self.check(plan).await?;
         if !entries.is_empty() {
             self.journal.append(&entries).await?;
             let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
@@ -97,31 +121,46 @@ impl Server {
 /// which brokers cap at 1 MiB by default.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
 
-/// Serves `registry` on `addr` until `shutdown` is cancelled, with the default limits.
+/// How a registry is served: its HTTP limits and who may do what.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub limits: HttpLimits,
+    pub access: Access,
+}
+
+/// Serves `registry` on `addr` until `shutdown` is cancelled, open and with default limits.
 pub async fn serve(
     registry: Arc<Registry>,
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> std::io::Result<Server> {
-    serve_within(registry, addr, HttpLimits::default(), shutdown).await
+    serve_with(registry, addr, Options::default(), shutdown).await
 }
 
-/// Serves `registry` on `addr` within `limits` until `shutdown` is cancelled.
-pub async fn serve_within(
+/// Serves `registry` on `addr` as `options` say until `shutdown` is cancelled.
+pub async fn serve_with(
     registry: Arc<Registry>,
     addr: SocketAddr,
-    limits: HttpLimits,
+    options: Options,
     shutdown: CancellationToken,
 ) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let limits = HttpLimits {
         max_body_bytes: MAX_BODY_BYTES,
-        ..limits
+        ..options.limits
     };
-    let app = api::router(Arc::clone(&registry));
-    let task = bimride_telemetry::spawn_server(listener, app, limits, shutdown);
-    tracing::info!(%addr, "schema registry listening");
+    let authentication = options.access.basic.as_ref().map(|b| b.scope);
+    let read_only = options.access.read_only;
+    let app = api::router(Arc::clone(&registry), options.access);
+    let task = bimride_telemetry::spawn_server_shaped(
+        listener,
+        app,
+        limits,
+        error::limit_rejection,
+        shutdown,
+    );
+    tracing::info!(%addr, ?authentication, read_only, "schema registry listening");
     Ok(Server {
         addr,
         registry,

@@ -15,6 +15,7 @@ use crate::error::RegistryError;
 pub enum LogKey {
     Schema { subject: String, version: u32 },
     Config { subject: Option<String> },
+    Mode { subject: Option<String> },
 }
 
 /// A registered schema version, as stored in the log.
@@ -33,11 +34,33 @@ pub struct ConfigValue {
     pub compatibility_level: Level,
 }
 
+/// Whether the registry takes writes (Confluent's `IMPORT` mode is not offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    #[default]
+    #[serde(rename = "READWRITE")]
+    ReadWrite,
+    #[serde(rename = "READONLY")]
+    ReadOnly,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeValue {
+    pub mode: Mode,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LogValue {
     Schema(SchemaValue),
     Config(ConfigValue),
+    Mode(ModeValue),
 }
 
 /// One entry of the registry's log. A `None` value is a tombstone.
@@ -104,6 +127,7 @@ pub struct Store {
     subjects: BTreeMap<String, Vec<VersionEntry>>,
     global: Level,
     subject_levels: HashMap<String, Level>,
+    mode: Mode,
 }
 
 impl Default for Store {
@@ -114,6 +138,7 @@ impl Default for Store {
             subjects: BTreeMap::new(),
             global: Level::Backward,
             subject_levels: HashMap::new(),
+            mode: Mode::default(),
         }
     }
 }
@@ -153,6 +178,8 @@ impl Store {
                 }
                 None => self.global = Level::Backward,
             },
+            (LogKey::Mode { subject: None }, Some(LogValue::Mode(m))) => self.mode = m.mode,
+            (LogKey::Mode { subject: None }, None) => self.mode = Mode::default(),
             // A key and value of different kinds cannot come from this registry; skip it.
             _ => tracing::warn!(key = ?entry.key, "ignoring malformed registry log entry"),
         }
@@ -218,6 +245,10 @@ impl Store {
             id: e.id,
             schema: self.text_of(e.id),
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     pub fn subjects(&self, include_deleted: bool) -> Vec<String> {
@@ -472,6 +503,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_mode_is_kept_in_the_log_as_confluent_keys_it() {
+        let mut store = Store::default();
+        assert_eq!(store.mode(), Mode::ReadWrite);
+        let key = LogKey::Mode { subject: None };
+        assert_eq!(
+            serde_json::to_value(&key).expect("key"),
+            serde_json::json!({"keytype": "MODE", "subject": null})
+        );
+        let value = LogValue::Mode(ModeValue {
+            mode: Mode::ReadOnly,
+        });
+        let text = serde_json::to_string(&value).expect("value");
+        assert_eq!(text, r#"{"mode":"READONLY"}"#);
+        let replayed: LogValue = serde_json::from_str(&text).expect("replays");
+        store.apply(&Entry {
+            key: key.clone(),
+            value: Some(replayed),
+        });
+        assert_eq!(store.mode(), Mode::ReadOnly);
+        store.apply(&Entry { key, value: None });
+        assert_eq!(store.mode(), Mode::ReadWrite);
     }
 
     #[test]

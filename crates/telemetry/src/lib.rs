@@ -23,7 +23,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use server::{HttpLimits, spawn_server};
+pub use server::{HttpLimits, Rejection, spawn_server, spawn_server_shaped};
 use tokio_util::sync::CancellationToken;
 
 /// Registers a counter family with the default registry.

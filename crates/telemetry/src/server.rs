@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -73,17 +73,36 @@ impl HttpLimits {
 /// How long connections get to finish their requests once shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How a listener words the refusals its limits give (413, 408, 400): a status, a short code
+/// and a message, in the error shape of the protocol it serves.
+pub type Rejection = fn(StatusCode, &'static str, String) -> Response;
+
 /// Serves `app` on `listener` within `limits` until `shutdown`, on a task of its own, counting
-/// and timing every request.
+/// and timing every request. Refusals take the API's error shape.
 pub fn spawn_server(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
+    spawn_server_shaped(listener, app, limits, rejected, shutdown)
+}
+
+/// [`spawn_server`], with refusals worded by `rejection`. Handlers find the client's address
+/// as `ConnectInfo<SocketAddr>`.
+pub fn spawn_server_shaped(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    rejection: Rejection,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
     let app = app
         .route_layer(middleware::from_fn(track))
-        .layer(middleware::from_fn_with_state(limits, read_body));
+        .layer(middleware::from_fn_with_state(
+            (limits, rejection),
+            read_body,
+        ));
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let connections = GracefulShutdown::new();
@@ -99,7 +118,7 @@ pub fn spawn_server(
             let stream = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     // Out of file descriptors, or a connection reset before it was accepted:
                     // the listener itself is fine.
                     Err(e) => {
@@ -109,13 +128,18 @@ pub fn spawn_server(
                     }
                 },
             };
+            let (stream, peer) = stream;
             let mut stream = TimeoutStream::new(stream);
             let idle = Duration::from_millis(limits.idle_timeout_ms);
             stream.set_read_timeout(Some(idle));
             stream.set_write_timeout(Some(idle));
             let service = app
                 .clone()
-                .map_request(|r: Request<hyper::body::Incoming>| r.map(Body::new));
+                .map_request(move |r: Request<hyper::body::Incoming>| {
+                    let mut r = r.map(Body::new);
+                    r.extensions_mut().insert(ConnectInfo(peer));
+                    r
+                });
             let conn = http.serve_connection(
                 TokioIo::new(Box::pin(stream)),
                 TowerToHyperService::new(service),
@@ -141,13 +165,17 @@ pub fn spawn_server(
 
 /// Reads the whole body, within the time and size the limits allow, before the handler runs:
 /// a body trickled a byte at a time cannot hold its connection.
-async fn read_body(State(limits): State<HttpLimits>, request: Request, next: Next) -> Response {
+async fn read_body(
+    State((limits, rejected)): State<(HttpLimits, Rejection)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return too_large(limits);
+        return too_large(limits, rejected);
     }
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, limits.max_body_bytes);
@@ -157,7 +185,7 @@ async fn read_body(State(limits): State<HttpLimits>, request: Request, next: Nex
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(_)) if declared.is_none() => too_large(limits),
+        Ok(Err(_)) if declared.is_none() => too_large(limits, rejected),
         Ok(Err(_)) => rejected(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -171,7 +199,7 @@ async fn read_body(State(limits): State<HttpLimits>, request: Request, next: Nex
     }
 }
 
-fn too_large(limits: HttpLimits) -> Response {
+fn too_large(limits: HttpLimits, rejected: Rejection) -> Response {
     rejected(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
