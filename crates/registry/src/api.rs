@@ -202,22 +202,23 @@ async fn versions_by_id(State(r): Shared, Path(id): Path<String>) -> ApiResult {
 async fn register(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> ApiResult {
     let request = schema_request(&body)?;
     let planned = subject.clone();
-    let id = r
+    let (id, version) = r
         .write(
             move |store| match store.plan_register(&planned, &request.schema)? {
-                Registration::Existing(id) => Ok((id, Vec::new())),
+                Registration::Existing(id, version) => Ok(((id, version), Vec::new())),
                 Registration::New(entry) => {
-                    let id = match &entry.value {
-                        Some(LogValue::Schema(v)) => v.id,
-                        _ => 0,
+                    let registered = match &entry.value {
+                        Some(LogValue::Schema(v)) => (v.id, v.version),
+                        _ => (0, 0),
                     };
-                    Ok((id, vec![entry]))
+                    Ok((registered, vec![entry]))
                 }
             },
         )
         .await?;
-    tracing::info!(subject = %subject, id, "schema registered");
-    Ok(ok(json!({ "id": id })))
+    tracing::info!(subject = %subject, id, version, "schema registered");
+    // Newer Confluent registries answer with the version too; older clients read the id.
+    Ok(ok(json!({ "id": id, "version": version })))
 }
 
 async fn lookup(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> ApiResult {

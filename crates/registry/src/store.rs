@@ -116,7 +116,8 @@ impl VersionRef {
 /// What a registration needs: nothing (already there) or one entry appended to the log.
 #[derive(Debug)]
 pub enum Registration {
-    Existing(u32),
+    /// Already registered under the subject: its id and version.
+    Existing(u32, u32),
     New(Entry),
 }
 
@@ -372,9 +373,9 @@ impl Store {
         let known_id = self.by_form.get(&form).copied();
         let versions = self.subjects.get(subject);
         if let (Some(id), Some(versions)) = (known_id, versions)
-            && versions.iter().any(|e| e.id == id && !e.deleted)
+            && let Some(e) = versions.iter().find(|e| e.id == id && !e.deleted)
         {
-            return Ok(Registration::Existing(id));
+            return Ok(Registration::Existing(id, e.version));
         }
         let problems = self.compatibility(subject, text, None)?;
         if !problems.is_empty() {
@@ -494,7 +495,7 @@ mod tests {
 
     fn register(store: &mut Store, subject: &str, text: &str) -> Result<u32, RegistryError> {
         match store.plan_register(subject, text)? {
-            Registration::Existing(id) => Ok(id),
+            Registration::Existing(id, _) => Ok(id),
             Registration::New(entry) => {
                 store.apply(&entry);
                 match entry.value {

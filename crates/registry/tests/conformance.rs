@@ -703,3 +703,35 @@ async fn an_expensive_compatibility_check_never_holds_up_other_requests() {
     let (status, _, body) = check.await.expect("check task");
     assert_eq!((status, body["is_compatible"].clone()), (200, json!(true)));
 }
+
+#[tokio::test]
+async fn confluents_python_client_gets_the_answers_confluents_registry_gives() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/deps.sh installs Confluent's Python client",
+        python.display()
+    );
+    let (open, _sr, _stop) = server().await;
+    let (guarded, _stop_guarded) = guarded(basic(Scope::All, &["admin"])).await;
+    let args = [
+        root.join("registry_conformance.py").display().to_string(),
+        open.url(),
+        guarded.url(),
+        "fred:s3cret".to_owned(),
+    ];
+    // Off the runtime: the registries answer the script on this test's one thread.
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
+            .await
+            .expect("join")
+            .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Confluent's client disagreed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all calls answered"), "{stdout}");
+}
