@@ -28,6 +28,10 @@ const external = [];
 page.on("request", (r) => {
   if (!r.url().startsWith(new URL(url).origin)) external.push(r.url());
 });
+const broken = [];
+page.on("response", (r) => {
+  if (r.status() >= 400) broken.push(`${r.status()} ${r.url()}`);
+});
 await page.goto(url);
 
 const counter = (id) => page.$eval(`#${id}`, (e) => Number(e.textContent.replace(/[^0-9]/g, "")));
@@ -73,6 +77,7 @@ const pixels = await page.$eval("#map", (canvas) => {
 if (pixels.width < 200 || pixels.height < 200) await fail(`the map is ${pixels.width}x${pixels.height}`);
 if (pixels.available + pixels.busy < 50) await fail(`only ${pixels.available + pixels.busy} driver pixels drawn`);
 if (external.length) await fail(`the page fetched from outside: ${external.join(", ")}`);
+if (broken.length) await fail(`the page's requests failed: ${broken.join(", ")}`);
 
 await page.screenshot({ path: screenshot });
 console.log(JSON.stringify({ first, second: await read(), pixels, screenshot }));

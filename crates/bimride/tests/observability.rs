@@ -57,7 +57,33 @@ fn exported(text: &str) -> BTreeSet<String> {
 async fn dashboards_and_alerts_query_only_exported_metrics_and_the_live_page_moves() {
     let up = Up::start().await;
 
-    // One undecodable record, so that the dead-letter series exists as it would in trouble.
+    // Every series the dashboards and alerts query exists from start-up, trouble or not.
+    let wanted = queried_metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = exported(&up.scrape().await);
+        let missing: Vec<&String> = wanted.difference(&have).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queried by deploy/ but not exported within 60s: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let poisoned = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("bimride_records_dead_lettered_total{")
+                    && l.contains("topic=\"bimride.ride-events\"")
+                    && l.contains("reason=\"not_wire_format\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let before = poisoned(&up.scrape().await).expect("the dead-letter series exists at zero");
+
+    // One undecodable record: the series counts it.
     let brokers = up.field("kafka bootstrap servers:");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -73,28 +99,14 @@ async fn dashboards_and_alerts_query_only_exported_metrics_and_the_live_page_mov
         .await
         .expect("delivered");
     drop(producer);
-
-    let wanted = queried_metrics();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let have = exported(&up.scrape().await);
-        let missing: Vec<&String> = wanted.difference(&have).collect();
-        if missing.is_empty() {
-            break;
-        }
+    while poisoned(&up.scrape().await) <= Some(before) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "queried by deploy/ but not exported within 60s: {missing:?}"
+            "the poison record was not counted as dead-lettered within 60s"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let text = up.scrape().await;
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("bimride_records_dead_lettered_total{")
-                && l.contains("topic=\"bimride.ride-events\"")),
-        "the poison record was not counted as dead-lettered"
-    );
 
     // The page, in a real browser: live counters that change, and a drawn map.
     let browser = workspace().join("tests/browser");

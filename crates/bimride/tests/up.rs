@@ -333,6 +333,15 @@ async fn scenario(up: Up, topics: &Topics, lifecycle_within: Duration) {
         !log.contains('\u{1b}'),
         "a log written to a file carries no terminal colour codes"
     );
+    let alarming: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONFWARN") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "a normal run logs no configuration warning and no error:\n{}",
+        alarming.join("\n")
+    );
     for secret in [
         common::SECRET,
         common::ADMIN,

@@ -72,6 +72,15 @@ pub enum CodecError {
     Encode { topic: Topic, message: String },
 }
 
+/// The reasons a record that cannot be decoded is dead-lettered with.
+pub mod reasons {
+    pub const NOT_WIRE_FORMAT: &str = "not_wire_format";
+    pub const UNKNOWN_SCHEMA_ID: &str = "unknown_schema_id";
+    pub const SCHEMA_REJECTED: &str = "schema_rejected";
+    pub const UNDECODABLE: &str = "undecodable";
+    pub const SCHEMA_MISMATCH: &str = "schema_mismatch";
+}
+
 impl CodecError {
     /// True when trying again later may succeed; such records must not be dead-lettered.
     pub fn is_retriable(&self) -> bool {
@@ -80,13 +89,14 @@ impl CodecError {
 
     /// A short, stable reason for dead-letter headers and metric labels.
     pub fn reason(&self) -> &'static str {
+        use reasons::*;
         match self {
-            CodecError::NotWireFormat(_) => "not_wire_format",
-            CodecError::UnknownSchema(_) => "unknown_schema_id",
+            CodecError::NotWireFormat(_) => NOT_WIRE_FORMAT,
+            CodecError::UnknownSchema(_) => UNKNOWN_SCHEMA_ID,
             CodecError::RegistryUnavailable(_) => "registry_unavailable",
-            CodecError::Rejected { .. } => "schema_rejected",
-            CodecError::Undecodable { .. } => "undecodable",
-            CodecError::Mismatch { .. } | CodecError::Unresolvable { .. } => "schema_mismatch",
+            CodecError::Rejected { .. } => SCHEMA_REJECTED,
+            CodecError::Undecodable { .. } => UNDECODABLE,
+            CodecError::Mismatch { .. } | CodecError::Unresolvable { .. } => SCHEMA_MISMATCH,
             CodecError::Encode { .. } => "encode_failed",
         }
     }

@@ -80,6 +80,18 @@ impl<T: TopicValue> Inputs for T {
     }
 }
 
+const EMPTY_PAYLOAD: &str = "empty_payload";
+
+/// Why intake dead-letters a record: no payload, or what the codec refused.
+const INTAKE_REASONS: [&str; 6] = [
+    EMPTY_PAYLOAD,
+    bimride_codec::reasons::NOT_WIRE_FORMAT,
+    bimride_codec::reasons::UNKNOWN_SCHEMA_ID,
+    bimride_codec::reasons::SCHEMA_REJECTED,
+    bimride_codec::reasons::UNDECODABLE,
+    bimride_codec::reasons::SCHEMA_MISMATCH,
+];
+
 /// Values of two topics (or two sets of topics, nested), read by one consumer.
 #[derive(Debug, Clone)]
 pub enum Either<A, B> {
@@ -512,6 +524,9 @@ pub async fn run<P: Processor>(
     // Exported at zero from the start, so that dashboards and alerts see the series.
     for topic in &inputs {
         metrics::RETRIES.with_label_values(&[topic]);
+        for reason in INTAKE_REASONS {
+            metrics::DEAD_LETTERED.with_label_values(&[topic.as_str(), reason]);
+        }
     }
     let consumer = Arc::new(consumer);
     let starts = match &options.assignment {
@@ -767,7 +782,7 @@ impl<P: Processor> Driver<P> {
         let topic = self.topics.topic_of(m.topic());
         let (Some(topic), Some(bytes)) = (topic, m.payload()) else {
             return Some(Err(Rejected {
-                reason: "empty_payload",
+                reason: EMPTY_PAYLOAD,
                 message: "record has no value".into(),
             }));
         };
