@@ -14,9 +14,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiState;
 use crate::access::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, BodyRefusals, CredentialRefusals};
 
 type Shared = State<Arc<ApiState>>;
+
+/// A whole number, written as JSON Schema's `integer` allows: `139` or `139.0`. Serde's own
+/// integers refuse the second, which the document promises to take.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    // Beyond 2^53 a float no longer holds every whole number exactly.
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "{n} is not a whole number in range"
+        ))),
+    }
+}
+
+fn whole_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    whole(d)?
+        .map(|n| u64::try_from(n).map_err(|_| D::Error::custom(format!("{n} is negative"))))
+        .transpose()
+}
 
 /// The longest rider token the API signs.
 const MAX_TOKEN_TTL_SECS: u64 = bimride_auth::MAX_TOKEN_TTL.as_secs();
@@ -24,8 +50,11 @@ const MAX_TOKEN_TTL_SECS: u64 = bimride_auth::MAX_TOKEN_TTL.as_secs();
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub rider_id: String,
     /// Seconds; one day when absent, at most 30 days.
+    #[schema(minimum = 1, maximum = 2592000)]
+    #[serde(default, deserialize_with = "whole_u64")]
     pub ttl_secs: Option<u64>,
 }
 
@@ -40,9 +69,10 @@ pub struct TokenBody {
     request_body = TokenRequest,
     responses(
         (status = 200, description = "A rider token", body = TokenBody),
-        (status = 401, description = "No admin credential", body = crate::error::ErrorBody),
-        (status = 403, description = "Wrong admin credential", body = crate::error::ErrorBody),
-    )
+        BodyRefusals,
+        CredentialRefusals,
+    ),
+    security(("admin" = []))
 )]
 pub async fn token(
     State(state): Shared,
@@ -96,7 +126,12 @@ fn dlq_error(e: DlqError) -> ApiError {
 
 #[utoipa::path(
     get, path = "/v1/admin/dead-letters", tag = "admin",
-    responses((status = 200, description = "Dead letters per topic and reason", body = [TopicSummary]))
+    responses(
+        (status = 200, description = "Dead letters per topic and reason", body = [TopicSummary]),
+        (status = 400, description = "A malformed path", body = crate::error::ErrorBody),
+        CredentialRefusals,
+    ),
+    security(("admin" = []))
 )]
 pub async fn summary(State(state): Shared, _: Admin) -> Result<impl IntoResponse, ApiError> {
     let mut out = Vec::new();
@@ -123,9 +158,12 @@ pub async fn summary(State(state): Shared, _: Admin) -> Result<impl IntoResponse
     get, path = "/v1/admin/dead-letters/{topic}", tag = "admin",
     params(("topic" = String, Path, description = "A dead-letter topic, such as bimride.ride-events.dlq")),
     responses(
-        (status = 200, description = "Every dead letter of the topic, with its headers", body = Object),
+        (status = 200, description = "Every dead letter of the topic, with its headers", body = [Object]),
         (status = 404, description = "Not a dead-letter topic", body = crate::error::ErrorBody),
-    )
+        (status = 400, description = "A malformed path", body = crate::error::ErrorBody),
+        CredentialRefusals,
+    ),
+    security(("admin" = []))
 )]
 pub async fn list(
     State(state): Shared,
@@ -154,7 +192,10 @@ pub struct Inspected {
     responses(
         (status = 200, description = "The dead letter with its original bytes in hex", body = Object),
         (status = 404, description = "No such dead letter", body = crate::error::ErrorBody),
-    )
+        (status = 400, description = "A malformed path", body = crate::error::ErrorBody),
+        CredentialRefusals,
+    ),
+    security(("admin" = []))
 )]
 pub async fn inspect(
     State(state): Shared,
@@ -184,6 +225,7 @@ pub struct ReplayRequest {
     pub reason: Option<String>,
     pub source_topic: Option<String>,
     /// Only letters at or after this dead-letter offset (in every partition).
+    #[serde(default, deserialize_with = "whole")]
     pub from_offset: Option<i64>,
 }
 
@@ -194,7 +236,10 @@ pub struct ReplayRequest {
     responses(
         (status = 200, description = "Replayed", body = Object),
         (status = 404, description = "Not a dead-letter topic", body = crate::error::ErrorBody),
-    )
+        BodyRefusals,
+        CredentialRefusals,
+    ),
+    security(("admin" = []))
 )]
 pub async fn replay(
     State(state): Shared,
@@ -221,4 +266,27 @@ pub async fn replay(
         "dead letters replayed on request"
     );
     Ok(Json(done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_point_zero() {
+        let parse = |body: &str| serde_json::from_str::<TokenRequest>(body).map(|r| r.ttl_secs);
+        assert_eq!(
+            parse(r#"{"rider_id":"r","ttl_secs":139}"#).expect("int"),
+            Some(139)
+        );
+        assert_eq!(
+            parse(r#"{"rider_id":"r","ttl_secs":139.0}"#).expect("float"),
+            Some(139)
+        );
+        assert_eq!(parse(r#"{"rider_id":"r"}"#).expect("absent"), None);
+        assert!(parse(r#"{"rider_id":"r","ttl_secs":1.5}"#).is_err());
+        assert!(parse(r#"{"rider_id":"r","ttl_secs":-3}"#).is_err());
+        let replay = serde_json::from_str::<ReplayRequest>(r#"{"from_offset":-2.0}"#);
+        assert_eq!(replay.expect("replay").from_offset, Some(-2));
+    }
 }

@@ -28,7 +28,7 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("{0}")]
     Unprocessable(String),
-    #[error("ride {0} not found")]
+    #[error("ride {} not found", shown(.0))]
     RideNotFound(String),
     #[error("ride {id} is {status} and can no longer be cancelled")]
     NotCancellable { id: String, status: &'static str },
@@ -119,9 +119,9 @@ impl From<JsonRejection> for ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
                 limit: crate::MAX_BODY_BYTES,
             },
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(r.body_text()),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(plain(&r.body_text())),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-            _ => ApiError::BadRequest(r.body_text()),
+            _ => ApiError::BadRequest(plain(&r.body_text())),
         }
     }
 }
@@ -134,14 +134,57 @@ impl From<bimride_store::StoreError> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::BadRequest(r.body_text())
+        ApiError::BadRequest(plain(&r.body_text()))
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::BadRequest(r.body_text())
+        ApiError::BadRequest(plain(&r.body_text()))
     }
+}
+
+/// Longest client-supplied id an error message repeats; longer ones are not echoed.
+const SHOWN_ID: usize = 64;
+
+fn shown(id: &str) -> &str {
+    if id.len() <= SHOWN_ID {
+        id
+    } else {
+        "(id too long)"
+    }
+}
+
+/// A deserializer's message in a client's terms: serde names the Rust types it expected
+/// (`expected struct BookRequest`), which mean nothing outside this crate.
+fn plain(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut words = message.split(' ').peekable();
+    while let Some(word) = words.next() {
+        let replacement = match word {
+            "struct" | "enum" | "tuple"
+                if words
+                    .peek()
+                    .is_some_and(|w| w.starts_with(char::is_uppercase)) =>
+            {
+                let name = words.next().unwrap_or_default();
+                // Keep what followed the type name, such as a comma or a period.
+                let rest = name.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+                let noun = if word == "enum" {
+                    "one of the documented values"
+                } else {
+                    "a JSON object"
+                };
+                format!("{noun}{rest}")
+            }
+            other => other.to_owned(),
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&replacement);
+    }
+    out
 }
 
 impl From<bimride_auth::AuthError> for ApiError {
@@ -158,6 +201,40 @@ impl From<bimride_auth::AuthError> for ApiError {
     }
 }
 
+/// Refusals of every operation that takes a credential: a rider's token or the admin's.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CredentialRefusals {
+    /// No valid bearer credential
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A credential that does not grant this: another rider's, or not the admin's
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Too many requests from this rider, or too many failed authentications from this address
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// Kafka or the ride store is unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Refusals of a JSON request body.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum BodyRefusals {
+    /// The body is not well-formed JSON
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The body is larger than the limit
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not declared as JSON
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// The body is JSON but not a valid request
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+}
+
 /// Unknown paths, as JSON like every other error.
 pub async fn no_route() -> ApiError {
     ApiError::NoRoute
@@ -166,4 +243,33 @@ pub async fn no_route() -> ApiError {
 /// Known paths called with the wrong method.
 pub async fn wrong_method() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_json_shapes_not_rust_types() {
+        assert_eq!(
+            plain("invalid type: sequence, expected struct BookRequest at line 1 column 0"),
+            "invalid type: sequence, expected a JSON object at line 1 column 0"
+        );
+        assert_eq!(
+            plain("unknown variant `bus`, expected enum ProductName."),
+            "unknown variant `bus`, expected one of the documented values."
+        );
+        assert_eq!(plain("missing field `pickup`"), "missing field `pickup`");
+    }
+
+    #[test]
+    fn a_long_id_is_not_echoed() {
+        let long = "r".repeat(65_536);
+        let message = ApiError::RideNotFound(long).to_string();
+        assert_eq!(message, "ride (id too long) not found");
+        assert_eq!(
+            ApiError::RideNotFound("ride-1".into()).to_string(),
+            "ride ride-1 not found"
+        );
+    }
 }

@@ -68,9 +68,40 @@ pub fn routes(state: Arc<ApiState>) -> (Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .split_for_parts();
-    openapi.info.title = "BimRide trip API".into();
-    openapi.info.version = env!("CARGO_PKG_VERSION").into();
+    describe(&mut openapi);
     (router, openapi)
+}
+
+/// The document's own metadata and its security schemes: riders send the token the admin
+/// endpoint (or an identity provider) signed for them; operators send the admin credential.
+fn describe(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    use utoipa::openapi::{InfoBuilder, LicenseBuilder};
+    openapi.info = InfoBuilder::new()
+        .title("BimRide trip API")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Riders book, quote, track and cancel rides; operators mint rider tokens and \
+             inspect and replay dead letters. Every error is JSON: {\"error\": {\"code\", \"message\"}}.",
+        ))
+        .license(Some(
+            LicenseBuilder::new()
+                .name(env!("CARGO_PKG_LICENSE"))
+                .identifier(Some(env!("CARGO_PKG_LICENSE")))
+                .build(),
+        ))
+        .build();
+    let components = openapi.components.get_or_insert_with(Default::default);
+    let bearer = |description: &str| {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some(description.to_owned());
+        SecurityScheme::Http(scheme)
+    };
+    components.add_security_scheme(
+        "rider",
+        bearer("A rider token (a JWT signed with the API's secret)"),
+    );
+    components.add_security_scheme("admin", bearer("The operators' admin credential"));
 }
 
 /// The API's routes plus `/openapi.json`, ready to be served or called with `oneshot`.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiState;
 use crate::access::Rider;
-use crate::error::ApiError;
+use crate::error::{ApiError, BodyRefusals, CredentialRefusals};
 use bimride_pricing::{self as pricing, CURRENCY, Quote};
 
 type Shared = State<Arc<ApiState>>;
@@ -27,7 +27,9 @@ type Shared = State<Arc<ApiState>>;
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Point {
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lng: f64,
 }
 
@@ -54,6 +56,8 @@ impl From<ProductName> for Product {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookRequest {
+    /// The rider the bearer token names.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub rider_id: String,
     pub pickup: Point,
     pub dropoff: Point,
@@ -144,14 +148,10 @@ fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the same ride")),
     responses(
         (status = 202, description = "Ride requested", body = Booked),
-        (status = 400, description = "Malformed request", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
-        (status = 403, description = "The token names another rider", body = crate::error::ErrorBody),
-        (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
-        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
-        (status = 503, description = "Kafka or the ride store unavailable", body = crate::error::ErrorBody),
-    )
+        BodyRefusals,
+        CredentialRefusals,
+    ),
+    security(("rider" = []))
 )]
 pub async fn book(
     State(state): Shared,
@@ -248,10 +248,10 @@ fn json(value: &impl Serialize) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "Ride id")),
     responses(
         (status = 200, description = "The ride's state and history, from the ride store", body = Object),
-        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown ride, or another rider's", body = crate::error::ErrorBody),
-        (status = 503, description = "The ride store unavailable", body = crate::error::ErrorBody),
-    )
+        CredentialRefusals,
+    ),
+    security(("rider" = []))
 )]
 pub async fn get_ride(
     State(state): Shared,
@@ -271,6 +271,7 @@ const MAX_PAGE: u32 = 100;
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Rides per page, 1 to 100; 20 unless given.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Where the page starts: the `next` of the page before.
     pub after: Option<String>,
@@ -291,9 +292,10 @@ pub struct RidePage {
     responses(
         (status = 200, description = "The rider's own rides, newest first", body = RidePage),
         (status = 400, description = "Malformed query", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
-        (status = 503, description = "The ride store unavailable", body = crate::error::ErrorBody),
-    )
+        (status = 422, description = "A cursor that is no page's `next`", body = crate::error::ErrorBody),
+        CredentialRefusals,
+    ),
+    security(("rider" = []))
 )]
 pub async fn list(
     State(state): Shared,
@@ -309,7 +311,7 @@ pub async fn list(
     }
     let after = match q.after.as_deref() {
         Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
-            ApiError::BadRequest("after must be the next of an earlier page".into())
+            ApiError::Unprocessable("after must be the next of an earlier page".into())
         })?),
         None => None,
     };
@@ -329,10 +331,11 @@ pub async fn list(
     params(("id" = String, Path, description = "Ride id")),
     responses(
         (status = 202, description = "Cancellation requested", body = Object),
-        (status = 401, description = "No valid bearer token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown ride, or another rider's", body = crate::error::ErrorBody),
         (status = 409, description = "The trip has started or the ride is finished", body = crate::error::ErrorBody),
-    )
+        CredentialRefusals,
+    ),
+    security(("rider" = []))
 )]
 pub async fn cancel(
     State(state): Shared,
@@ -380,9 +383,13 @@ pub async fn cancel(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteQuery {
+    #[param(minimum = -90.0, maximum = 90.0)]
     pub pickup_lat: f64,
+    #[param(minimum = -180.0, maximum = 180.0)]
     pub pickup_lng: f64,
+    #[param(minimum = -90.0, maximum = 90.0)]
     pub dropoff_lat: f64,
+    #[param(minimum = -180.0, maximum = 180.0)]
     pub dropoff_lng: f64,
     pub product: ProductName,
 }
@@ -393,7 +400,7 @@ pub struct QuoteQuery {
     responses(
         (status = 200, description = "A fare estimate", body = QuoteBody),
         (status = 400, description = "Malformed request", body = crate::error::ErrorBody),
-        (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
+        (status = 422, description = "A position outside the city", body = crate::error::ErrorBody),
     )
 )]
 pub async fn quote(

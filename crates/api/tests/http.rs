@@ -114,12 +114,13 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let serve_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(serve_stop.cancelled_owned())
-            .await
-    });
+    // The server every BimRide process uses: limits, and each client's address.
+    let server = bimride_telemetry::spawn_server(
+        listener,
+        app(state),
+        bimride_telemetry::HttpLimits::default(),
+        stop.clone(),
+    );
     Api {
         url,
         http: reqwest::Client::new(),
@@ -364,6 +365,32 @@ async fn the_openapi_document_matches_the_routes() {
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
         "{doc}"
     );
+    let info = &doc["info"];
+    assert_eq!(info["title"], "BimRide trip API");
+    assert!(
+        info.get("contact").is_none(),
+        "the library's own metadata: {info}"
+    );
+    assert_eq!(info["license"]["identifier"], "Apache-2.0");
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["rider"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["admin"]["scheme"], "bearer", "{schemes}");
+    let book = &doc["paths"]["/v1/rides"]["post"];
+    assert_eq!(book["security"], json!([{"rider": []}]));
+    for status in [
+        "202", "400", "401", "403", "413", "415", "422", "429", "503",
+    ] {
+        assert!(
+            book["responses"][status].is_object(),
+            "booking lacks {status}"
+        );
+    }
+    let letters = &doc["paths"]["/v1/admin/dead-letters/{topic}"]["get"];
+    assert_eq!(letters["security"], json!([{"admin": []}]));
+    assert_eq!(
+        letters["responses"]["200"]["content"]["application/json"]["schema"]["type"], "array",
+        "the dead letters of a topic are a list"
+    );
     let mut documented: Vec<(String, String)> = doc["paths"]
         .as_object()
         .expect("paths")
@@ -468,15 +495,16 @@ async fn riders_list_their_own_rides_newest_first_and_a_store_away_is_a_503() {
     assert_eq!(status, 200);
     assert!(ids(&others).is_empty(), "another rider sees none of them");
     for bad in [
-        "/v1/rides?limit=0",
-        "/v1/rides?limit=101",
-        "/v1/rides?after=nonsense",
+        ("/v1/rides?limit=0", 400, "bad_request"),
+        ("/v1/rides?limit=101", 400, "bad_request"),
+        ("/v1/rides?after=nonsense", 422, "invalid_request"),
     ] {
-        let (status, body) = api.get(bad).await;
+        let (path, want, code) = bad;
+        let (status, body) = api.get(path).await;
         assert_eq!(
             (status, &body["error"]["code"]),
-            (400, &json!("bad_request")),
-            "{bad}"
+            (want, &json!(code)),
+            "{path}"
         );
     }
     let (status, _) = api.get_as(None, "/v1/rides").await;
@@ -624,6 +652,7 @@ async fn a_rider_over_the_rate_limit_is_told_to_wait() {
     let api = api_limited(bimride_api::RateLimit {
         per_second: one,
         burst: std::num::NonZeroU32::new(5).expect("five"),
+        ..bimride_api::RateLimit::default()
     })
     .await;
     let hot = token("rider-hot");
@@ -654,6 +683,54 @@ async fn a_rider_over_the_rate_limit_is_told_to_wait() {
         .get_as(Some(&token("rider-calm")), "/v1/rides/ride-nope")
         .await;
     assert_eq!(status, 404, "other riders are not limited");
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_authentication_is_slowed_and_others_are_not() {
+    let api = api_limited(bimride_api::RateLimit {
+        failure_burst: std::num::NonZeroU32::new(3).expect("three"),
+        ..bimride_api::RateLimit::default()
+    })
+    .await;
+    let guess = "y".repeat(ADMIN.len());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, _) = api.get_as(Some(&guess), "/v1/admin/dead-letters").await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [403, 403, 403, 429], "three guesses, then a wait");
+    // While it waits, not even the right credential is checked from that address.
+    let response = api
+        .http
+        .get(format!("{}/v1/admin/dead-letters", api.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let (status, _) = api.get_as(None, "/v1/rides").await;
+    assert_eq!(
+        status, 429,
+        "an unauthenticated caller from there waits too"
+    );
+
+    // Another address is served as usual.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let status = elsewhere
+        .get(format!("{}/v1/admin/dead-letters", api.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("answers")
+        .status();
+    assert_eq!(status, 200);
     api.shutdown().await;
 }
 
@@ -866,7 +943,12 @@ fn fuzzed_bookings_get_a_booking_or_a_4xx_json_error() {
         .enable_all()
         .build()
         .expect("runtime");
-    let api = runtime.block_on(api());
+    // Forged tokens are part of the input: the limit on failed authentication would soon
+    // answer everything from this address with 429.
+    let api = runtime.block_on(api_limited(bimride_api::RateLimit {
+        failure_burst: std::num::NonZeroU32::MAX,
+        ..bimride_api::RateLimit::default()
+    }));
     let mut runner = TestRunner::new(Config {
         cases: 400,
         failure_persistence: None,

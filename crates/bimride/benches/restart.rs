@@ -275,6 +275,7 @@ async fn serve_once(url: &str) -> anyhow::Result<()> {
             RateLimit {
                 per_second: std::num::NonZeroU32::MAX,
                 burst: std::num::NonZeroU32::MAX,
+                ..RateLimit::default()
             },
         ),
     }));

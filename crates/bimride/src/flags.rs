@@ -78,6 +78,9 @@ flags! {
         /// Requests a rider may make at once above the sustained rate.
         #[arg(long = "rider-burst", env = "BIMRIDE_RIDER_BURST")]
         burst: NonZeroU32 = default,
+        /// Failed authentications an address may make at once; then one a second.
+        #[arg(long = "auth-failure-burst", env = "BIMRIDE_AUTH_FAILURE_BURST")]
+        failure_burst: NonZeroU32 = default,
     }
 }
 
