@@ -4,6 +4,7 @@
 //! process serves them at `/metrics`. Labels are bounded: topics, reasons, stages, matched
 //! routes and status codes, never ids or raw URLs.
 
+mod canned;
 mod server;
 
 use std::net::SocketAddr;

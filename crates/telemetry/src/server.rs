@@ -21,7 +21,7 @@ use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::track;
+use crate::{canned, track};
 
 /// What a listener allows each client. A socket that holds a connection without using it, or
 /// sends a request slowly, is closed; past the connection cap, clients wait in the backlog.
@@ -104,6 +104,7 @@ pub fn spawn_server_shaped(
             read_body,
         ));
     tokio::spawn(async move {
+        let bodies = canned::Bodies::render(rejection).await;
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let connections = GracefulShutdown::new();
         let mut http = http1::Builder::new();
@@ -141,7 +142,7 @@ pub fn spawn_server_shaped(
                     r
                 });
             let conn = http.serve_connection(
-                TokioIo::new(Box::pin(stream)),
+                TokioIo::new(canned::Canned::new(Box::pin(stream), bodies.clone())),
                 TowerToHyperService::new(service),
             );
             let conn = connections.watch(conn);

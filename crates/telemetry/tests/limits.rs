@@ -210,3 +210,55 @@ async fn bodies_over_the_limit_get_a_json_413() {
     assert_eq!(response.text().await.expect("text"), "512");
     stop.cancel();
 }
+
+/// What the server answers to `request` written raw, whole.
+async fn raw(addr: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_too_broken_to_route_still_get_a_json_error() {
+    let (addr, _stop) = start(LIMITS).await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let huge_headers = format!(
+        "GET /ping HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(600_000)
+    );
+    for (request, status, code) in [
+        (
+            "GET /ping HTTP/1.1 junk\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (long_uri, 414, "uri_too_long"),
+        (huge_headers, 431, "headers_too_large"),
+    ] {
+        let answer = raw(&addr, request.as_bytes()).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|n| n.parse().ok())
+            .expect("content-length");
+        assert_eq!(length, body.len(), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(json["error"]["code"], code, "{json}");
+    }
+    // A normal request on a fresh connection is untouched.
+    assert_eq!(pings(&addr, 1).await.len(), 1);
+}
