@@ -69,6 +69,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
     Dashboard(DashboardArgs),
+    /// Read the ride topics back and reconcile them: every ride requested, decided and
+    /// charged once, at its quote. Exits non-zero on any discrepancy.
+    Audit(AuditArgs),
     /// Benchmark the whole city: an open-loop booking load through the API, per-stage
     /// latency, throughput and CPU, with same-run Kafka and HTTP baselines.
     Bench(Box<BenchArgs>),
@@ -300,6 +303,33 @@ impl AccessArgs {
             bimride_api::Access::new(authority, limit),
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+
+    /// URL of the schema registry.
+    #[arg(long = "schema-registry", env = "BIMRIDE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: String,
+
+    #[command(flatten)]
+    pub registry_credential: RegistryCredential,
+
+    /// Audit what happened this long ago and since (`90m`, `2h`, `7d`): rides requested
+    /// before it are left out. Without it, everything the topics retain.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+
+    /// How long after its request a ride must be decided, and after its completion charged,
+    /// before its absence counts: younger rides may still be on their way.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
+
+    /// Where the JSON report goes; it names every ride concerned.
+    #[arg(long, default_value = "bimride-audit.json")]
+    pub report: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod api;
+mod audit;
 mod bench;
 mod cli;
 mod flags;
@@ -60,6 +61,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Up(args) => up::run(*args).await,
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Token(args) => admin::token(&args),
+        cli::Command::Audit(args) => audit::run(args).await,
         cli::Command::Dlq(args) => admin::dlq(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,

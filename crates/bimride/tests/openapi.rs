@@ -22,7 +22,11 @@ async fn schemathesis(up: &Up, tag: &str, bearer: &str) {
         "{} is missing: scripts/deps.sh installs schemathesis",
         binary.display()
     );
+    // Its example cache stays out of the source tree.
+    let scratch = std::env::temp_dir().join(format!("bimride-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
     let run = tokio::process::Command::new(binary)
+        .current_dir(&scratch)
         .arg("--config-file")
         .arg(tools.join("schemathesis.toml"))
         .args(["run", &format!("{}/openapi.json", up.http)])

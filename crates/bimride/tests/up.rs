@@ -322,6 +322,39 @@ async fn scenario(up: Up, topics: &Topics, lifecycle_within: Duration) {
     assert!(!refused.status.success(), "a wrong credential is refused");
     let rider_token = common::rider_token("rider-1");
 
+    // An operator's audit of the running city finds nothing wrong in what has settled. The
+    // namespace is the prefix of the topics' names.
+    let namespace = topics
+        .name(Topic::RideEvents)
+        .trim_end_matches(".ride-events")
+        .to_owned();
+    let report_path =
+        std::env::temp_dir().join(format!("bimride-audit-{}.json", uuid::Uuid::new_v4()));
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args([
+            "audit",
+            "--brokers",
+            &brokers,
+            "--schema-registry",
+            &registry,
+        ])
+        .args(["--namespace", &namespace, "--settle", "10m", "--report"])
+        .arg(&report_path)
+        .output()
+        .expect("bimride audit runs");
+    assert!(
+        audit.status.success(),
+        "the audit found discrepancies:\n{}\n{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("the JSON report"))
+            .expect("json");
+    assert_eq!(report["clean"], true, "{report}");
+    assert!(report["rides"].as_u64().is_some_and(|n| n > 0), "{report}");
+    std::fs::remove_file(&report_path).expect("remove the report");
+
     // Ctrl-C: a clean stop with exit code 0.
     let log = up.log.clone();
     up.interrupt().await;

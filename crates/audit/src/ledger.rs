@@ -1,0 +1,576 @@
+//! The ride log folded by ride and checked. No I/O: records go in decoded, a report comes out.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use bimride_events::{
+    ChargeKind, DispatchEvent, DriverAssigned, FareCharged, Millis, Notification, Product,
+    RecipientKind, RideCancelled, RideEvent, RideRequested, TopicValue, TripCompleted,
+};
+use bimride_pricing::Cancellation;
+
+use crate::report::{Check, Report};
+
+/// Messages every completed ride sends, once each: to the rider, then to the driver.
+const RIDER_MESSAGES: [&str; 4] = [
+    "booking_confirmed",
+    "driver_arrived",
+    "trip_started",
+    "receipt",
+];
+const DRIVER_MESSAGES: [&str; 2] = ["ride_assigned", "payout"];
+
+/// One ride as the topics tell it.
+#[derive(Debug, Default)]
+struct Ride {
+    requests: Vec<RideRequested>,
+    assignments: Vec<DriverAssigned>,
+    arrived: bool,
+    completions: Vec<TripCompleted>,
+    cancellations: Vec<RideCancelled>,
+    charges: Vec<FareCharged>,
+    messages: Vec<Notification>,
+}
+
+impl Ride {
+    fn ended_at(&self) -> Option<Millis> {
+        let completed = self.completions.iter().map(|c| c.occurred_at);
+        let cancelled = self.cancellations.iter().map(|c| c.occurred_at);
+        completed.chain(cancelled).min()
+    }
+
+    /// Assignments, and cancellations made before any driver was assigned: each decides the
+    /// ride, and a ride is decided once.
+    fn decisions(&self) -> usize {
+        let undriven = self
+            .cancellations
+            .iter()
+            .filter(|c| c.driver_id.is_none())
+            .count();
+        self.assignments.len() + undriven
+    }
+}
+
+/// Every record of the ride topics, folded by ride.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    rides: BTreeMap<String, Ride>,
+    /// Event ids already taken: a record written twice (a producer's retry) is one event, as
+    /// every consumer takes it.
+    seen: HashSet<String>,
+    redelivered: usize,
+    notification_ids: BTreeMap<String, usize>,
+    /// The newest event time read: the log's "now".
+    through: Option<Millis>,
+}
+
+impl Ledger {
+    fn first(&mut self, event_id: &str, at: Millis) -> bool {
+        self.through = self.through.max(Some(at));
+        if self.seen.insert(event_id.to_owned()) {
+            true
+        } else {
+            self.redelivered += 1;
+            false
+        }
+    }
+
+    fn ride(&mut self, id: &str) -> &mut Ride {
+        self.rides.entry(id.to_owned()).or_default()
+    }
+
+    pub fn request(&mut self, e: DispatchEvent) {
+        if let DispatchEvent::Requested(r) = e
+            && self.first(&r.event_id, r.occurred_at)
+        {
+            self.ride(&r.ride_id.clone()).requests.push(r);
+        }
+    }
+
+    pub fn ride_event(&mut self, e: RideEvent) {
+        let (id, at) = (e.event_id().to_owned(), e.occurred_at());
+        if !self.first(&id, at) {
+            return;
+        }
+        let ride = self.ride(e.ride_id());
+        match e {
+            RideEvent::DriverAssigned(a) => ride.assignments.push(a),
+            RideEvent::DriverArrived(_) => ride.arrived = true,
+            RideEvent::TripCompleted(c) => ride.completions.push(c),
+            RideEvent::RideCancelled(c) => ride.cancellations.push(c),
+            _ => {}
+        }
+    }
+
+    pub fn charge(&mut self, c: FareCharged) {
+        if self.first(&c.event_id, c.occurred_at) {
+            self.ride(&c.ride_id.clone()).charges.push(c);
+        }
+    }
+
+    pub fn message(&mut self, n: Notification) {
+        if !self.first(&n.event_id, n.occurred_at) {
+            return;
+        }
+        *self
+            .notification_ids
+            .entry(n.notification_id.clone())
+            .or_default() += 1;
+        if let Some(ride) = n.ride_id.clone() {
+            self.ride(&ride).messages.push(n);
+        }
+    }
+
+    /// Reconciles every ride. A ride is held to its outcome only once `settle_ms` of the
+    /// log's own time has passed since it was requested or completed; younger rides may
+    /// still be on their way. `from_beginning` says whether a record about a ride with no
+    /// request is a discrepancy, or merely a ride requested before the window.
+    pub fn audit(&self, settle_ms: i64, from_beginning: bool) -> Report {
+        let through = self.through.unwrap_or(Millis(0));
+        let settled = |at: Millis| through.0 - at.0 >= settle_ms;
+        let mut checks = Checks::default();
+        let mut undecided = 0;
+        for (id, ride) in &self.rides {
+            let Some(request) = ride.requests.first() else {
+                if from_beginning {
+                    checks.fail("requested once", id);
+                }
+                continue;
+            };
+            checks.judge("requested once", id, ride.requests.len() == 1);
+            let decisions = ride.decisions();
+            if decisions == 0 && !settled(request.occurred_at) {
+                undecided += 1;
+            } else {
+                checks.judge("decided once", id, decisions == 1);
+            }
+            checks.judge("completed at most once", id, ride.completions.len() <= 1);
+            checks.judge("charged at most once", id, ride.charges.len() <= 1);
+            for charge in &ride.charges {
+                let split = charge.commission.amount_minor + charge.payout.amount_minor
+                    == charge.fare.amount_minor;
+                checks.judge("commission plus payout is the fare", id, split);
+            }
+            if let Some(done) = ride.completions.first() {
+                if settled(done.occurred_at) {
+                    checks.judge(
+                        "completed rides charged at their quote",
+                        id,
+                        trip_charged(request, done, &ride.charges),
+                    );
+                    checks.judge("every message sent once", id, messages_sent(&ride.messages));
+                }
+            } else if let Some(cancelled) = ride.cancellations.first()
+                && settled(cancelled.occurred_at)
+            {
+                let fee = cancellation_fee(request.product, ride, cancelled);
+                checks.judge(
+                    "cancellations charged by the rule",
+                    id,
+                    fee_charged(fee, &ride.charges),
+                );
+            }
+        }
+        for (notification, sent) in &self.notification_ids {
+            checks.judge("notification ids unique", notification, *sent == 1);
+        }
+        for (driver, overlap) in self.overlaps() {
+            let subject = match &overlap {
+                Some(rides) => format!("{driver}: {rides}"),
+                None => driver,
+            };
+            checks.judge(
+                "no driver on two rides at once",
+                &subject,
+                overlap.is_none(),
+            );
+        }
+        Report::new(
+            checks.0.into_values().collect(),
+            self.rides.len(),
+            undecided,
+            self.redelivered,
+            through,
+        )
+    }
+
+    /// Every assigned driver, with the first two rides of theirs that overlap, if any.
+    fn overlaps(&self) -> Vec<(String, Option<String>)> {
+        let mut by_driver: BTreeMap<&str, Vec<Stint<'_>>> = BTreeMap::new();
+        for (id, ride) in &self.rides {
+            for a in &ride.assignments {
+                by_driver.entry(a.driver_id.as_str()).or_default().push((
+                    a.occurred_at,
+                    id.as_str(),
+                    ride.ended_at(),
+                ));
+            }
+        }
+        by_driver
+            .into_iter()
+            .map(|(driver, mut rides)| {
+                rides.sort();
+                let overlap = rides.windows(2).find_map(|pair| {
+                    let ((_, earlier, ended), (assigned, later, _)) = (pair[0], pair[1]);
+                    ended
+                        .is_none_or(|end| end > assigned)
+                        .then(|| format!("{earlier} and {later}"))
+                });
+                (driver.to_owned(), overlap)
+            })
+            .collect()
+    }
+}
+
+/// A driver's ride: when it was assigned, which, and when it ended, if it has.
+type Stint<'a> = (Millis, &'a str, Option<Millis>);
+
+/// One trip charge, at the tariff of the product requested, with the surge quoted.
+fn trip_charged(request: &RideRequested, done: &TripCompleted, charges: &[FareCharged]) -> bool {
+    let fare = bimride_pricing::rates(request.product).fare(
+        done.distance_m,
+        done.duration_secs,
+        request.surge_milli,
+    );
+    matches!(charges, [c] if c.kind == ChargeKind::Trip
+        && c.fare.amount_minor == fare.total_minor
+        && c.surge_milli == request.surge_milli
+        && c.driver_id.as_deref() == Some(done.driver_id.as_str()))
+}
+
+fn cancellation_fee(product: Product, ride: &Ride, cancelled: &RideCancelled) -> Option<i64> {
+    bimride_pricing::cancellation_fee(
+        product,
+        Cancellation {
+            by: cancelled.by,
+            assigned_at: ride.assignments.first().map(|a| a.occurred_at),
+            driver_arrived: ride.arrived,
+            cancelled_at: cancelled.occurred_at,
+        },
+    )
+}
+
+fn fee_charged(fee: Option<i64>, charges: &[FareCharged]) -> bool {
+    match (fee, charges) {
+        (None, []) => true,
+        (Some(fee), [c]) => c.kind == ChargeKind::CancellationFee && c.fare.amount_minor == fee,
+        _ => false,
+    }
+}
+
+/// Each step's message to the rider and the driver, once.
+fn messages_sent(messages: &[Notification]) -> bool {
+    let sent = |kind: RecipientKind, template: &str| {
+        messages
+            .iter()
+            .filter(|n| n.recipient_kind == kind && n.template == template)
+            .count()
+    };
+    RIDER_MESSAGES
+        .iter()
+        .all(|t| sent(RecipientKind::Rider, t) == 1)
+        && DRIVER_MESSAGES
+            .iter()
+            .all(|t| sent(RecipientKind::Driver, t) == 1)
+        && messages
+            .iter()
+            .map(|n| &n.notification_id)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == messages.len()
+}
+
+/// Checks by name, in a stable order.
+#[derive(Debug, Default)]
+struct Checks(BTreeMap<&'static str, Check>);
+
+impl Checks {
+    fn judge(&mut self, name: &'static str, subject: &str, held: bool) {
+        let check = self.0.entry(name).or_insert_with(|| Check::new(name));
+        check.checked += 1;
+        if !held {
+            check.failed.push(subject.to_owned());
+        }
+    }
+
+    fn fail(&mut self, name: &'static str, subject: &str) {
+        self.judge(name, subject, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bimride_events::{CancelledBy, GeoPoint, Money, Vehicle};
+
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const SETTLE: i64 = 2 * MIN;
+
+    fn eur(amount_minor: i64) -> Money {
+        Money {
+            amount_minor,
+            currency: "EUR".into(),
+        }
+    }
+
+    fn at(minutes: i64) -> Millis {
+        Millis(1_800_000_000_000 + minutes * MIN)
+    }
+
+    fn requested(ride: &str, minutes: i64) -> DispatchEvent {
+        DispatchEvent::Requested(RideRequested {
+            event_id: format!("{ride}-requested"),
+            occurred_at: at(minutes),
+            ride_id: ride.into(),
+            rider_id: format!("rider-{ride}"),
+            product: Product::Economy,
+            pickup: GeoPoint {
+                lat: 52.37,
+                lng: 4.89,
+            },
+            dropoff: GeoPoint {
+                lat: 52.36,
+                lng: 4.88,
+            },
+            region: "r".into(),
+            pickup_cell: "c".into(),
+            quote: eur(700),
+            surge_milli: 1_200,
+            idempotency_key: None,
+        })
+    }
+
+    fn assigned(ride: &str, driver: &str, minutes: i64) -> RideEvent {
+        RideEvent::DriverAssigned(DriverAssigned {
+            event_id: format!("{ride}-assigned-{driver}"),
+            occurred_at: at(minutes),
+            ride_id: ride.into(),
+            rider_id: format!("rider-{ride}"),
+            driver_id: driver.into(),
+            vehicle: Vehicle {
+                plate: "B-1".into(),
+                model: "m".into(),
+                colour: "c".into(),
+            },
+            pickup_eta_secs: 120,
+            region: "r".into(),
+            product: Some(Product::Economy),
+            surge_milli: 1_200,
+        })
+    }
+
+    fn completed(ride: &str, driver: &str, minutes: i64) -> RideEvent {
+        RideEvent::TripCompleted(TripCompleted {
+            event_id: format!("{ride}-completed"),
+            occurred_at: at(minutes),
+            ride_id: ride.into(),
+            rider_id: format!("rider-{ride}"),
+            driver_id: driver.into(),
+            distance_m: 4_000,
+            duration_secs: 600,
+            dropoff: GeoPoint {
+                lat: 52.36,
+                lng: 4.88,
+            },
+        })
+    }
+
+    fn cancelled(ride: &str, driver: Option<&str>, by: CancelledBy, minutes: i64) -> RideEvent {
+        RideEvent::RideCancelled(RideCancelled {
+            event_id: format!("{ride}-cancelled"),
+            occurred_at: at(minutes),
+            ride_id: ride.into(),
+            rider_id: format!("rider-{ride}"),
+            driver_id: driver.map(str::to_owned),
+            by,
+            reason: "r".into(),
+            region: "r".into(),
+        })
+    }
+
+    /// The charge billing makes: `total` split 20/80.
+    fn charge(ride: &str, driver: &str, kind: ChargeKind, total: i64, n: u32) -> FareCharged {
+        FareCharged {
+            event_id: format!("{ride}-charged-{n}"),
+            occurred_at: at(30),
+            ride_id: ride.into(),
+            rider_id: format!("rider-{ride}"),
+            driver_id: Some(driver.into()),
+            kind,
+            fare: eur(total),
+            base_minor: 0,
+            distance_minor: 0,
+            time_minor: 0,
+            surge_milli: 1_200,
+            commission: eur(total / 5),
+            payout: eur(total - total / 5),
+        }
+    }
+
+    fn tariff() -> i64 {
+        bimride_pricing::rates(Product::Economy)
+            .fare(4_000, 600, 1_200)
+            .total_minor
+    }
+
+    fn messages(ledger: &mut Ledger, ride: &str, driver: &str) {
+        let sends = RIDER_MESSAGES
+            .iter()
+            .map(|t| (RecipientKind::Rider, *t, format!("rider-{ride}")))
+            .chain(
+                DRIVER_MESSAGES
+                    .iter()
+                    .map(|t| (RecipientKind::Driver, *t, driver.to_owned())),
+            );
+        for (kind, template, to) in sends {
+            ledger.message(Notification {
+                event_id: format!("{ride}-{template}-event"),
+                occurred_at: at(30),
+                notification_id: format!("{ride}-{template}"),
+                recipient_kind: kind,
+                recipient_id: to,
+                ride_id: Some(ride.into()),
+                template: template.into(),
+                text: "t".into(),
+            });
+        }
+    }
+
+    /// A ride booked at minute 0, driven by `driver`, completed at 20, charged and messaged.
+    fn completed_ride(ledger: &mut Ledger, ride: &str, driver: &str) {
+        ledger.request(requested(ride, 0));
+        ledger.ride_event(assigned(ride, driver, 1));
+        ledger.ride_event(completed(ride, driver, 20));
+        ledger.charge(charge(ride, driver, ChargeKind::Trip, tariff(), 0));
+        messages(ledger, ride, driver);
+    }
+
+    fn failed<'a>(report: &'a Report, check: &str) -> &'a [String] {
+        report.check(check).map_or(&[], |c| c.failed.as_slice())
+    }
+
+    #[test]
+    fn a_clean_log_is_clean_and_every_check_counted_its_rides() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-1", "driver-1");
+        completed_ride(&mut ledger, "ride-2", "driver-2");
+        // A ride nobody could take, and a rider who changed their mind at once: no fee.
+        ledger.request(requested("ride-3", 5));
+        ledger.ride_event(cancelled("ride-3", None, CancelledBy::System, 6));
+        ledger.request(requested("ride-4", 5));
+        ledger.ride_event(assigned("ride-4", "driver-3", 6));
+        ledger.ride_event(cancelled("ride-4", Some("driver-3"), CancelledBy::Rider, 6));
+        // The same record twice, as a producer's retry writes it: one event.
+        ledger.charge(charge("ride-1", "driver-1", ChargeKind::Trip, tariff(), 0));
+        let report = ledger.audit(SETTLE, true);
+        assert!(report.clean, "{}", report.table());
+        assert_eq!(report.rides, 4);
+        assert_eq!(report.redelivered, 1);
+        assert_eq!(report.check("requested once").map(|c| c.checked), Some(4));
+        assert_eq!(
+            report
+                .check("completed rides charged at their quote")
+                .map(|c| c.checked),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_second_charge_a_wrong_fare_and_a_lost_ride_are_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-twice", "driver-1");
+        ledger.charge(charge(
+            "ride-twice",
+            "driver-1",
+            ChargeKind::Trip,
+            tariff(),
+            1,
+        ));
+        ledger.request(requested("ride-cheap", 0));
+        ledger.ride_event(assigned("ride-cheap", "driver-2", 1));
+        ledger.ride_event(completed("ride-cheap", "driver-2", 20));
+        ledger.charge(charge(
+            "ride-cheap",
+            "driver-2",
+            ChargeKind::Trip,
+            tariff() - 1,
+            0,
+        ));
+        messages(&mut ledger, "ride-cheap", "driver-2");
+        ledger.request(requested("ride-lost", 0));
+        // The log runs on to minute 30 (the charges); a ride booked then is merely young.
+        ledger.request(requested("ride-young", 29));
+        let report = ledger.audit(SETTLE, true);
+        assert!(!report.clean);
+        assert_eq!(failed(&report, "charged at most once"), ["ride-twice"]);
+        assert_eq!(
+            failed(&report, "completed rides charged at their quote"),
+            ["ride-cheap", "ride-twice"]
+        );
+        assert_eq!(failed(&report, "decided once"), ["ride-lost"]);
+        assert_eq!(report.undecided_recent, 1);
+        assert!(report.table().contains("DISCREPANCIES FOUND"));
+    }
+
+    #[test]
+    fn a_driver_on_two_rides_a_missing_fee_and_a_repeated_message_are_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-a", "driver-1");
+        // Assigned at minute 1 while ride-a runs until minute 20.
+        ledger.request(requested("ride-b", 0));
+        ledger.ride_event(assigned("ride-b", "driver-1", 1));
+        // Cancelled by the rider 10 minutes after assignment: the fee is due, and missing.
+        ledger.ride_event(cancelled(
+            "ride-b",
+            Some("driver-1"),
+            CancelledBy::Rider,
+            11,
+        ));
+        // One message sent again under a new event.
+        let mut again = Notification {
+            event_id: "ride-a-receipt-again".into(),
+            occurred_at: at(31),
+            notification_id: "ride-a-receipt".into(),
+            recipient_kind: RecipientKind::Rider,
+            recipient_id: "rider-ride-a".into(),
+            ride_id: Some("ride-a".into()),
+            template: "receipt".into(),
+            text: "t".into(),
+        };
+        ledger.message(again.clone());
+        again.event_id = "ride-a-receipt-again".into();
+        ledger.message(again);
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "no driver on two rides at once"),
+            ["driver-1: ride-a and ride-b"]
+        );
+        assert_eq!(
+            failed(&report, "cancellations charged by the rule"),
+            ["ride-b"]
+        );
+        assert_eq!(failed(&report, "every message sent once"), ["ride-a"]);
+        assert_eq!(
+            failed(&report, "notification ids unique"),
+            ["ride-a-receipt"]
+        );
+        assert_eq!(report.redelivered, 1, "the same event twice is one");
+    }
+
+    #[test]
+    fn records_of_a_ride_requested_before_the_window_count_only_from_the_beginning() {
+        let mut ledger = Ledger::default();
+        ledger.charge(charge(
+            "ride-old",
+            "driver-1",
+            ChargeKind::Trip,
+            tariff(),
+            0,
+        ));
+        assert!(ledger.audit(SETTLE, false).clean);
+        assert_eq!(
+            failed(&ledger.audit(SETTLE, true), "requested once"),
+            ["ride-old"]
+        );
+    }
+}
