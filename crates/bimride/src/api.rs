@@ -85,12 +85,24 @@ pub async fn registered_codec(
     let mut registry = RegistryConfig::new(url).with_topics(kafka.topics());
     registry.basic_auth = credential;
     let codec = Arc::new(Codec::new(&registry)?);
-    codec
-        .register_all()
-        .await
-        .context("registering the event schemas")?;
-    Ok(codec)
+    let deadline = tokio::time::Instant::now() + REGISTRATION_PATIENCE;
+    loop {
+        match codec.register_all().await {
+            Ok(_) => return Ok(codec),
+            // Registering again is safe: a schema the registry stored finds its id.
+            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "schema registry not answering yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("registering the event schemas"),
+        }
+    }
 }
+
+/// How long start-up keeps trying a registry that does not answer: the registry's own writes
+/// wait on Kafka, and a fresh cluster's first transactions and internal topics can hold them
+/// past a client's timeout.
+const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let ServiceArgs {
