@@ -97,17 +97,12 @@ impl Users {
     /// one of `roles` (`*` admits any).
     fn authenticate(&self, user: &str, password: &str, roles: &[String]) -> bool {
         // Compare against a dummy for unknown users so that timing does not tell who exists.
-        let (known, stored) = match self.0.get(user) {
-            Some(u) => (true, u.password.as_str()),
-            None => (false, "\u{0}"),
-        };
+        let found = self.0.get(user);
+        let stored = found.map_or("\u{0}", |u| u.password.as_str());
         let matches: bool = stored.as_bytes().ct_eq(password.as_bytes()).into();
         let permitted = roles.iter().any(|r| r == "*")
-            || self
-                .0
-                .get(user)
-                .is_some_and(|u| u.roles.iter().any(|r| roles.contains(r)));
-        known && matches && permitted
+            || found.is_some_and(|u| u.roles.iter().any(|r| roles.contains(r)));
+        found.is_some() && matches && permitted
     }
 }
 
