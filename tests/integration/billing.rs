@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bimride_billing::{BillingSettings, Delivery};
+use bimride_billing::{BillingSettings, Guarantee};
 use bimride_events::{FareCharged, RideEvent, Topic};
 use bimride_kafka::service;
 use bimride_tests::{
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::group;
 
-fn settings(delivery: Delivery) -> BillingSettings {
+fn settings(delivery: Guarantee) -> BillingSettings {
     BillingSettings {
         group: group("billing"),
         delivery,
@@ -133,7 +133,7 @@ async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
         unreachable!()
     };
     let p = Pipeline::start(&broker).await;
-    let s = settings(Delivery::ExactlyOnce);
+    let s = settings(Guarantee::ExactlyOnce);
 
     let first_stop = CancellationToken::new();
     let first = p.spawn(s.clone(), first_stop.clone());
@@ -204,7 +204,7 @@ async fn without_transactions_exactly_once_billing_refuses_to_start() {
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
         service::run(
-            Box::new(settings(Delivery::ExactlyOnce)),
+            Box::new(settings(Guarantee::ExactlyOnce)),
             p.context(CancellationToken::new()),
         ),
     )
@@ -226,7 +226,7 @@ async fn without_transactions_exactly_once_billing_refuses_to_start() {
 async fn at_least_once_mode_charges_each_ride_once() {
     let broker = Broker::kafka();
     let p = Pipeline::start(&broker).await;
-    let s = settings(Delivery::AtLeastOnce);
+    let s = settings(Guarantee::AtLeastOnce);
     let first = p.spawn(s.clone(), CancellationToken::new());
     stream_trips(&p, 0..60).await;
     // A driver app that retries its completion, with a new event id.
@@ -279,7 +279,7 @@ async fn kafka_aborted_transactions_and_a_crash_charge_every_ride_exactly_once()
     let api = p
         .serve_api(bimride_domain::City::amsterdam(), services.clone())
         .await;
-    let s = settings(Delivery::ExactlyOnce);
+    let s = settings(Guarantee::ExactlyOnce);
 
     // A forged charge, written in a transaction that aborts, then a real one that commits.
     let txn: FutureProducer = p

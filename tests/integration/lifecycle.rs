@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bimride_billing::{BillingSettings, Delivery};
+use bimride_billing::{BillingSettings, Guarantee};
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
 use bimride_events::{FareCharged, Topic};
@@ -49,7 +49,7 @@ async fn wait_for_charges(p: &Pipeline, booked: &BTreeSet<String>, within: Durat
     }
 }
 
-async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
+async fn lifecycle(broker: Broker, rides: usize, delivery: Guarantee) {
     let p = Pipeline::start(&broker).await;
     let stop = CancellationToken::new();
     let city = City::amsterdam();
@@ -145,11 +145,11 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Delivery) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_rides_are_driven_charged_once_and_notified_on_the_embedded_cluster() {
-    lifecycle(Broker::embedded(), 1_000, Delivery::ExactlyOnce).await;
+    lifecycle(Broker::embedded(), 1_000, Guarantee::ExactlyOnce).await;
 }
 
 /// The same on Apache Kafka: RF 3, min ISR 2, a real transaction and group coordinator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_rides_are_driven_charged_once_and_notified_on_apache_kafka() {
-    lifecycle(Broker::kafka(), 1_000, Delivery::ExactlyOnce).await;
+    lifecycle(Broker::kafka(), 1_000, Guarantee::ExactlyOnce).await;
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bimride_billing::{BillingSettings, Delivery};
+use bimride_billing::{BillingSettings, Guarantee};
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
 use bimride_events::*;
@@ -114,7 +114,7 @@ async fn poison_in_every_input_topic_is_dead_lettered_counted_and_replayable() {
         p.spawn(
             BillingSettings {
                 group: group("billing"),
-                delivery: Delivery::ExactlyOnce,
+                delivery: Guarantee::ExactlyOnce,
                 transactional_id: group("billing-txn"),
                 ..BillingSettings::default()
             },

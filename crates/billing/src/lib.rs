@@ -3,9 +3,10 @@
 //! cancellations pay a fee. Each ride is charged exactly once.
 //!
 //! - [`ledger`]: the charges, as pure state.
-//! - [`run`]: the ledger on Kafka. Consume, charge and commit the input offsets in one Kafka
-//!   transaction; or, on brokers without transactions and only when asked, at least once
-//!   with charges deduplicated by ride.
+//! - [`BillingSettings`], a [`Service`](bimride_kafka::Service): the ledger on Kafka.
+//!   Consume, charge and commit the input offsets in one Kafka transaction; or, on brokers
+//!   without transactions and only when asked, at least once with charges deduplicated by
+//!   ride.
 
 pub mod ledger;
 mod metrics;
@@ -16,7 +17,7 @@ pub use service::BillingError;
 /// How billing makes its charges durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
 #[strum(serialize_all = "kebab-case")]
-pub enum Delivery {
+pub enum Guarantee {
     /// Kafka transactions: charges and input offsets commit together, or not at all.
     ExactlyOnce,
     /// For brokers without transactions: charges are acknowledged before offsets are
@@ -30,7 +31,7 @@ pub enum Delivery {
 #[derive(Debug, Clone)]
 pub struct BillingSettings {
     pub group: String,
-    pub delivery: Delivery,
+    pub delivery: Guarantee,
     pub transactional_id: String,
     pub commission_bp: u32,
     pub commit_ms: u64,
@@ -42,7 +43,7 @@ impl Default for BillingSettings {
     fn default() -> Self {
         Self {
             group: "bimride-billing".into(),
-            delivery: Delivery::ExactlyOnce,
+            delivery: Guarantee::ExactlyOnce,
             transactional_id: "bimride-billing-0".into(),
             commission_bp: bimride_pricing::DEFAULT_COMMISSION_BP,
             commit_ms: 100,

@@ -20,7 +20,7 @@ use rdkafka::Offset;
 use bimride_domain::Mode;
 
 use crate::ledger::Ledger;
-use crate::{BillingSettings, Delivery, metrics};
+use crate::{BillingSettings, Guarantee, metrics};
 
 /// How often rides charged longer ago than the replay window are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -78,7 +78,7 @@ impl Service for BillingSettings {
     async fn run(self, cx: Context) -> Result<(), BillingError> {
         let mut options = Options::new(self.group.clone(), "billing");
         options.tick = Some(FORGET_EVERY);
-        if self.delivery == Delivery::ExactlyOnce {
+        if self.delivery == Guarantee::ExactlyOnce {
             options.delivery = partitioned::Delivery::Transactional {
                 transactional_id: self.transactional_id.clone(),
                 linger: Duration::from_millis(self.commit_ms),

@@ -11,6 +11,10 @@ use crate::flags::{
     NotificationFlags, RateFlags, SimFlags, StoreFlags, SurgeFlags,
 };
 
+/// Where the schema registry listens unless told otherwise: `bimride up`'s embedded one, or
+/// `bimride registry`.
+const REGISTRY_LISTEN: &str = "127.0.0.1:8081";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bimride",
@@ -117,7 +121,7 @@ pub struct UpArgs {
     pub registry_credential: RegistryCredential,
 
     /// Where the HTTP front (API, dashboard and metrics) listens.
-    #[arg(long, env = "BIMRIDE_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "BIMRIDE_HTTP", default_value = bimride_simulator::DEFAULT_HTTP_ADDR)]
     pub http: SocketAddr,
 
     #[command(flatten)]
@@ -127,7 +131,7 @@ pub struct UpArgs {
     #[arg(
         long,
         env = "BIMRIDE_REGISTRY_LISTEN",
-        default_value = "127.0.0.1:8081"
+        default_value = REGISTRY_LISTEN
     )]
     pub registry_listen: SocketAddr,
 
@@ -350,7 +354,7 @@ pub struct TokenArgs {
 #[derive(Debug, Args)]
 pub struct DlqArgs {
     /// The trip API, whose admin endpoints serve the dead letters.
-    #[arg(long, env = "BIMRIDE_API_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "BIMRIDE_API_URL", default_value_t = bimride_simulator::default_api_url())]
     pub api: String,
 
     /// The admin credential.
@@ -422,7 +426,7 @@ pub struct RegistryArgs {
     #[arg(
         long,
         env = "BIMRIDE_REGISTRY_LISTEN",
-        default_value = "127.0.0.1:8081"
+        default_value = REGISTRY_LISTEN
     )]
     pub listen: SocketAddr,
 

@@ -5,7 +5,7 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
-use bimride_billing::Delivery;
+use bimride_billing::Guarantee;
 use bimride_kafka::config::{Compression, SaslMechanism, SecurityProtocol};
 
 /// Declares `$flags`, the command-line face of `$settings`. A field marked `= default` shows
@@ -131,7 +131,7 @@ flags! {
         /// `exactly-once` or `at-least-once`. Exactly once needs brokers with transactions;
         /// billing refuses to start without them.
         #[arg(long = "billing-delivery", env = "BIMRIDE_BILLING_DELIVERY")]
-        delivery: Delivery = default,
+        delivery: Guarantee = default,
         /// Transactional id, stable across restarts of one instance and unique among instances:
         /// a restarted instance fences its previous self and aborts what it left open.
         #[arg(long = "billing-transactional-id", env = "BIMRIDE_BILLING_TRANSACTIONAL_ID")]

@@ -2,7 +2,8 @@
 //! instance owns the regions of its partitions and matches their requests to drivers.
 //!
 //! - [`engine`]: the decisions, as pure state: offers, re-offers, assignments, `no_driver`.
-//! - [`run`]: the engine on Kafka, with state rebuilt from the log on every assignment.
+//! - [`DispatchSettings`], a [`Service`](bimride_kafka::Service): the engine on Kafka, with
+//!   state rebuilt from the log on every assignment.
 
 pub mod engine;
 mod metrics;

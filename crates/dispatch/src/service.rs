@@ -16,7 +16,7 @@ use bimride_kafka::partitioned::{
     self, At, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected,
     Takeover,
 };
-use bimride_kafka::producer::Delivery;
+use bimride_kafka::producer::InFlight;
 use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
 
@@ -28,7 +28,7 @@ use crate::{DispatchSettings, metrics};
 type Input = Either<DispatchEvent, SupplyEvent>;
 
 impl Outputs for Output {
-    async fn send(&self, producer: &EventProducer) -> Result<Delivery, ProduceError> {
+    async fn send(&self, producer: &EventProducer) -> Result<InFlight, ProduceError> {
         match self {
             // The dispatch log first: a new owner must see the decision it replays.
             Output::Log(e) => producer.send(e).await,

@@ -44,7 +44,7 @@ use crate::config::KafkaConfig;
 use crate::dead_letter::{self, DeadLetter};
 use crate::history::{self, Historic};
 use crate::metrics;
-use crate::producer::{Delivery as Pending, EventProducer, ProduceError};
+use crate::producer::{EventProducer, InFlight as Pending, ProduceError};
 
 /// What a processor reads: one topic's values, or an enum over several topics.
 pub trait Inputs: Sized + Send + 'static {

@@ -31,20 +31,20 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// A send in flight. Await [`Delivery::wait`] to know it is durable.
-#[must_use = "a delivery that is never awaited may fail unnoticed"]
-pub struct Delivery {
+/// A send in flight. Await [`InFlight::wait`] to know it is durable.
+#[must_use = "a send that is never awaited may fail unnoticed"]
+pub struct InFlight {
     produced: prometheus::IntCounter,
     future: DeliveryFuture,
 }
 
-impl std::fmt::Debug for Delivery {
+impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").finish_non_exhaustive()
+        f.debug_struct("InFlight").finish_non_exhaustive()
     }
 }
 
-impl Delivery {
+impl InFlight {
     pub async fn wait(self) -> Result<Delivered, ProduceError> {
         match self.future.await {
             Ok(Ok(d)) => {
@@ -104,7 +104,7 @@ impl EventProducer {
     }
 
     /// Encodes and enqueues `value`. Returns once it is queued, not once it is durable.
-    pub async fn send<T: TopicValue>(&self, value: &T) -> Result<Delivery, ProduceError> {
+    pub async fn send<T: TopicValue>(&self, value: &T) -> Result<InFlight, ProduceError> {
         let payload = self.codec.encode(value).await?;
         let topic = self.topics.name(T::TOPIC);
         let mut record = FutureRecord::to(topic).key(value.key()).payload(&payload);
@@ -112,7 +112,7 @@ impl EventProducer {
             match self.producer.send_result(record) {
                 Ok(future) => {
                     let produced = self.produced[T::TOPIC as usize].clone();
-                    return Ok(Delivery { produced, future });
+                    return Ok(InFlight { produced, future });
                 }
                 // A full local queue is back-pressure, not failure: let it drain.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {

@@ -2,11 +2,11 @@
 //! model, to the function registered for its type.
 //!
 //! ```ignore
+//! // The API's surge book (`bimride_api::SurgeFeed`).
 //! Projection::new(book)
-//!     .on(|book, e: &RideEvent| book.apply(e))
-//!     .on(|book, c: &FareCharged| book.charge(c))
-//!     .run(&kafka, codec, Options::new(group, "api"), shutdown)
-//!     .await?;
+//!     .on(|book, u: &SurgeUpdated| book.apply(u))
+//!     .run(&cx.kafka, cx.codec, options, cx.shutdown)
+//!     .await
 //! ```
 
 use std::collections::BTreeMap;

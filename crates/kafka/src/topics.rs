@@ -96,8 +96,8 @@ pub fn catalogue(
     specs
 }
 
-/// The registry's log, as Confluent's registry names it. Named here rather than imported so
-/// the plumbing does not depend on the registry crate.
+/// The registry's log, as Confluent's registry names it: the one place the name is written.
+/// The registry crate takes its topic from its caller, so neither crate depends on the other.
 pub const REGISTRY_LOG: &str = "_schemas";
 
 #[cfg(test)]

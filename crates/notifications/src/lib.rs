@@ -3,7 +3,8 @@
 //!
 //! - [`templates`]: which events tell whom what, as pure functions.
 //! - [`sinks`]: the log sink, and an optional webhook sink with retries.
-//! - [`run`]: consumes the ride events and the committed payments.
+//! - [`NotificationSettings`], a [`Service`]: consumes the ride events and the committed
+//!   payments.
 //!
 //! A message is sent once per ride, template and recipient: its id is derived from them,
 //! and ids already sent (remembered, and read back from the topic at start) are skipped.

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::Registry;
 use crate::error::RegistryError;
-use crate::store::Mode;
+use crate::store::RegistryMode;
 
 /// Which requests must carry a credential once authentication is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,7 +183,7 @@ pub(crate) async fn guard(
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     // The stored mode stops every write but the one that changes the mode back.
-    let stored_read_only = registry.read().mode() == Mode::ReadOnly && path != "/mode";
+    let stored_read_only = registry.read().mode() == RegistryMode::ReadOnly && path != "/mode";
     let (user, response) = match user {
         Err(basic) => ("unauthenticated".to_owned(), unauthorized(&basic.realm)),
         Ok(user) if access.read_only || stored_read_only => {

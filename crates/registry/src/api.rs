@@ -16,7 +16,7 @@ use crate::access::{self, Access};
 use crate::compat::Level;
 use crate::error::RegistryError;
 use crate::store::{
-    ConfigValue, Entry, LogKey, LogValue, Mode, ModeValue, Registration, VersionRef,
+    ConfigValue, Entry, LogKey, LogValue, ModeValue, Registration, RegistryMode, VersionRef,
 };
 
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -376,7 +376,7 @@ async fn get_mode(State(r): Shared) -> ApiResult {
 async fn put_mode(State(r): Shared, body: Bytes) -> ApiResult {
     let request: ModeRequest =
         serde_json::from_slice(&body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
-    let mode = Mode::parse(&request.mode).ok_or(RegistryError::InvalidMode)?;
+    let mode = RegistryMode::parse(&request.mode).ok_or(RegistryError::InvalidMode)?;
     r.write(move |_| {
         let entry = Entry {
             key: LogKey::Mode { subject: None },

@@ -11,9 +11,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::error::RegistryError;
 use crate::store::{Entry, LogKey, LogValue};
 
-/// The default name of the registry's topic, as Confluent names it.
-pub const SCHEMAS_TOPIC: &str = "_schemas";
-
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("kafka: {0}")]

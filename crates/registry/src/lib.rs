@@ -19,8 +19,8 @@ pub use access::{Access, Basic, Scope, Users};
 use bimride_telemetry::HttpLimits;
 pub use compat::Level;
 pub use error::RegistryError;
-pub use journal::{Journal, JournalError, KafkaJournal, SCHEMAS_TOPIC};
-pub use store::Mode;
+pub use journal::{Journal, JournalError, KafkaJournal};
+pub use store::RegistryMode;
 use store::{Entry, Store};
 use tokio_util::sync::CancellationToken;
 

@@ -36,7 +36,7 @@ pub struct ConfigValue {
 
 /// Whether the registry takes writes (Confluent's `IMPORT` mode is not offered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Mode {
+pub enum RegistryMode {
     #[default]
     #[serde(rename = "READWRITE")]
     ReadWrite,
@@ -44,15 +44,15 @@ pub enum Mode {
     ReadOnly,
 }
 
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
+impl RegistryMode {
+    pub fn parse(s: &str) -> Option<RegistryMode> {
         serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).ok()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeValue {
-    pub mode: Mode,
+    pub mode: RegistryMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +128,7 @@ pub struct Store {
     subjects: BTreeMap<String, Vec<VersionEntry>>,
     global: Level,
     subject_levels: HashMap<String, Level>,
-    mode: Mode,
+    mode: RegistryMode,
 }
 
 impl Default for Store {
@@ -139,7 +139,7 @@ impl Default for Store {
             subjects: BTreeMap::new(),
             global: Level::Backward,
             subject_levels: HashMap::new(),
-            mode: Mode::default(),
+            mode: RegistryMode::default(),
         }
     }
 }
@@ -180,7 +180,7 @@ impl Store {
                 None => self.global = Level::Backward,
             },
             (LogKey::Mode { subject: None }, Some(LogValue::Mode(m))) => self.mode = m.mode,
-            (LogKey::Mode { subject: None }, None) => self.mode = Mode::default(),
+            (LogKey::Mode { subject: None }, None) => self.mode = RegistryMode::default(),
             // A key and value of different kinds cannot come from this registry; skip it.
             _ => tracing::warn!(key = ?entry.key, "ignoring malformed registry log entry"),
         }
@@ -248,7 +248,7 @@ impl Store {
         }
     }
 
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> RegistryMode {
         self.mode
     }
 
@@ -509,14 +509,14 @@ mod tests {
     #[test]
     fn the_mode_is_kept_in_the_log_as_confluent_keys_it() {
         let mut store = Store::default();
-        assert_eq!(store.mode(), Mode::ReadWrite);
+        assert_eq!(store.mode(), RegistryMode::ReadWrite);
         let key = LogKey::Mode { subject: None };
         assert_eq!(
             serde_json::to_value(&key).expect("key"),
             serde_json::json!({"keytype": "MODE", "subject": null})
         );
         let value = LogValue::Mode(ModeValue {
-            mode: Mode::ReadOnly,
+            mode: RegistryMode::ReadOnly,
         });
         let text = serde_json::to_string(&value).expect("value");
         assert_eq!(text, r#"{"mode":"READONLY"}"#);
@@ -525,9 +525,9 @@ mod tests {
             key: key.clone(),
             value: Some(replayed),
         });
-        assert_eq!(store.mode(), Mode::ReadOnly);
+        assert_eq!(store.mode(), RegistryMode::ReadOnly);
         store.apply(&Entry { key, value: None });
-        assert_eq!(store.mode(), Mode::ReadWrite);
+        assert_eq!(store.mode(), RegistryMode::ReadWrite);
     }
 
     #[test]

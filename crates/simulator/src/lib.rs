@@ -2,7 +2,7 @@
 //! gives them, and riders who book through the real HTTP API at a steady rate.
 //!
 //! - [`fleet`]: the drivers, as pure state.
-//! - [`run`]: the fleet and the riders on Kafka and HTTP.
+//! - [`SimSettings`], a [`Service`]: the fleet and the riders on Kafka and HTTP.
 
 pub mod fleet;
 
@@ -14,7 +14,7 @@ use bimride_events::{Millis, RideEvent, TopicValue};
 use bimride_kafka::partitioned::{
     self, Assignment, At, Nothing, Options, PartitionedError, Processor, Rejected,
 };
-use bimride_kafka::producer::Delivery;
+use bimride_kafka::producer::InFlight;
 use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
 use rand::rngs::SmallRng;
@@ -22,6 +22,14 @@ use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{Fleet, FleetSettings, Out};
+
+/// Where `bimride up`'s HTTP front (the trip API) listens unless told otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// The trip API's URL unless told otherwise: the HTTP front at [`DEFAULT_HTTP_ADDR`].
+pub fn default_api_url() -> String {
+    format!("http://{DEFAULT_HTTP_ADDR}")
+}
 
 /// Simulator settings. Each is a flag of `bimride` with an environment fallback, described
 /// by `--help`; the defaults here are the flags' defaults.
@@ -44,7 +52,7 @@ impl Default for SimSettings {
             booking_rate: 2.0,
             accept_ratio: 0.85,
             speedup: 30.0,
-            api_url: "http://127.0.0.1:8080".into(),
+            api_url: default_api_url(),
             seed: 7,
             id: "sim".into(),
             authority: None,
@@ -67,7 +75,7 @@ pub enum SimError {
 /// lands, as a driver's app retries until the server acknowledges. Its event id is the same,
 /// so a copy that landed twice is recognised downstream.
 async fn publish(producer: &EventProducer, out: Vec<Out>) {
-    let mut pending: Vec<(Delivery, Option<RideEvent>)> = Vec::with_capacity(out.len());
+    let mut pending: Vec<(InFlight, Option<RideEvent>)> = Vec::with_capacity(out.len());
     for o in out {
         let sent = match &o {
             Out::Supply(e) => producer.send(e).await.map(|d| (d, None)),

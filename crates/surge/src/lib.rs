@@ -31,7 +31,8 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
 
 /// Surge settings. Each is a flag of `bimride` with an environment fallback, described by
-/// `--help`; the defaults here are the flags' defaults.
+/// `--help`; the defaults here are the flags' defaults, taken from [`SurgeConfig::default`]
+/// so that each is written once.
 #[derive(Debug, Clone)]
 pub struct SurgeSettings {
     pub surge_tumbling_secs: u64,
@@ -42,11 +43,12 @@ pub struct SurgeSettings {
 
 impl Default for SurgeSettings {
     fn default() -> Self {
+        let config = SurgeConfig::default();
         Self {
-            surge_tumbling_secs: 30,
-            surge_sliding_secs: 120,
-            surge_lateness_ms: 5_000,
-            surge_cap_milli: 3_000,
+            surge_tumbling_secs: (config.tumbling_ms / 1_000) as u64,
+            surge_sliding_secs: (config.sliding_ms / 1_000) as u64,
+            surge_lateness_ms: config.lateness_ms as u64,
+            surge_cap_milli: config.cap_milli,
         }
     }
 }
