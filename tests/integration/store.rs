@@ -493,6 +493,110 @@ async fn the_store_resumes_from_its_positions_on_the_embedded_cluster() {
     sink_resumes(Broker::embedded()).await;
 }
 
+/// A store whose positions lie past the end of the log (the topics were deleted and created
+/// again) keeps its rows, reads the new log from its start, and misses none of it.
+async fn sink_starts_a_recreated_log_over(broker: Broker) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let p = Pipeline::start(&broker).await;
+    let database = bimride_store::Database {
+        database_url: Some(databases::fresh_sqlite()),
+        ..Default::default()
+    };
+    let store = Store::connect(&database.url()).await.expect("store");
+    let client: BaseConsumer = p.config.client().create().expect("client");
+    let requests = p.config.topics().name(Topic::RideRequests).to_owned();
+    let (cluster, partitions) = tokio::task::spawn_blocking(move || {
+        let wait = std::time::Duration::from_secs(30);
+        let metadata = client
+            .fetch_metadata(Some(&requests), wait)
+            .expect("metadata");
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        (client.client().fetch_cluster_id(wait), partitions)
+    })
+    .await
+    .expect("joins");
+    let cluster = cluster.expect("cluster id");
+    assert!(partitions > 0, "the topics exist");
+    // The old log's rides, and positions far past anything the new log holds.
+    store
+        .apply(
+            at(Topic::RideRequests, 999),
+            &cluster,
+            Some(&requested("old-ride", "rider-1", 1)),
+        )
+        .await
+        .expect("applies");
+    let mut old = bimride_kafka::partitioned::Positions::new();
+    for topic in [
+        Topic::RideRequests,
+        Topic::RideEvents,
+        Topic::Payments,
+        Topic::Notifications,
+    ] {
+        for partition in 0..partitions {
+            old.insert((topic, partition), 1_000);
+        }
+    }
+    store.start_at(&cluster, &old).await.expect("positions");
+
+    for n in 0..10 {
+        p.producer
+            .send_and_wait(&bimride_events::DispatchEvent::from(ride_requested(n)))
+            .await
+            .expect("request");
+        for e in completed_trip(n) {
+            p.producer.send_and_wait(&e).await.expect("event");
+        }
+    }
+    let settings = bimride_store::StoreSettings {
+        database,
+        group: p.group("store"),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sink = p.spawn(settings, stop.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    for n in 0..10 {
+        let id = ride_requested(n).ride_id;
+        loop {
+            let view = store.ride(&id).await.expect("reads");
+            if view.is_some_and(|v| v.status == RideStatus::Completed) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} of the new log never stored"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            store.event_ids(&id).await.expect("ids").len(),
+            1 + completed_trip(n).len(),
+            "{id}"
+        );
+    }
+    assert!(
+        store.ride("old-ride").await.expect("reads").is_some(),
+        "the old log's rides stay"
+    );
+    let positions = store.positions(&cluster).await.expect("positions");
+    assert!(
+        positions.values().all(|next| *next < 1_000),
+        "positions follow the new log: {positions:?}"
+    );
+    stop.cancel();
+    join_all(vec![sink]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_starts_a_recreated_log_over_on_apache_kafka() {
+    sink_starts_a_recreated_log_over(Broker::kafka()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_starts_a_recreated_log_over_on_the_embedded_cluster() {
+    sink_starts_a_recreated_log_over(Broker::embedded()).await;
+}
+
 /// The business dashboard's SQL panels, run as Grafana runs them: as the read-only login that
 /// `deploy/postgres` creates, with the time range in place of Grafana's macros.
 #[tokio::test]

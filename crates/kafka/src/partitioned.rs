@@ -172,7 +172,8 @@ pub struct Rejected {
 #[derive(Debug)]
 pub struct Takeover<'a> {
     pub partitions: &'a BTreeSet<i32>,
-    /// The group's committed offsets of every input topic on those partitions.
+    /// The group's committed offsets of every input topic on those partitions; with no
+    /// group, the offsets reading starts from.
     pub committed: TopicPartitionList,
     pub kafka: &'a KafkaConfig,
     pub codec: &'a Codec,
@@ -363,7 +364,8 @@ const RESTART_PATIENCE: Duration = Duration::from_secs(120);
 /// What the polling thread hands to the driving task, in order.
 enum Polled {
     Record(OwnedMessage),
-    Assigned(Owned),
+    /// Partitions gained; with no group, also the offsets reading starts from.
+    Assigned(Owned, Option<TopicPartitionList>),
     /// The rebalance waits until the driver acknowledges.
     Revoked(Owned, oneshot::Sender<()>),
 }
@@ -427,7 +429,7 @@ impl ConsumerContext for PollContext {
         {
             let _ = self
                 .events
-                .blocking_send(Polled::Assigned(partitions(list)));
+                .blocking_send(Polled::Assigned(partitions(list), None));
         }
     }
 }
@@ -548,7 +550,7 @@ pub async fn run<P: Processor>(
         let _ = consumer
             .context()
             .events
-            .send(Polled::Assigned(partitions(&starts)))
+            .send(Polled::Assigned(partitions(&starts), Some(starts)))
             .await;
     }
     let stop_polling = CancellationToken::new();
@@ -863,7 +865,11 @@ impl<P: Processor> Driver<P> {
             .is_some_and(|parts| parts.contains(&m.partition()))
     }
 
-    async fn assigned(&mut self, parts: Owned) -> Result<(), PartitionedError> {
+    async fn assigned(
+        &mut self,
+        parts: Owned,
+        starts: Option<TopicPartitionList>,
+    ) -> Result<(), PartitionedError> {
         let mut new = Owned::new();
         for (topic, parts) in parts {
             let owned = self.owned.entry(topic.clone()).or_default();
@@ -876,10 +882,14 @@ impl<P: Processor> Driver<P> {
         if new.is_empty() {
             return Ok(());
         }
-        self.rebuild(&new).await
+        self.rebuild(&new, starts).await
     }
 
-    async fn rebuild(&mut self, parts: &Owned) -> Result<(), PartitionedError> {
+    async fn rebuild(
+        &mut self,
+        parts: &Owned,
+        starts: Option<TopicPartitionList>,
+    ) -> Result<(), PartitionedError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, numbers) in parts {
             for p in numbers {
@@ -887,11 +897,13 @@ impl<P: Processor> Driver<P> {
             }
         }
         let partitions = numbers(parts);
-        let committed = if self.options.assignment == Assignment::Group {
-            let consumer = Arc::clone(&self.consumer);
-            blocking(move || consumer.committed_offsets(tpl, TXN_CALL)).await?
-        } else {
-            TopicPartitionList::new()
+        let committed = match starts {
+            Some(starts) => starts,
+            None if self.options.assignment == Assignment::Group => {
+                let consumer = Arc::clone(&self.consumer);
+                blocking(move || consumer.committed_offsets(tpl, TXN_CALL)).await?
+            }
+            None => TopicPartitionList::new(),
         };
         let started = Instant::now();
         self.processor
@@ -952,7 +964,7 @@ impl<P: Processor> Driver<P> {
                 }
                 p = polled.recv(), if acks.len() < MAX_IN_FLIGHT => match p {
                     None => break,
-                    Some(Polled::Assigned(parts)) => self.assigned(parts).await?,
+                    Some(Polled::Assigned(parts, starts)) => self.assigned(parts, starts).await?,
                     Some(Polled::Revoked(parts, ack)) => {
                         self.revoked(&parts);
                         // Everything decided so far lands, and its offsets are stored,
@@ -1065,7 +1077,7 @@ impl<P: Processor> Driver<P> {
                 }
                 p = polled.recv() => match p {
                     None => return Ok((batch, true)),
-                    Some(Polled::Assigned(parts)) => self.assigned(parts).await?,
+                    Some(Polled::Assigned(parts, starts)) => self.assigned(parts, starts).await?,
                     Some(Polled::Revoked(parts, ack)) => {
                         // The next owner reads these records again.
                         batch.retain(|m| {
@@ -1127,7 +1139,7 @@ impl<P: Processor> Driver<P> {
         // What the aborted transaction decided is gone: rebuild from the logs.
         let owned = self.owned.clone();
         self.processor.revoked(&numbers(&owned));
-        self.rebuild(&owned).await?;
+        self.rebuild(&owned, None).await?;
         Ok(batch)
     }
 

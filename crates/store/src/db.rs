@@ -266,6 +266,26 @@ impl Store {
         Ok(applied.len())
     }
 
+    /// Records where reading each partition starts, overwriting what was kept: a start
+    /// behind the kept position (a recreated topic) must not leave its records skipped.
+    pub async fn start_at(&self, cluster: &str, starts: &Positions) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for ((topic, partition), offset) in starts {
+            sqlx::query(
+                "INSERT INTO source_offsets (topic, kafka_partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, cluster_id = excluded.cluster_id",
+            )
+            .bind(topic.suffix())
+            .bind(i64::from(*partition))
+            .bind(*offset)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Where to read each partition on `cluster`. Positions kept for another cluster are
     /// dropped, with a warning: the rows stay, and the new cluster's log is read from its start.
     pub async fn positions(&self, cluster: &str) -> Result<Positions, StoreError> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bimride_events::{DispatchEvent, FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{
-    self, Assignment, At, Either, Nothing, Options, PartitionedError, Processor, Rejected,
+    self, Assignment, At, Either, Nothing, Options, PartitionedError, Positions, Processor,
+    RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, gauges};
@@ -264,10 +265,19 @@ async fn cluster_id(kafka: &KafkaConfig) -> Result<String, SinkError> {
 
 type Input = Either<Either<DispatchEvent, RideEvent>, Either<FareCharged, Notification>>;
 
+/// What the writer applies, in the order the consumer met it.
+// Records are nearly all of the traffic: boxing them would allocate once per record.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    /// Where reading of newly owned partitions starts.
+    Start(Positions),
+    Record(At, Option<Change>),
+}
+
 /// Hands each record to the writer, in order. The database's positions, not Kafka's, say
 /// what is stored, so a record queued when the process dies is read again at the next start.
 struct Sink {
-    records: mpsc::Sender<(At, Option<Change>)>,
+    records: mpsc::Sender<Queued>,
 }
 
 /// Records queued for the writer; past this, reading waits.
@@ -287,8 +297,24 @@ impl Processor for Sink {
             Either::Second(Either::Second(n)) => Some(Change::Sent(n)),
         };
         // Closed only when the writer has stopped at shutdown.
-        let _ = self.records.send((at, change)).await;
+        let _ = self.records.send(Queued::Record(at, change)).await;
         Ok(Vec::new())
+    }
+
+    /// The starts go to the writer ahead of the partitions' records: where the log no longer
+    /// holds a kept position, reading starts at the log's beginning, and so must the position.
+    async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
+        let names = takeover.kafka.topics();
+        let mut starts = Positions::new();
+        for e in takeover.committed.elements() {
+            if let (Some(topic), rdkafka::Offset::Offset(offset)) =
+                (names.topic_of(e.topic()), e.offset())
+            {
+                starts.insert((topic, e.partition()), offset);
+            }
+        }
+        let _ = self.records.send(Queued::Start(starts)).await;
+        Ok(())
     }
 
     /// Records that cannot be decoded are their producers' to dead-letter.
@@ -306,9 +332,21 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<(At, Option<Change>)>) {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
+        let mut queued = Vec::with_capacity(BATCH);
         let mut batch = Vec::with_capacity(BATCH);
-        while queue.recv_many(&mut batch, BATCH).await > 0 {
+        while queue.recv_many(&mut queued, BATCH).await > 0 {
+            for q in queued.drain(..) {
+                match q {
+                    Queued::Record(at, change) => batch.push((at, change)),
+                    Queued::Start(starts) => {
+                        if !(self.write(&batch).await && self.start(&starts).await) {
+                            return;
+                        }
+                        batch.clear();
+                    }
+                }
+            }
             if !self.write(&batch).await {
                 // Stopped while the database was away: nothing more is written, and the
                 // next start reads from the positions it holds.
@@ -318,8 +356,33 @@ impl Writer {
         }
     }
 
+    /// Records where reading starts, retrying while the database is away; false if shut
+    /// down first.
+    async fn start(&self, starts: &Positions) -> bool {
+        let mut pause = RETRY_FIRST;
+        loop {
+            match self.store.start_at(&self.cluster, starts).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    if e.is_unavailable() {
+                        UNAVAILABLE.with_label_values(&[self.backend]).inc();
+                    }
+                    tracing::warn!(error = %e, "recording where reading starts failed; retrying");
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MOST);
+        }
+    }
+
     /// Writes a batch, retrying while the database is away; false if shut down first.
     async fn write(&self, batch: &[(At, Option<Change>)]) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
         let mut pause = RETRY_FIRST;
         loop {
             match self.store.apply_all(&self.cluster, batch).await {
