@@ -21,14 +21,21 @@ const DRIVER_MESSAGES: [&str; 2] = ["ride_assigned", "payout"];
 
 /// One ride as the topics tell it.
 #[derive(Debug, Default)]
-struct Ride {
-    requests: Vec<RideRequested>,
-    assignments: Vec<DriverAssigned>,
-    arrived: bool,
-    completions: Vec<TripCompleted>,
-    cancellations: Vec<RideCancelled>,
-    charges: Vec<FareCharged>,
-    messages: Vec<Notification>,
+pub struct Ride {
+    pub requests: Vec<RideRequested>,
+    pub assignments: Vec<DriverAssigned>,
+    pub arrived: bool,
+    pub completions: Vec<TripCompleted>,
+    pub cancellations: Vec<RideCancelled>,
+    pub charges: Vec<FareCharged>,
+    pub messages: Vec<Notification>,
+    /// The ids of every record that changes the ride (telemetry changes none): what the ride
+    /// store must hold of it.
+    pub ids: BTreeSet<String>,
+    /// Its ride events' kinds in log order, to show how a ride ended.
+    pub trail: Vec<&'static str>,
+    /// The newest event time of its records.
+    pub last_at: Option<Millis>,
 }
 
 impl Ride {
@@ -74,15 +81,34 @@ impl Ledger {
         }
     }
 
-    fn ride(&mut self, id: &str) -> &mut Ride {
-        self.rides.entry(id.to_owned()).or_default()
+    /// The ride `id`, noting one more of its records.
+    fn ride(&mut self, id: &str, record: &str, kind: &'static str, at: Millis) -> &mut Ride {
+        let ride = self.rides.entry(id.to_owned()).or_default();
+        if kind != "TripTelemetry" {
+            ride.ids.insert(record.to_owned());
+        }
+        ride.last_at = ride.last_at.max(Some(at));
+        ride
+    }
+
+    /// Every ride read, by id.
+    pub fn rides(&self) -> &BTreeMap<String, Ride> {
+        &self.rides
+    }
+
+    /// The newest event time read: the log's "now".
+    pub fn through(&self) -> Millis {
+        self.through.unwrap_or(Millis(0))
     }
 
     pub fn request(&mut self, e: DispatchEvent) {
         if let DispatchEvent::Requested(r) = e
             && self.first(&r.event_id, r.occurred_at)
         {
-            self.ride(&r.ride_id.clone()).requests.push(r);
+            let (id, event) = (r.ride_id.clone(), r.event_id.clone());
+            self.ride(&id, &event, "RideRequested", r.occurred_at)
+                .requests
+                .push(r);
         }
     }
 
@@ -91,7 +117,8 @@ impl Ledger {
         if !self.first(&id, at) {
             return;
         }
-        let ride = self.ride(e.ride_id());
+        let ride = self.ride(e.ride_id(), &id, e.kind(), at);
+        ride.trail.push(e.kind());
         match e {
             RideEvent::DriverAssigned(a) => ride.assignments.push(a),
             RideEvent::DriverArrived(_) => ride.arrived = true,
@@ -103,7 +130,10 @@ impl Ledger {
 
     pub fn charge(&mut self, c: FareCharged) {
         if self.first(&c.event_id, c.occurred_at) {
-            self.ride(&c.ride_id.clone()).charges.push(c);
+            let (id, event) = (c.ride_id.clone(), c.event_id.clone());
+            self.ride(&id, &event, "FareCharged", c.occurred_at)
+                .charges
+                .push(c);
         }
     }
 
@@ -116,7 +146,10 @@ impl Ledger {
             .entry(n.notification_id.clone())
             .or_default() += 1;
         if let Some(ride) = n.ride_id.clone() {
-            self.ride(&ride).messages.push(n);
+            let id = n.notification_id.clone();
+            self.ride(&ride, &id, "Notification", n.occurred_at)
+                .messages
+                .push(n);
         }
     }
 
@@ -125,7 +158,7 @@ impl Ledger {
     /// still be on their way. `from_beginning` says whether a record about a ride with no
     /// request is a discrepancy, or merely a ride requested before the window.
     pub fn audit(&self, settle_ms: i64, from_beginning: bool) -> Report {
-        let through = self.through.unwrap_or(Millis(0));
+        let through = self.through();
         let settled = |at: Millis| through.0 - at.0 >= settle_ms;
         let mut checks = Checks::default();
         let mut undecided = 0;
@@ -170,12 +203,30 @@ impl Ledger {
                 );
             }
         }
+        let mut rides_of_key: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+        for (id, ride) in &self.rides {
+            for r in &ride.requests {
+                if let Some(key) = &r.idempotency_key {
+                    rides_of_key
+                        .entry((&r.rider_id, key))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
+        for ((rider, key), rides) in rides_of_key {
+            let subject = format!(
+                "{rider}/{key}: {}",
+                Vec::from_iter(rides.iter().copied()).join(", ")
+            );
+            checks.judge("idempotency keys book one ride", &subject, rides.len() == 1);
+        }
         for (notification, sent) in &self.notification_ids {
             checks.judge("notification ids unique", notification, *sent == 1);
         }
         for (driver, overlap) in self.overlaps() {
             let subject = match &overlap {
-                Some(rides) => format!("{driver}: {rides}"),
+                Some((held, given)) => format!("{driver}: {held} and {given}"),
                 None => driver,
             };
             checks.judge(
@@ -193,8 +244,9 @@ impl Ledger {
         )
     }
 
-    /// Every assigned driver, with the first two rides of theirs that overlap, if any.
-    fn overlaps(&self) -> Vec<(String, Option<String>)> {
+    /// Every assigned driver, with the first two rides of theirs that overlap, if any: the
+    /// ride they held, and the ride they were given during it.
+    pub fn overlaps(&self) -> Vec<(String, Option<(String, String)>)> {
         let mut by_driver: BTreeMap<&str, Vec<Stint<'_>>> = BTreeMap::new();
         for (id, ride) in &self.rides {
             for a in &ride.assignments {
@@ -213,7 +265,7 @@ impl Ledger {
                     let ((_, earlier, ended), (assigned, later, _)) = (pair[0], pair[1]);
                     ended
                         .is_none_or(|end| end > assigned)
-                        .then(|| format!("{earlier} and {later}"))
+                        .then(|| (earlier.to_owned(), later.to_owned()))
                 });
                 (driver.to_owned(), overlap)
             })
@@ -447,6 +499,44 @@ mod tests {
 
     fn failed<'a>(report: &'a Report, check: &str) -> &'a [String] {
         report.check(check).map_or(&[], |c| c.failed.as_slice())
+    }
+
+    #[test]
+    fn an_idempotency_key_that_booked_two_rides_is_named() {
+        let mut ledger = Ledger::default();
+        let keyed = |ride: &str, key: &str| match requested(ride, 0) {
+            DispatchEvent::Requested(mut r) => {
+                r.rider_id = "rider-k".into();
+                r.idempotency_key = Some(key.into());
+                DispatchEvent::Requested(r)
+            }
+            other => other,
+        };
+        ledger.request(keyed("ride-a", "key-1"));
+        ledger.request(keyed("ride-b", "key-1"));
+        ledger.request(keyed("ride-c", "key-2"));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "idempotency keys book one ride"),
+            ["rider-k/key-1: ride-a, ride-b"]
+        );
+        assert_eq!(
+            report
+                .check("idempotency keys book one ride")
+                .map(|c| c.checked),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn each_ride_keeps_the_ids_of_its_records_and_its_trail() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-1", "driver-1");
+        let ride = &ledger.rides()["ride-1"];
+        // Request, assignment, completion, charge and six messages.
+        assert_eq!(ride.ids.len(), 10, "{:?}", ride.ids);
+        assert_eq!(ride.trail, ["DriverAssigned", "TripCompleted"]);
+        assert_eq!(ride.last_at, Some(at(30)));
     }
 
     #[test]

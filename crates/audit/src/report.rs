@@ -59,6 +59,13 @@ impl Report {
         }
     }
 
+    /// The report with one more check, made apart from the ledger (the ride store's).
+    pub fn with(mut self, check: Check) -> Self {
+        self.clean &= check.failed.is_empty();
+        self.checks.push(check);
+        self
+    }
+
     /// The check called `name`, if any ride reached it.
     pub fn check(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)

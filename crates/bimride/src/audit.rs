@@ -25,7 +25,24 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         .await
         .context("reading the ride topics")?;
     let settle_ms = i64::try_from(args.settle.as_millis()).unwrap_or(i64::MAX);
-    let report = ledger.audit(settle_ms, args.since.is_none());
+    let mut report = ledger.audit(settle_ms, args.since.is_none());
+    let database = bimride_store::Database::from(args.database);
+    if database.exists() {
+        let url = database.url();
+        let store = bimride_store::Store::connect(&url)
+            .await
+            .with_context(|| format!("opening the ride store {}", bimride_store::redacted(&url)))?;
+        let check = bimride_audit::check_store(&ledger, &store, settle_ms)
+            .await
+            .context("reading the ride store")?;
+        store.close().await;
+        report = report.with(check);
+    } else {
+        println!(
+            "no ride store in {}: its rows are not checked",
+            database.data_dir.display()
+        );
+    }
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.report, json)

@@ -334,6 +334,11 @@ pub struct AuditArgs {
     /// Where the JSON report goes; it names every ride concerned.
     #[arg(long, default_value = "bimride-audit.json")]
     pub report: std::path::PathBuf,
+
+    /// The ride store to check against the topics, where there is one: the database URL
+    /// given, or the SQLite file in --data-dir.
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 #[derive(Debug, Args)]

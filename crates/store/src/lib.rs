@@ -10,5 +10,5 @@ pub mod sink;
 pub mod view;
 
 pub use db::{Backend, Claim, Cursor, KeyClaim, Page, Store, StoreError, Totals};
-pub use sink::{DEFAULT_DATA_DIR, Database, SinkError, StoreSettings};
+pub use sink::{DEFAULT_DATA_DIR, Database, SinkError, StoreSettings, redacted};
 pub use view::{Change, RideView};

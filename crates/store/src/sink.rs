@@ -66,6 +66,11 @@ impl Database {
         }
     }
 
+    /// Whether there is a store to read: a URL given, or the SQLite file already made.
+    pub fn exists(&self) -> bool {
+        self.database_url.is_some() || self.data_dir.join(SQLITE_FILE).is_file()
+    }
+
     pub fn check(&self) -> Result<(), &'static str> {
         Backend::of(&self.url())
             .map(drop)
