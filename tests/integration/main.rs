@@ -22,6 +22,7 @@ mod billing;
 mod compaction;
 mod dead_letters;
 mod dispatch;
+mod eta;
 mod evolution;
 mod idempotency;
 mod lifecycle;

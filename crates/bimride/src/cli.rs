@@ -7,8 +7,8 @@ use bimride_kafka::topics;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::flags::{
-    BenchFlags, BillingFlags, CityFlags, DatabaseFlags, DispatchFlags, HttpFlags, KafkaFlags,
-    NotificationFlags, RateFlags, SimFlags, StoreFlags, SurgeFlags,
+    BenchFlags, BillingFlags, CityFlags, DatabaseFlags, DispatchFlags, EtaFlags, EtaServiceFlags,
+    HttpFlags, KafkaFlags, NotificationFlags, RateFlags, SimFlags, StoreFlags, SurgeFlags,
 };
 
 /// Where the schema registry listens unless told otherwise: `bimride up`'s embedded one, or
@@ -61,6 +61,8 @@ pub enum Command {
     Billing(Standalone<BillingFlags>),
     /// Run notifications: riders and drivers are told about every step of their rides.
     Notifications(Standalone<NotificationFlags>),
+    /// Run the ETA tracker: pickup ETAs and quoted trip durations set against what happened.
+    Eta(Standalone<EtaServiceFlags>),
     /// Print a rider's bearer token, signed with the API's secret.
     Token(TokenArgs),
     /// List, inspect and replay dead letters through the API's admin endpoints.
@@ -162,6 +164,10 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub store: StoreFlags,
+
+    /// The ETA tracker; its clock runs at the simulator's speed-up.
+    #[command(flatten)]
+    pub eta: EtaFlags,
 }
 
 /// What every service run on its own needs: the cluster, the city and the registry.

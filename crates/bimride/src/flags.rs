@@ -191,6 +191,42 @@ flags! {
 }
 
 flags! {
+    EtaFlags => bimride_eta::EtaSettings {
+        /// Consumer group of the ETA tracker.
+        #[arg(id = "eta-group", long = "eta-group", env = "BIMRIDE_ETA_GROUP")]
+        group: String = default,
+        /// How long a ride's half-joined predictions wait for their outcome after its latest
+        /// record, in seconds of event time.
+        #[arg(long, env = "BIMRIDE_ETA_LATENESS_SECS")]
+        eta_lateness_secs: u64 = default,
+        /// How far back a new owner of a partition reads, in seconds, to rebuild its joins.
+        #[arg(long, env = "BIMRIDE_ETA_REPLAY_SECS")]
+        eta_replay_secs: u64 = default,
+    }
+}
+
+/// The ETA tracker on its own, whose city's clock may run faster than event time.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtaServiceFlags {
+    #[command(flatten)]
+    pub eta: EtaFlags,
+    /// Seconds of the city's clock per second of event time: the simulator's --speedup where
+    /// the city is simulated, 1 for a real one. `bimride up` takes its simulator's.
+    #[arg(long, env = "BIMRIDE_ETA_TIME_SCALE",
+          default_value_t = bimride_eta::EtaSettings::default().eta_time_scale)]
+    pub eta_time_scale: f64,
+}
+
+impl From<EtaServiceFlags> for bimride_eta::EtaSettings {
+    fn from(flags: EtaServiceFlags) -> Self {
+        Self {
+            eta_time_scale: flags.eta_time_scale,
+            ..flags.eta.into()
+        }
+    }
+}
+
+flags! {
     SimFlags => bimride_simulator::SimSettings {
         /// Drivers in the fleet.
         #[arg(long = "drivers", env = "BIMRIDE_SIM_DRIVERS")]

@@ -77,6 +77,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         }
         cli::Command::Billing(a) => services::standalone::<BillingSettings, _>(a).await,
         cli::Command::Notifications(a) => services::standalone::<NotificationSettings, _>(a).await,
+        cli::Command::Eta(a) => services::standalone::<bimride_eta::EtaSettings, _>(a).await,
         cli::Command::Surge(a) => services::standalone::<SurgeSettings, _>(a).await,
         cli::Command::Store(a) => services::standalone::<StoreSettings, _>(a).await,
         cli::Command::Migrate(args) => services::migrate(args).await,

@@ -74,12 +74,17 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     // Every setting is checked before anything starts; the simulator's once its API is known.
     let store = StoreSettings::from(args.store);
     let database = store.database.clone();
+    let eta = bimride_eta::EtaSettings {
+        eta_time_scale: args.sim.speedup,
+        ..args.eta.into()
+    };
     let mut services: Vec<Box<dyn AnyService>> = vec![
         Box::new(DispatchSettings::from(args.dispatch)),
         Box::new(BillingSettings::from(args.billing)),
         Box::new(SurgeSettings::from(args.surge)),
         Box::new(NotificationSettings::from(args.notifications)),
         Box::new(store),
+        Box::new(eta),
     ];
     for service in &services {
         service.validate()?;

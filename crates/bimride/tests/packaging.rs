@@ -205,6 +205,7 @@ fn the_compose_demo_runs_every_service_on_a_three_broker_cluster_in_order() {
         ("surge", "surge"),
         ("billing", "billing"),
         ("notifications", "notifications"),
+        ("eta", "eta"),
         ("dashboard", "dashboard"),
         ("simulator", "simulate"),
         ("store", "store"),
@@ -460,6 +461,7 @@ fn the_kubernetes_base_runs_the_services_against_an_existing_cluster() {
         "surge",
         "billing",
         "notifications",
+        "eta",
         "dashboard",
         "store",
     ] {

@@ -134,7 +134,7 @@ enum WriterFit {
 /// Encodes and decodes topic values against a Confluent-compatible registry.
 pub struct Codec {
     /// Value subjects, indexed by `Topic as usize`.
-    subjects: [String; 6],
+    subjects: [String; Topic::ALL.len()],
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategies: HashMap<Topic, SubjectNameStrategy>,

@@ -119,6 +119,12 @@ function render(s) {
   $("p50").textContent = l.count ? `${number(l.p50_ms)} ms` : "–";
   $("p99").textContent = l.count ? `${number(l.p99_ms)} ms` : "–";
   $("latency-count").textContent = `${number(l.count)} assignments`;
+  for (const [id, e] of [["pickup-eta", s.pickup_eta], ["trip-eta", s.trip_eta]]) {
+    $(id).textContent = e.observations ? `${number(Math.round(e.mae_secs))} s` : "–";
+    $(`${id}-bias`).textContent = e.observations
+      ? `bias ${e.bias_secs >= 0 ? "+" : ""}${number(Math.round(e.bias_secs))} s · ${number(e.observations)} rides`
+      : "\u00a0";
+  }
   $("drivers-available").textContent = number(s.drivers_available);
   $("drivers-busy").textContent = number(s.drivers_busy);
   $("active-rides").textContent = `${number(s.rides.length)} active rides`;

@@ -17,7 +17,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use bimride_domain::City;
-use bimride_events::{DispatchEvent, FareCharged, Millis, RideEvent, SupplyEvent, SurgeUpdated};
+use bimride_events::{
+    DispatchEvent, EtaObserved, FareCharged, Millis, RideEvent, SupplyEvent, SurgeUpdated,
+};
 use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
 use bimride_kafka::projection::Projection;
 use bimride_kafka::service::{Context, Service};
@@ -199,6 +201,7 @@ impl Service for Feeds {
             .on(|d, e: &SupplyEvent| d.with_view(|v| v.apply_supply(e)))
             .on(|d, u: &SurgeUpdated| d.with_view(|v| v.apply_surge(u)))
             .on(|d, c: &FareCharged| d.with_view(|v| v.apply_charge(c)))
+            .on(|d, o: &EtaObserved| d.with_view(|v| v.apply_eta(o)))
             .run(&cx.kafka, cx.codec, options, cx.shutdown)
             .await
     }

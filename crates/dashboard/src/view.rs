@@ -5,8 +5,8 @@ use std::num::NonZeroUsize;
 use std::str::FromStr;
 
 use bimride_events::{
-    DispatchEvent, DriverStatus, FareCharged, GeoPoint, RideEvent, SupplyEvent, SurgeUpdated,
-    TopicValue,
+    DispatchEvent, DriverStatus, EtaLeg, EtaObserved, FareCharged, GeoPoint, RideEvent,
+    SupplyEvent, SurgeUpdated, TopicValue,
 };
 use h3o::CellIndex;
 use hdrhistogram::Histogram;
@@ -37,6 +37,35 @@ pub struct Latency {
     pub p50_ms: u64,
     pub p99_ms: u64,
     pub count: u64,
+}
+
+/// How far the ETAs of one leg were off, over the dashboard's window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct EtaAccuracy {
+    pub observations: u64,
+    /// Mean absolute error, in seconds.
+    pub mae_secs: f64,
+    /// Mean of actual minus predicted, in seconds: positive when ETAs are too short.
+    pub bias_secs: f64,
+}
+
+/// Running sums behind an [`EtaAccuracy`].
+#[derive(Debug, Clone, Copy, Default)]
+struct EtaSums {
+    observations: u64,
+    abs_error: i64,
+    error: i64,
+}
+
+impl EtaSums {
+    fn accuracy(&self) -> EtaAccuracy {
+        let n = self.observations.max(1) as f64;
+        EtaAccuracy {
+            observations: self.observations,
+            mae_secs: self.abs_error as f64 / n,
+            bias_secs: self.error as f64 / n,
+        }
+    }
 }
 
 /// A driver on the map: `[lat, lng, state]`, state 0 offline, 1 available, 2 busy.
@@ -74,6 +103,10 @@ pub struct Snapshot {
     pub version: u64,
     pub counters: Counters,
     pub latency: Latency,
+    /// The pickup ETAs given at assignment.
+    pub pickup_eta: EtaAccuracy,
+    /// The trip durations quoted.
+    pub trip_eta: EtaAccuracy,
     pub drivers: Vec<DriverDot>,
     pub drivers_available: usize,
     pub drivers_busy: usize,
@@ -93,6 +126,8 @@ pub struct LiveView {
     version: u64,
     counters: Counters,
     latency: Histogram<u64>,
+    pickup_eta: EtaSums,
+    trip_eta: EtaSums,
     drivers: HashMap<String, DriverDot>,
     rides: HashMap<String, Ride>,
     surge: HashMap<String, SurgeCell>,
@@ -108,6 +143,8 @@ impl Default for LiveView {
             // 1 ms to 1 hour at 3 significant figures: bounds that cannot fail.
             latency: Histogram::new_with_bounds(1, 3_600_000, 3)
                 .unwrap_or_else(|e| unreachable!("valid histogram bounds: {e}")),
+            pickup_eta: EtaSums::default(),
+            trip_eta: EtaSums::default(),
             drivers: HashMap::new(),
             rides: HashMap::new(),
             surge: HashMap::new(),
@@ -359,6 +396,20 @@ impl LiveView {
         );
     }
 
+    pub fn apply_eta(&mut self, o: &EtaObserved) {
+        if !self.fresh(o) {
+            return;
+        }
+        let sums = match o.leg {
+            EtaLeg::Pickup => &mut self.pickup_eta,
+            EtaLeg::Trip => &mut self.trip_eta,
+        };
+        let error = o.actual_secs - o.predicted_secs;
+        sums.observations += 1;
+        sums.abs_error += error.abs();
+        sums.error += error;
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let drivers: Vec<DriverDot> = self.drivers.values().copied().collect();
         let mut surge: Vec<SurgeCell> = self.surge.values().cloned().collect();
@@ -380,6 +431,8 @@ impl LiveView {
                 },
                 count,
             },
+            pickup_eta: self.pickup_eta.accuracy(),
+            trip_eta: self.trip_eta.accuracy(),
             drivers_available: drivers.iter().filter(|d| d.2 == 1).count(),
             drivers_busy: drivers.iter().filter(|d| d.2 == 2).count(),
             drivers,
@@ -450,6 +503,33 @@ mod tests {
             product: Some(Product::Economy),
             surge_milli: 1000,
         })
+    }
+
+    #[test]
+    fn eta_accuracy_is_the_mean_error_of_each_leg_once_per_observation() {
+        let mut v = LiveView::default();
+        let observed = |ride: &str, leg: EtaLeg, predicted: i64, actual: i64| EtaObserved {
+            event_id: format!("{ride}/{leg:?}"),
+            occurred_at: Millis(1),
+            ride_id: ride.into(),
+            leg,
+            region: "r".into(),
+            pickup_cell: "c".into(),
+            hour: 8,
+            predicted_secs: predicted,
+            actual_secs: actual,
+        };
+        v.apply_eta(&observed("a", EtaLeg::Pickup, 100, 130));
+        v.apply_eta(&observed("b", EtaLeg::Pickup, 100, 90));
+        // Redelivered: counted once.
+        v.apply_eta(&observed("b", EtaLeg::Pickup, 100, 90));
+        v.apply_eta(&observed("a", EtaLeg::Trip, 600, 500));
+        let s = v.snapshot();
+        assert_eq!(s.pickup_eta.observations, 2);
+        assert_eq!(s.pickup_eta.mae_secs, 20.0);
+        assert_eq!(s.pickup_eta.bias_secs, 10.0);
+        assert_eq!(s.trip_eta.observations, 1);
+        assert_eq!(s.trip_eta.bias_secs, -100.0);
     }
 
     #[test]

@@ -45,6 +45,7 @@ contracts! {
     SURGE_UPDATED => "surge_updated.avsc", event::SurgeUpdated;
     FARE_CHARGED => "fare_charged.avsc", event::FareCharged;
     NOTIFICATION => "notification.avsc", event::Notification;
+    ETA_OBSERVED => "eta_observed.avsc", event::EtaObserved;
 }
 
 impl Contract {

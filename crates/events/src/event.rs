@@ -299,6 +299,33 @@ pub struct SurgeUpdated {
     pub window_end: Millis,
 }
 
+/// Which estimate an ETA observation checks: the pickup ETA given at assignment, against
+/// assignment to arrival; or the trip duration quoted, against start to completion.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema,
+)]
+#[avro(namespace = "io.bimride.events")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EtaLeg {
+    Pickup,
+    Trip,
+}
+
+/// A prediction set against what happened, for one leg of one ride.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "io.bimride.events")]
+pub struct EtaObserved {
+    pub event_id: String,
+    pub occurred_at: Millis,
+    pub ride_id: String,
+    pub leg: EtaLeg,
+    pub region: String,
+    pub pickup_cell: String,
+    pub hour: i32,
+    pub predicted_secs: i64,
+    pub actual_secs: i64,
+}
+
 /// A ride was charged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "io.bimride.events")]

@@ -16,16 +16,18 @@ pub enum Topic {
     Surge,
     Payments,
     Notifications,
+    Eta,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::RideRequests,
         Topic::DriverSupply,
         Topic::RideEvents,
         Topic::Surge,
         Topic::Payments,
         Topic::Notifications,
+        Topic::Eta,
     ];
 
     /// The topic's name within its namespace; the full name is `<namespace>.<suffix>`.
@@ -37,6 +39,7 @@ impl Topic {
             Topic::Surge => "surge",
             Topic::Payments => "payments",
             Topic::Notifications => "notifications",
+            Topic::Eta => "eta",
         }
     }
 
@@ -59,6 +62,7 @@ impl Topic {
             Topic::Surge => &[&SURGE_UPDATED],
             Topic::Payments => &[&FARE_CHARGED],
             Topic::Notifications => &[&NOTIFICATION],
+            Topic::Eta => &[&ETA_OBSERVED],
         }
     }
 
@@ -83,7 +87,7 @@ pub const DEFAULT_NAMESPACE: &str = "bimride";
 pub struct Topics {
     namespace: Arc<str>,
     /// (name, dead-letter name), indexed by `Topic as usize`.
-    names: Arc<[(String, String); 6]>,
+    names: Arc<[(String, String); 7]>,
 }
 
 impl Topics {
@@ -164,6 +168,7 @@ macro_rules! single {
 single!(SurgeUpdated, Topic::Surge, cell);
 single!(FareCharged, Topic::Payments, ride_id);
 single!(Notification, Topic::Notifications, recipient_id);
+single!(EtaObserved, Topic::Eta, ride_id);
 
 macro_rules! union_value {
     (

@@ -66,7 +66,7 @@ pub struct EventProducer {
     codec: Arc<Codec>,
     topics: Topics,
     /// Records produced, per topic, indexed by `Topic as usize`.
-    produced: Arc<[prometheus::IntCounter; 6]>,
+    produced: Arc<[prometheus::IntCounter; Topic::ALL.len()]>,
 }
 
 impl std::fmt::Debug for EventProducer {

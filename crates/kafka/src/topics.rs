@@ -72,7 +72,7 @@ pub fn catalogue(
                 (partitions, Cleanup::Delete, Some(7 * DAY_MS))
             }
             Topic::RideEvents | Topic::Payments => (partitions, Cleanup::Delete, Some(30 * DAY_MS)),
-            Topic::Notifications => (partitions, Cleanup::Delete, Some(7 * DAY_MS)),
+            Topic::Notifications | Topic::Eta => (partitions, Cleanup::Delete, Some(7 * DAY_MS)),
             // Latest multiplier per cell is all anyone needs.
             Topic::Surge => (partitions, Cleanup::Compact, None),
         };

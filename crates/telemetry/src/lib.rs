@@ -18,8 +18,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{
-    Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_gauge,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Gauge, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_gauge,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -49,6 +50,12 @@ pub fn gauge(name: &str, help: &str) -> IntGauge {
 /// Registers a gauge of a measured quantity, such as seconds, with the default registry.
 pub fn measure(name: &str, help: &str) -> Gauge {
     register_gauge!(name, help).unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
+}
+
+/// Registers gauges of a measured quantity, with labels, with the default registry.
+pub fn measures(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register_gauge_vec!(name, help, labels)
+        .unwrap_or_else(|e| panic!("metric {name} registers once: {e}"))
 }
 
 /// Registers a histogram family with the default registry, with buckets in seconds.
