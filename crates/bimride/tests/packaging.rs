@@ -192,6 +192,45 @@ fn the_compose_demo_runs_every_service_on_a_three_broker_cluster_in_order() {
         str_of(&service("schema-registry")["image"])
             .starts_with("confluentinc/cp-schema-registry:")
     );
+    // The ride store's PostgreSQL: healthy before anyone connects, its data on a volume, and
+    // its schema brought up by a one-shot migration that the store's readers wait for.
+    let postgres = service("postgres");
+    assert!(str_of(&postgres["image"]).starts_with("postgres:"));
+    assert!(
+        strings(&postgres["healthcheck"]["test"])
+            .iter()
+            .any(|t| t.contains("pg_isready")),
+        "postgres has a pg_isready health check"
+    );
+    let volumes = strings(&postgres["volumes"]);
+    let data = volumes
+        .iter()
+        .find(|v| v.ends_with(":/var/lib/postgresql/data"))
+        .expect("postgres keeps its data on a volume");
+    let volume = data.split(':').next().expect("volume name");
+    assert!(
+        compose["volumes"].get(volume).is_some(),
+        "the volume {volume} is declared"
+    );
+    let migrate = service("migrate");
+    assert_eq!(strings(&migrate["command"]), ["migrate"]);
+    assert_eq!(
+        str_of(&migrate["depends_on"]["postgres"]["condition"]),
+        "service_healthy"
+    );
+    for reader in ["api", "store", "dashboard"] {
+        assert_eq!(
+            str_of(&service(reader)["depends_on"]["migrate"]["condition"]),
+            "service_completed_successfully",
+            "{reader} waits for the migration"
+        );
+        assert!(
+            service(reader)["environment"]
+                .get("BIMRIDE_DATABASE_URL")
+                .is_some(),
+            "{reader} is given the database"
+        );
+    }
     assert!(str_of(&service("prometheus")["image"]).starts_with("prom/prometheus:"));
     assert!(str_of(&service("grafana")["image"]).starts_with("grafana/grafana:"));
     assert!(str_of(&service("kafka-ui")["image"]).contains("kafka-ui"));
