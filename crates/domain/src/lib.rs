@@ -5,12 +5,16 @@
 //! - [`fare`]: fares from distance, time and surge.
 //! - [`matching`]: nearest-driver matching, reservations, and the cross-border strategy.
 //! - [`city`]: the service area and its H3 zones (dispatch regions and matching cells).
+//! - [`traffic`]: speeds that vary by place and hour: a congested centre, and rush hours.
+//! - [`eta`]: corrections of distance-only ETAs, learned online per cell and hour.
 
 pub mod city;
+pub mod eta;
 pub mod fare;
 pub mod matching;
 pub mod money;
 pub mod ride;
+pub mod traffic;
 
 pub use city::{City, CityError, Zone};
 pub use fare::{Fare, FareParts, Rates};

@@ -65,3 +65,42 @@ impl Figures {
         self.by.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bimride_events::Millis;
+
+    use super::*;
+
+    fn observed(leg: EtaLeg, region: &str, hour: i32, predicted: i64, actual: i64) -> EtaObserved {
+        EtaObserved {
+            event_id: format!("{region}-{hour}-{predicted}-{actual}"),
+            occurred_at: Millis(0),
+            ride_id: "r".into(),
+            leg,
+            region: region.into(),
+            pickup_cell: String::new(),
+            hour,
+            predicted_secs: predicted,
+            actual_secs: actual,
+        }
+    }
+
+    #[test]
+    fn each_zone_and_hour_keeps_its_own_error_and_the_overall_sums_them() {
+        let mut f = Figures::default();
+        f.add(&observed(EtaLeg::Pickup, "a", 8, 100, 160));
+        let (key, figure) = f.add(&observed(EtaLeg::Pickup, "a", 8, 100, 80));
+        assert_eq!(key, (EtaLeg::Pickup, "a".to_owned(), 8));
+        assert_eq!(figure.mae_secs(), 40.0);
+        assert_eq!(figure.bias_secs(), 20.0);
+        f.add(&observed(EtaLeg::Pickup, "b", 9, 100, 100));
+        f.add(&observed(EtaLeg::Trip, "a", 8, 600, 300));
+        let pickup = f.overall(EtaLeg::Pickup);
+        assert_eq!(pickup.observations, 3);
+        assert_eq!(pickup.abs_error_secs, 80);
+        assert_eq!(pickup.error_secs, 40);
+        assert_eq!(f.overall(EtaLeg::Trip).bias_secs(), -300.0);
+        assert_eq!(f.iter().count(), 3);
+    }
+}
