@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod report;
 pub mod track;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -285,13 +286,40 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Records produced by every service of this process so far.
-fn produced_total() -> f64 {
-    prometheus::gather()
+/// Records produced by every service of this process so far, by topic.
+fn produced_by_topic() -> BTreeMap<String, f64> {
+    let mut by_topic = BTreeMap::new();
+    for family in prometheus::gather()
         .iter()
         .filter(|f| f.name() == "bimride_records_produced_total")
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
-        .sum()
+    {
+        for m in family.get_metric() {
+            let topic = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "topic")
+                .map_or("", |l| l.value());
+            *by_topic.entry(topic.to_owned()).or_default() += m.get_counter().get_value();
+        }
+    }
+    by_topic
+}
+
+/// Records produced by every service of this process so far.
+fn produced_total() -> f64 {
+    produced_by_topic().values().sum()
+}
+
+/// Records produced since `before`, per accepted ride, by topic.
+fn per_ride(before: &BTreeMap<String, f64>, rides: u64) -> BTreeMap<String, f64> {
+    produced_by_topic()
+        .into_iter()
+        .map(|(topic, n)| {
+            let made = n - before.get(&topic).copied().unwrap_or(0.0);
+            (topic, made / rides.max(1) as f64)
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
 }
 
 /// A booking by a rider of its own, and that rider's bearer token.
@@ -327,7 +355,8 @@ async fn run_step(
     let http = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = cpu_seconds();
-    let produced_before = produced_total();
+    let by_topic_before = produced_by_topic();
+    let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
     let started = Instant::now();
     let mut last_report = started;
@@ -391,6 +420,9 @@ async fn run_step(
     }
     let cpu = cpu_seconds() - cpu_before;
     let (accepted, _) = tracker.counts();
+    // Over the load and its settling: a ride's later records (completion, charge, receipt)
+    // come after the load ends.
+    let records_per_ride = per_ride(&by_topic_before, accepted);
     let outcomes = tracker.outcomes();
     let latencies = tracker.latencies();
     let http = Percentiles::of(&http.lock().unwrap_or_else(|p| p.into_inner()));
@@ -405,6 +437,7 @@ async fn run_step(
         &latencies,
         cpu,
         produced / load_secs,
+        records_per_ride,
     )
 }
 

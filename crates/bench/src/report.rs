@@ -1,7 +1,7 @@
 //! The benchmark's results: a JSON report, a table for the terminal, and a plot of latency
 //! against load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -45,6 +45,10 @@ pub struct Step {
     pub cpu_ms_per_ride: f64,
     /// Records produced by every service per second of load.
     pub pipeline_records_per_s: f64,
+    /// Records the services produced per accepted ride, by topic, over the step and its
+    /// settling (telemetry and driver supply included: they are the load a ride puts on the
+    /// brokers).
+    pub records_per_ride: BTreeMap<String, f64>,
 }
 
 impl Step {
@@ -60,6 +64,7 @@ impl Step {
         latencies: &HashMap<Stage, Histogram<u64>>,
         cpu_seconds: f64,
         pipeline_records_per_s: f64,
+        records_per_ride: BTreeMap<String, f64>,
     ) -> Self {
         let of = |s: Stage| latencies.get(&s).map(Percentiles::of).unwrap_or_default();
         let assigned = outcomes.assigned;
@@ -88,6 +93,7 @@ impl Step {
                 0.0
             },
             pipeline_records_per_s,
+            records_per_ride,
         }
     }
 
@@ -223,6 +229,20 @@ impl fmt::Display for Report {
             f,
             "percentiles are over every accepted booking; one never assigned counts as inf"
         )?;
+        for s in &self.steps {
+            let topics: Vec<String> = s
+                .records_per_ride
+                .iter()
+                .map(|(topic, n)| format!("{topic} {n:.1}"))
+                .collect();
+            writeln!(
+                f,
+                "records per ride at {:.0}/s: {} (total {:.1})",
+                s.rate,
+                topics.join(" · "),
+                s.records_per_ride.values().sum::<f64>()
+            )?;
+        }
         match (self.target_p99_ms, self.max_sustainable_rate) {
             (Some(t), Some(rate)) => writeln!(
                 f,
@@ -341,6 +361,7 @@ mod tests {
             &latencies,
             1.0,
             0.0,
+            BTreeMap::new(),
         )
     }
 

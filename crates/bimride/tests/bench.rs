@@ -77,6 +77,17 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
         step["cpu_ms_per_ride"].as_f64().is_some_and(|c| c > 0.0),
         "{step}"
     );
+    // Each ride writes its request, its lifecycle, its charge and its messages.
+    let per_ride = step["records_per_ride"]
+        .as_object()
+        .expect("records per ride");
+    for topic in ["ride-requests", "ride-events", "payments", "notifications"] {
+        let n = per_ride
+            .iter()
+            .find(|(name, _)| name.ends_with(&format!(".{topic}")))
+            .and_then(|(_, n)| n.as_f64());
+        assert!(n.is_some_and(|n| n >= 0.9), "{topic}: {per_ride:?}");
+    }
     let b = &json["baselines"];
     for ratio in ["pipeline_efficiency", "http_ratio"] {
         assert!(b[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {b}");
