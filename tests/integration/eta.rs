@@ -169,7 +169,11 @@ async fn legs_are_observed_once_in_any_order_and_across_a_restart(broker: Broker
         assert_eq!(pickup.leg, EtaLeg::Pickup);
         assert_eq!(pickup.predicted_secs, 120);
         assert_eq!(pickup.actual_secs, (10 + n) * SCALE as i64, "{pickup:?}");
-        assert_eq!(pickup.region, "861969537ffffff");
+        let zone = bimride_domain::City::amsterdam()
+            .locate(PICKUP.lat, PICKUP.lng)
+            .expect("in the city");
+        assert_eq!(pickup.region, zone.region.to_string());
+        assert_eq!(pickup.pickup_cell, zone.cell.to_string());
         let trip = by_id[format!("{prefix}-{n}/trip").as_str()];
         assert_eq!(trip.leg, EtaLeg::Trip);
         assert_eq!(trip.predicted_secs, quoted);

@@ -312,11 +312,14 @@ fn produced_total() -> f64 {
 
 /// Records produced since `before`, per accepted ride, by topic.
 fn per_ride(before: &BTreeMap<String, f64>, rides: u64) -> BTreeMap<String, f64> {
+    if rides == 0 {
+        return BTreeMap::new();
+    }
     produced_by_topic()
         .into_iter()
         .map(|(topic, n)| {
             let made = n - before.get(&topic).copied().unwrap_or(0.0);
-            (topic, made / rides.max(1) as f64)
+            (topic, made / rides as f64)
         })
         .filter(|(_, n)| *n > 0.0)
         .collect()

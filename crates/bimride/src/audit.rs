@@ -29,7 +29,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     let database = bimride_store::Database::from(args.database);
     if database.exists() {
         let url = database.url();
-        let store = bimride_store::Store::connect(&url)
+        let store = bimride_store::Store::open(&url)
             .await
             .with_context(|| format!("opening the ride store {}", bimride_store::redacted(&url)))?;
         let check = bimride_audit::check_store(&ledger, &store, settle_ms)

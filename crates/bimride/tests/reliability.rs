@@ -576,7 +576,24 @@ impl City {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let b = std::mem::take(&mut *self.bookings.lock().expect("bookings"));
-        let result = reconcile(config, codec, &b).await;
+        // The last messages (payout, receipt) follow the last charges, and the store follows the
+        // topics: both are read again until they hold, or the deadline passes.
+        let store = bimride_store::Store::connect(&self.database)
+            .await
+            .expect("the ride store's database");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let (result, check) = loop {
+            let result = reconcile(config, codec, &b).await;
+            let check = bimride_audit::check_store(&result.ledger, &store, 0)
+                .await
+                .expect("reads the store");
+            let held = result.clean() && check.failed.is_empty();
+            if held || tokio::time::Instant::now() > deadline {
+                break (result, check);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        store.close().await;
         eprintln!(
             "| Fault injected | Bookings in flight (accepted during it) | Lost | Duplicated | Double assignments | Charged twice |"
         );
@@ -649,21 +666,7 @@ impl City {
             result.charged_twice.len(),
             result.report.table()
         );
-        // The ride store catches up with the topics: every ride once, as they tell it.
-        let store = bimride_store::Store::connect(&self.database)
-            .await
-            .expect("the ride store's database");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        let check = loop {
-            let check = bimride_audit::check_store(&result.ledger, &store, 0)
-                .await
-                .expect("reads the store");
-            if check.failed.is_empty() || tokio::time::Instant::now() > deadline {
-                break check;
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        };
-        store.close().await;
+        // The ride store holds every ride once, as the topics tell it.
         assert!(
             check.checked >= b.accepted.len(),
             "the store check covered every accepted ride: {} of {}",

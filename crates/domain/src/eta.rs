@@ -11,8 +11,8 @@ use h3o::{CellIndex, LatLng, Resolution};
 /// The cells corrections are learned for: about 5 km², a neighbourhood.
 pub const LEARNING_RESOLUTION: Resolution = Resolution::Seven;
 
-/// Past this many observations a slot weighs each new one as this share, so that it follows a
-/// city whose traffic changes instead of freezing on its past.
+/// Past this many observations a slot weighs each new one as 1/`MEMORY` of its mean, so that
+/// it follows a city whose traffic changes instead of freezing on its past.
 const MEMORY: u32 = 200;
 
 /// Ratios outside this range are taken as broken observations (a driver who parked before

@@ -163,8 +163,8 @@ impl Processor for Eta {
         Ok(self.tracker.apply(at.partition, &event))
     }
 
-    fn tick(&mut self, _now: Millis) -> Vec<EtaObserved> {
-        self.tracker.expire();
+    fn tick(&mut self, now: Millis) -> Vec<EtaObserved> {
+        self.tracker.expire(now);
         Vec::new()
     }
 

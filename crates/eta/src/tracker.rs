@@ -35,7 +35,6 @@ struct Partial {
     /// The ride events partition it is read from.
     partition: i32,
     latest: Millis,
-    region: Option<String>,
     pickup: Option<GeoPoint>,
     dropoff: Option<GeoPoint>,
     product: Option<Product>,
@@ -81,7 +80,6 @@ impl Tracker {
             .or_insert_with(|| Partial {
                 partition,
                 latest: at,
-                region: None,
                 pickup: None,
                 dropoff: None,
                 product: None,
@@ -97,13 +95,9 @@ impl Tracker {
             RideEvent::OfferSent(o) => {
                 ride.pickup = ride.pickup.or(o.pickup);
                 ride.dropoff = ride.dropoff.or(o.dropoff);
-                if ride.region.is_none() && !o.region.is_empty() {
-                    ride.region = Some(o.region.clone());
-                }
             }
             RideEvent::DriverAssigned(a) => {
                 ride.assigned = Some((a.occurred_at, a.pickup_eta_secs));
-                ride.region = Some(a.region.clone());
                 ride.product = a.product.or(ride.product);
             }
             RideEvent::DriverArrived(a) => ride.arrived = Some(a.occurred_at),
@@ -122,9 +116,12 @@ impl Tracker {
         self.rides.retain(|_, r| !partitions.contains(&r.partition));
     }
 
-    /// Forgets rides with nothing new for longer than the lateness allowed.
-    pub fn expire(&mut self) -> usize {
-        let horizon = Millis(self.through.0.saturating_sub(self.config.lateness_ms));
+    /// Forgets rides with nothing new for longer than the lateness allowed. The log's "now" is
+    /// its newest event time, but never past `now` on the clock: a record dated in the future
+    /// must not expire every open ride.
+    pub fn expire(&mut self, now: Millis) -> usize {
+        let through = self.through.min(now);
+        let horizon = Millis(through.0.saturating_sub(self.config.lateness_ms));
         let before = self.rides.len();
         self.rides.retain(|_, r| r.latest >= horizon);
         before - self.rides.len()
@@ -135,32 +132,36 @@ impl Tracker {
         let Some(ride) = self.rides.get_mut(id) else {
             return Vec::new();
         };
-        // Both legs are reported where the ride began: its region, and its pickup's cell.
-        let (Some(region), Some(pickup)) = (ride.region.clone(), ride.pickup) else {
+        // Both legs are reported where the ride began: its pickup's region and cell, placed by
+        // the city, so that labels come from the city's zones and never from a record's text.
+        let Some(pickup) = ride.pickup else {
             return Vec::new();
         };
-        let cell = self
-            .city
-            .locate(pickup.lat, pickup.lng)
-            .map(|z| z.cell.to_string())
-            .unwrap_or_default();
-        let observation = |leg: EtaLeg, from: Millis, to: Millis, predicted: i64| EtaObserved {
-            event_id: format!("{id}/{}", leg_name(leg)),
-            occurred_at: to,
-            ride_id: id.to_owned(),
-            leg,
-            region: region.clone(),
-            pickup_cell: cell.clone(),
-            hour: hour_utc(from),
-            predicted_secs: predicted,
-            actual_secs: ((to.0 - from.0) as f64 / 1_000.0 * scale).round() as i64,
+        let Ok(zone) = self.city.locate(pickup.lat, pickup.lng) else {
+            return Vec::new();
+        };
+        let (region, cell) = (zone.region.to_string(), zone.cell.to_string());
+        // A leg that ends before it begins (clocks of different apps) tells nothing.
+        let observation = |leg: EtaLeg, from: Millis, to: Millis, predicted: i64| {
+            let took_ms = to.0.checked_sub(from.0).filter(|ms| *ms >= 0)?;
+            Some(EtaObserved {
+                event_id: format!("{id}/{}", leg_name(leg)),
+                occurred_at: to,
+                ride_id: id.to_owned(),
+                leg,
+                region: region.clone(),
+                pickup_cell: cell.clone(),
+                hour: hour_utc(from),
+                predicted_secs: predicted,
+                actual_secs: (took_ms as f64 / 1_000.0 * scale).round() as i64,
+            })
         };
         let mut out = Vec::new();
         if !ride.pickup_seen
             && let (Some((assigned, eta)), Some(arrived)) = (ride.assigned, ride.arrived)
         {
             ride.pickup_seen = true;
-            out.push(observation(
+            out.extend(observation(
                 EtaLeg::Pickup,
                 assigned,
                 arrived,
@@ -181,7 +182,7 @@ impl Tracker {
                 bimride_domain::fare::NO_SURGE,
             )
             .duration_s;
-            out.push(observation(EtaLeg::Trip, started, completed, quoted));
+            out.extend(observation(EtaLeg::Trip, started, completed, quoted));
         }
         if ride.pickup_seen && ride.trip_seen {
             self.rides.remove(id);
@@ -305,8 +306,11 @@ mod tests {
         // 10 s of event time at 30 times the speed.
         assert_eq!(pickup.actual_secs, 300);
         assert_eq!(pickup.occurred_at, at(12));
-        assert_eq!(pickup.region, "861969537ffffff");
-        assert!(!pickup.pickup_cell.is_empty());
+        let zone = bimride_domain::City::amsterdam()
+            .locate(52.37, 4.89)
+            .expect("in the city");
+        assert_eq!(pickup.region, zone.region.to_string());
+        assert_eq!(pickup.pickup_cell, zone.cell.to_string());
         assert_eq!(pickup.hour, hour_utc(at(2)));
         assert_eq!(trip.leg, EtaLeg::Trip);
         assert_eq!(trip.predicted_secs, quoted());
@@ -355,7 +359,9 @@ mod tests {
                 region: "x".into(),
             }),
         );
-        assert_eq!(t.expire(), 1);
+        // A clock behind the log holds expiry back: the log's "now" never passes it.
+        assert_eq!(t.expire(at(0)), 0);
+        assert_eq!(t.expire(at(120)), 1);
         assert_eq!(t.open(), 1);
         // Its arrival, later than the lateness, completes nothing.
         assert!(t.apply(0, &events[2]).is_empty());

@@ -146,6 +146,14 @@ const ACQUIRE: Duration = Duration::from_secs(5);
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::open(url).await?;
+        migrate(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Connects to a store whose schema is already there, changing nothing: for readers that
+    /// may hold only a read-only login, such as an audit.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
         let backend = Backend::of(url)?;
         sqlx::any::install_default_drivers();
         let options = AnyConnectOptions::from_str(url)?;
@@ -171,7 +179,6 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        migrate(&pool).await?;
         Ok(Self { pool, backend })
     }
 
