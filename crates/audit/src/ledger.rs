@@ -81,10 +81,11 @@ impl Ledger {
         }
     }
 
-    /// The ride `id`, noting one more of its records.
-    fn ride(&mut self, id: &str, record: &str, kind: &'static str, at: Millis) -> &mut Ride {
+    /// The ride `id`, noting one more of its records, and the record's id where it changes the
+    /// ride (telemetry changes none).
+    fn ride(&mut self, id: &str, record: Option<&str>, at: Millis) -> &mut Ride {
         let ride = self.rides.entry(id.to_owned()).or_default();
-        if kind != "TripTelemetry" {
+        if let Some(record) = record {
             ride.ids.insert(record.to_owned());
         }
         ride.last_at = ride.last_at.max(Some(at));
@@ -106,9 +107,7 @@ impl Ledger {
             && self.first(&r.event_id, r.occurred_at)
         {
             let (id, event) = (r.ride_id.clone(), r.event_id.clone());
-            self.ride(&id, &event, "RideRequested", r.occurred_at)
-                .requests
-                .push(r);
+            self.ride(&id, Some(&event), r.occurred_at).requests.push(r);
         }
     }
 
@@ -117,7 +116,8 @@ impl Ledger {
         if !self.first(&id, at) {
             return;
         }
-        let ride = self.ride(e.ride_id(), &id, e.kind(), at);
+        let changes = !matches!(e, RideEvent::TripTelemetry(_));
+        let ride = self.ride(e.ride_id(), changes.then_some(id.as_str()), at);
         ride.trail.push(e.kind());
         match e {
             RideEvent::DriverAssigned(a) => ride.assignments.push(a),
@@ -131,9 +131,7 @@ impl Ledger {
     pub fn charge(&mut self, c: FareCharged) {
         if self.first(&c.event_id, c.occurred_at) {
             let (id, event) = (c.ride_id.clone(), c.event_id.clone());
-            self.ride(&id, &event, "FareCharged", c.occurred_at)
-                .charges
-                .push(c);
+            self.ride(&id, Some(&event), c.occurred_at).charges.push(c);
         }
     }
 
@@ -147,9 +145,7 @@ impl Ledger {
             .or_default() += 1;
         if let Some(ride) = n.ride_id.clone() {
             let id = n.notification_id.clone();
-            self.ride(&ride, &id, "Notification", n.occurred_at)
-                .messages
-                .push(n);
+            self.ride(&ride, Some(&id), n.occurred_at).messages.push(n);
         }
     }
 

@@ -26,21 +26,29 @@ impl Figure {
 /// Where a figure belongs: the leg, the pickup's region, and the hour (UTC) the leg began.
 pub type FigureKey = (EtaLeg, String, i32);
 
-/// Every figure, bounded by legs × regions × 24 hours.
+/// Every figure, bounded by legs × regions × 24 hours, and each leg's over all of them.
 #[derive(Debug, Default)]
 pub struct Figures {
     by: BTreeMap<FigureKey, Figure>,
+    overall: BTreeMap<EtaLeg, Figure>,
+}
+
+impl Figure {
+    fn add(&mut self, error: i64) {
+        self.observations += 1;
+        self.abs_error_secs += error.abs();
+        self.error_secs += error;
+    }
 }
 
 impl Figures {
     /// Adds an observation; returns its key and the figure it updated.
     pub fn add(&mut self, o: &EtaObserved) -> (FigureKey, Figure) {
         let key = (o.leg, o.region.clone(), o.hour);
-        let figure = self.by.entry(key.clone()).or_default();
         let error = o.actual_secs - o.predicted_secs;
-        figure.observations += 1;
-        figure.abs_error_secs += error.abs();
-        figure.error_secs += error;
+        self.overall.entry(o.leg).or_default().add(error);
+        let figure = self.by.entry(key.clone()).or_default();
+        figure.add(error);
         (key, *figure)
     }
 
@@ -48,17 +56,9 @@ impl Figures {
         self.by.get(key)
     }
 
-    /// Every figure of one leg, over all zones and hours.
+    /// One leg's figure over all zones and hours.
     pub fn overall(&self, leg: EtaLeg) -> Figure {
-        self.by.iter().filter(|((l, _, _), _)| *l == leg).fold(
-            Figure::default(),
-            |mut all, (_, f)| {
-                all.observations += f.observations;
-                all.abs_error_secs += f.abs_error_secs;
-                all.error_secs += f.error_secs;
-                all
-            },
-        )
+        self.overall.get(&leg).copied().unwrap_or_default()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&FigureKey, &Figure)> {

@@ -132,9 +132,14 @@ impl Tracker {
         let Some(ride) = self.rides.get_mut(id) else {
             return Vec::new();
         };
+        let pickup_ready = !ride.pickup_seen && ride.assigned.is_some() && ride.arrived.is_some();
+        let trip_ready = !ride.trip_seen
+            && ride.started.is_some()
+            && ride.completed.is_some()
+            && ride.dropoff.is_some();
         // Both legs are reported where the ride began: its pickup's region and cell, placed by
         // the city, so that labels come from the city's zones and never from a record's text.
-        let Some(pickup) = ride.pickup else {
+        let Some(pickup) = ride.pickup.filter(|_| pickup_ready || trip_ready) else {
             return Vec::new();
         };
         let Ok(zone) = self.city.locate(pickup.lat, pickup.lng) else {
