@@ -216,6 +216,62 @@ async fn a_ride_folds_from_its_records_once_on_both_backends() {
     }
 }
 
+/// SQLite takes one writer at a time. A sink that writes batch after batch must not starve
+/// the API's idempotency claims on the same file: each waits its turn, not past the store's
+/// five seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_keep_their_turn_beside_a_busy_sink_on_sqlite() {
+    let url = databases::fresh_sqlite();
+    let (sink, api) = (
+        Store::connect(&url).await.expect("connects"),
+        Store::connect(&url).await.expect("connects"),
+    );
+    let busy = tokio_util::sync::CancellationToken::new();
+    let writing = {
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            let mut offset = 0;
+            while !busy.is_cancelled() {
+                let batch: Vec<_> = (0..200)
+                    .map(|i| {
+                        let ride = format!("sink-{}", offset + i);
+                        let change = requested(&ride, "rider-sink", 1_000 + offset + i);
+                        (at(Topic::RideRequests, offset + i), Some(change))
+                    })
+                    .collect();
+                sink.apply_all("c1", &batch).await.expect("the sink writes");
+                offset += 200;
+            }
+            offset
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let claims = futures::future::join_all((0..64).map(|n| {
+        let api = api.clone();
+        async move {
+            let (rider, key, ride) = (
+                format!("rider-{n}"),
+                format!("key-{n}"),
+                format!("ride-{n}"),
+            );
+            api.claim_key(&bimride_store::KeyClaim {
+                rider_id: &rider,
+                key: &key,
+                ride_id: &ride,
+                request: "{}",
+                answer: "{}",
+            })
+            .await
+        }
+    }))
+    .await;
+    busy.cancel();
+    let written = writing.await.expect("the sink joins");
+    let failed: Vec<_> = claims.iter().filter_map(|c| c.as_ref().err()).collect();
+    assert!(failed.is_empty(), "claims failed: {failed:?}");
+    assert!(written > 0, "the sink wrote while the claims were made");
+}
+
 #[tokio::test]
 async fn a_batch_folds_every_ride_it_touches_once_and_skips_what_it_repeats() {
     for (backend, url) in backends().await {
@@ -595,6 +651,58 @@ async fn the_store_starts_a_recreated_log_over_on_apache_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_starts_a_recreated_log_over_on_the_embedded_cluster() {
     sink_starts_a_recreated_log_over(Broker::embedded()).await;
+}
+
+/// Started before its topics exist, as on a cluster still being provisioned, the store waits
+/// for them: it neither reads them as topics with no partitions nor gives up while their
+/// first leaders are elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_waits_for_topics_created_after_it_starts_on_apache_kafka() {
+    let broker = Broker::kafka();
+    let p = Pipeline::start(&broker).await;
+    let mut later = p.config.clone();
+    later.namespace = format!("{}-later", p.config.namespace);
+    let codec = bimride_tests::codec(&p.registry, &later);
+    let database = bimride_store::Database {
+        database_url: Some(databases::fresh_sqlite()),
+        ..Default::default()
+    };
+    let store = Store::connect(&database.url()).await.expect("store");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cx = bimride_kafka::service::Context {
+        kafka: later.clone(),
+        codec: std::sync::Arc::clone(&codec),
+        city: bimride_domain::City::amsterdam(),
+        shutdown: stop.clone(),
+    };
+    let settings = bimride_store::StoreSettings {
+        database,
+        group: p.group("store-later"),
+    };
+    let sink =
+        tokio::spawn(async move { Ok(bimride_kafka::service::run(Box::new(settings), cx).await?) });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    broker.provision(&later).await;
+    let producer = bimride_kafka::EventProducer::new(&later, codec).expect("producer");
+    for n in 0..5 {
+        producer
+            .send_and_wait(&bimride_events::DispatchEvent::from(ride_requested(n)))
+            .await
+            .expect("request");
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    for n in 0..5 {
+        let id = ride_requested(n).ride_id;
+        while store.ride(&id).await.expect("reads").is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}, booked once its topic existed, never stored"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    stop.cancel();
+    join_all(vec![sink]).await;
 }
 
 /// The business dashboard's SQL panels, run as Grafana runs them: as the read-only login that

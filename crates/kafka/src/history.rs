@@ -76,11 +76,22 @@ pub fn read(
     marks: &TopicPartitionList,
     window: Duration,
 ) -> Result<Vec<Historic>, HistoryError> {
+    patiently("reading the past", || {
+        read_once(kafka, group, marks, window)
+    })
+}
+
+/// Runs `attempt` until it succeeds or [`READ_PATIENCE`] has passed, blocking: for steps that
+/// have no effects and fail while brokers recover or a new topic's leaders are elected.
+pub(crate) fn patiently<T, E: std::fmt::Display>(
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let give_up = Instant::now() + READ_PATIENCE;
     loop {
-        match read_once(kafka, group, marks, window) {
+        match attempt() {
             Err(e) if Instant::now() < give_up => {
-                tracing::warn!(group, error = %e, "reading the past failed; trying again");
+                tracing::warn!(step = what, error = %e, "failed; trying again");
                 std::thread::sleep(Duration::from_millis(500));
             }
             done => return done,

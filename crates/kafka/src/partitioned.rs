@@ -539,11 +539,23 @@ pub async fn run<P: Processor>(
         }
         Assignment::Everything { since } => {
             let (c, since) = (Arc::clone(&consumer), *since);
-            Some(blocking(move || assign_since(&c, &inputs, since)).await?)
+            Some(
+                blocking(move || {
+                    history::patiently("assigning partitions", || assign_since(&c, &inputs, since))
+                })
+                .await?,
+            )
         }
         Assignment::Positions(positions) => {
             let (c, positions, topics) = (Arc::clone(&consumer), positions.clone(), topics.clone());
-            Some(blocking(move || assign_at(&c, &inputs, &topics, &positions)).await?)
+            Some(
+                blocking(move || {
+                    history::patiently("assigning partitions", || {
+                        assign_at(&c, &inputs, &topics, &positions)
+                    })
+                })
+                .await?,
+            )
         }
     };
     if let Some(starts) = starts {
@@ -621,7 +633,16 @@ fn all_partitions(
     let mut all = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let known = metadata.topics().iter().find(|t| t.name() == topic);
+        // A topic the brokers do not know yet would be read as one with no partitions.
+        let Some(known) = known.filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        else {
+            let code = known
+                .and_then(|t| t.error())
+                .map_or(RDKafkaErrorCode::UnknownTopicOrPartition, Into::into);
+            return Err(KafkaError::MetadataFetch(code));
+        };
+        for p in known.partitions() {
             all.add_partition(topic, p.id());
         }
     }

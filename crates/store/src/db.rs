@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use bimride_events::{Notification, Topic};
@@ -138,6 +139,31 @@ impl Cursor {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's writers' queue; see [`WriteGate`].
+    gate: Option<WriteGate>,
+}
+
+/// SQLite takes one writer at a time, and a writer that finds the lock taken polls for it
+/// with sleeps of up to 100 ms, so a busy writer that commits and begins again at once
+/// starves the others. Every store on one SQLite file in this process (the sink and the API
+/// in `bimride up`) takes turns here instead, first come first served. Other processes
+/// still meet at SQLite's lock.
+type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+fn write_gate(url: &str) -> WriteGate {
+    static GATES: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let file = url.split('?').next().unwrap_or(url).to_owned();
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    if let Some(gate) = gates.get(&file).and_then(Weak::upgrade) {
+        return gate;
+    }
+    let gate = WriteGate::default();
+    gates.insert(file, Arc::downgrade(&gate));
+    gate
 }
 
 /// How long a request waits for a connection before the store counts as unavailable.
@@ -179,11 +205,28 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        let gate = (backend == Backend::Sqlite).then(|| write_gate(url));
+        Ok(Self {
+            pool,
+            backend,
+            gate,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This store's turn to write, held until dropped; always free on PostgreSQL. Waiting
+    /// longer than for a connection counts as the database being busy.
+    async fn turn(&self) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, StoreError> {
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(ACQUIRE, gate.lock()).await {
+            Ok(turn) => Ok(Some(turn)),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// A transaction that writes. SQLite's takes the write lock at once: one that read first
@@ -215,6 +258,7 @@ impl Store {
         cluster: &str,
         records: &[(At, Option<Change>)],
     ) -> Result<usize, StoreError> {
+        let _turn = self.turn().await?;
         let mut tx = self.write().await?;
         let stored = stored_positions(&mut tx).await?;
         let mut next: BTreeMap<(&'static str, i32), i64> = BTreeMap::new();
@@ -276,6 +320,7 @@ impl Store {
     /// Records where reading each partition starts, overwriting what was kept: a start
     /// behind the kept position (a recreated topic) must not leave its records skipped.
     pub async fn start_at(&self, cluster: &str, starts: &Positions) -> Result<(), StoreError> {
+        let _turn = self.turn().await?;
         let mut tx = self.write().await?;
         for ((topic, partition), offset) in starts {
             sqlx::query(
@@ -304,6 +349,7 @@ impl Store {
         .await?;
         if !others.is_empty() {
             tracing::warn!(cluster, previous = ?others, "the ride store finds itself on a new Kafka cluster: it keeps its rides and reads the new cluster's log from the start");
+            let _turn = self.turn().await?;
             sqlx::query("DELETE FROM source_offsets WHERE cluster_id <> $1")
                 .bind(cluster)
                 .execute(&self.pool)
@@ -423,6 +469,7 @@ impl Store {
     /// Claims a rider's idempotency key for a booking, before its request is produced.
     /// `request` and `answer` are the booking and the reply to give a retry, as JSON.
     pub async fn claim_key(&self, key: &KeyClaim<'_>) -> Result<Claim, StoreError> {
+        let turn = self.turn().await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (rider_id, idempotency_key, ride_id, request, answer, claimed_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rider_id, idempotency_key) DO NOTHING",
@@ -436,6 +483,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        drop(turn);
         if inserted == 1 {
             return Ok(Claim::New);
         }
@@ -454,6 +502,7 @@ impl Store {
 
     /// Gives a claim up, when the booking it was for could not be made.
     pub async fn release_key(&self, key: &KeyClaim<'_>) -> Result<(), StoreError> {
+        let _turn = self.turn().await?;
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE rider_id = $1 AND idempotency_key = $2 AND ride_id = $3",
         )
