@@ -9,12 +9,13 @@ use bimride_surge::SurgeSettings;
 use bimride_tests::*;
 use tokio_util::sync::CancellationToken;
 
-fn settings() -> SurgeSettings {
+pub(crate) fn settings() -> SurgeSettings {
     SurgeSettings {
         surge_tumbling_secs: 2,
         surge_sliding_secs: 6,
         surge_lateness_ms: 500,
         surge_cap_milli: 3_000,
+        surge_recompute_from: None,
     }
 }
 

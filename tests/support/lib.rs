@@ -166,6 +166,19 @@ impl Pipeline {
         self.config.topics().name(topic).to_owned()
     }
 
+    /// `bimride audit`'s reconciliation over this pipeline's topics, every ride settled;
+    /// fails the test unless it is clean and covers exactly `rides` rides.
+    pub async fn audit(&self, rides: usize) -> bimride_audit::Report {
+        let report =
+            bimride_audit::read_ledger(&self.config, &self.codec, Duration::from_secs(3_600))
+                .await
+                .expect("the ride topics read back")
+                .audit(0, true);
+        assert!(report.clean, "{}", report.table());
+        assert_eq!(report.rides, rides, "{}", report.table());
+        report
+    }
+
     /// A consumer group (or transactional id) for `role`, unique to this pipeline's namespace
     /// on a shared cluster.
     pub fn group(&self, role: &str) -> String {

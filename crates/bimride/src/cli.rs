@@ -78,6 +78,9 @@ pub enum Command {
     /// Read the ride topics back and reconcile them: every ride requested, decided and
     /// charged once, at its quote. Exits non-zero on any discrepancy.
     Audit(AuditArgs),
+    /// Move a stopped service's consumer group to a point in time, so that it recomputes its
+    /// outputs from there when it starts again. Prints the plan; moves only with --execute.
+    Replay(ReplayArgs),
     /// Benchmark the whole city: an open-loop booking load through the API, per-stage
     /// latency, throughput and CPU, with same-run Kafka and HTTP baselines.
     Bench(Box<BenchArgs>),
@@ -313,6 +316,37 @@ impl AccessArgs {
             bimride_api::Access::new(authority, limit),
         ))
     }
+}
+
+/// The services whose outputs are safe to recompute from an earlier point: billing charges
+/// no ride twice, and the ETA tracker observes each leg again with the same figures. Dispatch
+/// would decide rides again, and notifications would message riders again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replayable {
+    Billing,
+    Eta,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+
+    /// The service to replay. Every instance of it must be stopped.
+    pub service: Replayable,
+
+    /// Its consumer group, where it runs under another than its default.
+    #[arg(long)]
+    pub group: Option<String>,
+
+    /// Where to move it: `earliest`, or a time (`2026-12-01T09:00:00Z`); each partition goes
+    /// to its first record at or after the time.
+    #[arg(long)]
+    pub to: bimride_kafka::replay::Point,
+
+    /// Move the group; without it, only print where it would go.
+    #[arg(long)]
+    pub execute: bool,
 }
 
 #[derive(Debug, Args)]

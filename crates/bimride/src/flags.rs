@@ -167,6 +167,10 @@ flags! {
         /// Highest multiplier, in thousandths (3000 is x3.0).
         #[arg(long, env = "BIMRIDE_SURGE_CAP_MILLI")]
         surge_cap_milli: i32 = default,
+        /// Recompute and publish again every window that closes after this point (`earliest`,
+        /// or an RFC 3339 time), then run as usual: surge's replay.
+        #[arg(long, env = "BIMRIDE_SURGE_RECOMPUTE_FROM")]
+        surge_recompute_from: Option<bimride_kafka::replay::Point>,
     }
 }
 

@@ -9,6 +9,7 @@ mod flags;
 mod front;
 mod provision;
 mod registry;
+mod replay;
 mod services;
 mod shutdown;
 mod up;
@@ -62,6 +63,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Token(args) => admin::token(&args),
         cli::Command::Audit(args) => audit::run(args).await,
+        cli::Command::Replay(args) => replay::run(args).await,
         cli::Command::Dlq(args) => admin::dlq(args).await,
         cli::Command::Registry(args) => registry::run(args).await,
         cli::Command::Provision(args) => provision::run(args).await,

@@ -20,6 +20,7 @@ pub mod partitioned;
 pub mod producer;
 pub mod projection;
 pub mod provision;
+pub mod replay;
 pub mod service;
 pub mod topics;
 

@@ -95,6 +95,9 @@ impl Input {
 struct Bucket {
     demand: u32,
     drivers: HashSet<String>,
+    /// Drivers seen, and when: each counts if the driver was available then, which is known
+    /// once the window closes.
+    seen: Vec<(String, i64)>,
 }
 
 /// A cell's figures over the sliding window that closed last.
@@ -117,7 +120,9 @@ pub struct Engine {
     smoothed: HashMap<CellIndex, i32>,
     published: HashMap<CellIndex, CellSurge>,
     requested_at: HashMap<String, (CellIndex, i64)>,
-    available: HashMap<String, bool>,
+    /// Each driver's statuses by event time, back to the one in force at the last close: a
+    /// driver's records reach several regions' partitions, which are read in no common order.
+    statuses: HashMap<String, BTreeMap<i64, bool>>,
     late: u64,
 }
 
@@ -186,17 +191,24 @@ impl Engine {
                 available,
                 ..
             } => {
-                self.available.insert(driver_id.clone(), available);
+                self.statuses
+                    .entry(driver_id.clone())
+                    .or_default()
+                    .insert(at, available);
                 available.then_some((cell, Some(driver_id)))
             }
             Input::Seen {
                 driver_id, cell, ..
-            } => self
-                .available
-                .get(&driver_id)
-                .copied()
-                .unwrap_or(false)
-                .then_some((cell, Some(driver_id))),
+            } => {
+                self.windows
+                    .entry(start)
+                    .or_default()
+                    .entry(cell)
+                    .or_default()
+                    .seen
+                    .push((driver_id, at));
+                None
+            }
         };
         if let Some((cell, driver)) = cell_and_counts {
             let bucket = self
@@ -234,8 +246,36 @@ impl Engine {
             if next_end > watermark {
                 return out;
             }
+            self.settle_sightings(next_end);
             out.extend(self.close(next_end));
             self.closed_until = Some(next_end);
+        }
+    }
+
+    /// Counts the drivers seen in the tumbling window ending at `end` that were available
+    /// when seen, then forgets statuses no later window needs.
+    fn settle_sightings(&mut self, end: i64) {
+        let start = end - self.config.tumbling_ms;
+        let statuses = &self.statuses;
+        let available_at = |driver: &str, at: i64| {
+            statuses
+                .get(driver)
+                .and_then(|s| s.range(..=at).next_back())
+                .is_some_and(|(_, available)| *available)
+        };
+        if let Some(cells) = self.windows.get_mut(&start) {
+            for bucket in cells.values_mut() {
+                for (driver, at) in std::mem::take(&mut bucket.seen) {
+                    if available_at(&driver, at) {
+                        bucket.drivers.insert(driver);
+                    }
+                }
+            }
+        }
+        for statuses in self.statuses.values_mut() {
+            if let Some((&in_force, _)) = statuses.range(..end).next_back() {
+                *statuses = statuses.split_off(&in_force);
+            }
         }
     }
 
@@ -515,10 +555,22 @@ mod tests {
         for n in 0..3_000u32 {
             let at = i64::from(n) * 100;
             let cell = cells[rng.random_range(0..cells.len())];
-            inputs.push(if rng.random_bool(0.6) {
-                request(n, cell, at)
-            } else {
-                driver(n % 40, cell, at)
+            // Drivers come and go, and are seen in between: whether a sighting counts
+            // depends on the status in force at its time, not on which arrived first.
+            let id = format!("driver-{}", (n / 2) % 40);
+            inputs.push(match rng.random_range(0..10) {
+                0..6 => request(n, cell, at),
+                6 | 7 => Input::Status {
+                    driver_id: id,
+                    cell,
+                    available: rng.random_bool(0.7),
+                    at: Millis(at),
+                },
+                _ => Input::Seen {
+                    driver_id: id,
+                    cell,
+                    at: Millis(at),
+                },
             });
         }
         let mut shuffled = inputs.clone();

@@ -12,18 +12,19 @@
 pub mod engine;
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bimride_codec::Codec;
 use bimride_domain::City;
 use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated};
-use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
     self, Assignment, At, Either, Inputs, Options, PartitionedError, Processor, Rejected,
 };
+use bimride_kafka::replay::Point;
 use bimride_kafka::service::{Context, Service};
+use bimride_kafka::{EventProducer, KafkaConfig, ProduceError};
 use bimride_telemetry::{counter, gauge};
 use h3o::CellIndex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
@@ -39,6 +40,9 @@ pub struct SurgeSettings {
     pub surge_sliding_secs: u64,
     pub surge_lateness_ms: u64,
     pub surge_cap_milli: i32,
+    /// Recompute and publish again every window that closes after this point, then run as
+    /// usual: surge's replay, as it keeps no consumer group to move.
+    pub surge_recompute_from: Option<Point>,
 }
 
 impl Default for SurgeSettings {
@@ -49,6 +53,7 @@ impl Default for SurgeSettings {
             surge_sliding_secs: (config.sliding_ms / 1_000) as u64,
             surge_lateness_ms: config.lateness_ms as u64,
             surge_cap_milli: config.cap_milli,
+            surge_recompute_from: None,
         }
     }
 }
@@ -59,6 +64,10 @@ pub enum SurgeError {
     Consumer(#[from] PartitionedError),
     #[error("restoring the published multipliers failed: {0}")]
     History(#[from] HistoryError),
+    #[error("reading the log stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("publishing recomputed multipliers failed: {0}")]
+    Publish(#[from] ProduceError),
 }
 
 impl SurgeSettings {
@@ -262,6 +271,10 @@ impl Service for SurgeSettings {
         MAX_LEVEL.set(i64::from(NO_SURGE));
         SURGING.set(0);
         let config = self.config();
+        if let Some(from) = self.surge_recompute_from {
+            let republished = recompute(&cx, config, from).await?;
+            tracing::info!(%from, republished, "surge windows recomputed and published again");
+        }
         let seeds = published(&cx.kafka, &cx.codec).await?;
         // Inputs from one sliding window (plus lateness) ago, read without a group: every
         // instance rebuilds the same state from the log.
@@ -286,6 +299,57 @@ impl Service for SurgeSettings {
         tracing::info!(late = done.engine.late(), "surge stopped");
         Ok(())
     }
+}
+
+/// Recomputes every window that closes after `from` from the inputs the log retains, and
+/// publishes its multipliers again. The inputs are applied in event-time order: read back
+/// partition by partition, a backlog would otherwise make late what arrived in time live.
+/// The engine reads no clock, so from a point where no cell surged (the log's start, or a
+/// quiet hour) the multipliers are those published the first time; from mid-surge, the
+/// first windows start at 1.0 and ease to them by the smoothing.
+async fn recompute(cx: &Context, config: SurgeConfig, from: Point) -> Result<usize, SurgeError> {
+    type In = Either<DispatchEvent, SupplyEvent>;
+    let now = Millis::now().0;
+    let (start, after) = match from {
+        Point::Earliest => (0, i64::MIN),
+        Point::At(t) => (
+            t.0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms,
+            t.0,
+        ),
+    };
+    let window = Duration::from_millis(u64::try_from(now - start).unwrap_or_default());
+    let mut records: Vec<In> = Vec::new();
+    for topic in In::topics() {
+        let (kafka, name) = (cx.kafka.clone(), cx.kafka.topics().name(topic).to_owned());
+        let read = tokio::task::spawn_blocking(move || {
+            history::read_topic(&kafka, "bimride-surge-recompute", &name, window)
+        })
+        .await??;
+        for h in read {
+            // What does not decode was dead-lettered by dispatch the first time.
+            if let Ok(input) = In::decode(&cx.codec, topic, &h.payload).await {
+                records.push(input);
+            }
+        }
+    }
+    records.sort_by_key(Inputs::occurred_at);
+    let mut engine = Engine::new(config);
+    let mut updates = Vec::new();
+    for record in records {
+        for input in inputs(&cx.city, record) {
+            updates.extend(
+                engine
+                    .apply(input)
+                    .into_iter()
+                    .filter(|u| u.window_end.0 > after),
+            );
+        }
+    }
+    let producer = EventProducer::new(&cx.kafka, Arc::clone(&cx.codec))?;
+    for u in &updates {
+        producer.send_and_wait(u).await?;
+    }
+    Ok(updates.len())
 }
 
 fn count(u: &SurgeUpdated) {

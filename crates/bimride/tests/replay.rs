@@ -1,0 +1,382 @@
+//! Replays on Apache Kafka. A city runs its rides to the end; then `bimride replay` moves
+//! billing's and the ETA tracker's stopped groups back to the log's start, surge recomputes
+//! from there, and all three run again over the same log:
+//! - billing charges no ride a second time;
+//! - the ETA tracker observes every leg again, with the same figures;
+//! - surge publishes the same multipliers for the same windows;
+//! - and `bimride audit`'s reconciliation finds nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+use std::time::Duration;
+
+use bimride_billing::{BillingSettings, Guarantee};
+use bimride_dispatch::DispatchSettings;
+use bimride_domain::City;
+use bimride_eta::EtaSettings;
+use bimride_events::{EtaObserved, Millis, SurgeUpdated, Topic, TopicValue};
+use bimride_kafka::replay::{self, Point};
+use bimride_notifications::NotificationSettings;
+use bimride_simulator::SimSettings;
+use bimride_surge::SurgeSettings;
+use bimride_tests::{Broker, Pipeline, book, charges_by_ride, join_all, read_back};
+use tokio_util::sync::CancellationToken;
+
+const SPEEDUP: f64 = 200.0;
+
+/// `bimride replay` against the pipeline's cluster and namespace.
+fn replay_command(p: &Pipeline, service: &str, group: &str, execute: bool) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"));
+    command
+        .args(["replay", service, "--group", group, "--to", "earliest"])
+        .env("BIMRIDE_BROKERS", p.config.bootstrap_servers())
+        .env("BIMRIDE_TOPIC_NAMESPACE", &p.config.namespace)
+        .env("BIMRIDE_LOG", "warn");
+    if execute {
+        command.arg("--execute");
+    }
+    command.output().expect("bimride runs")
+}
+
+/// Every record of `T`'s topic, by partition, in log order.
+async fn records<T: TopicValue>(p: &Pipeline) -> BTreeMap<i32, Vec<T>> {
+    let config = p.config.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        read_back(&config, config.topics().name(T::TOPIC), "read_committed")
+    })
+    .await
+    .expect("reader joins");
+    let mut out: BTreeMap<i32, Vec<T>> = BTreeMap::new();
+    for (partition, payload) in read {
+        let value = p.codec.decode::<T>(&payload).await.expect("decodes");
+        out.entry(partition).or_default().push(value);
+    }
+    out
+}
+
+fn count<T>(by_partition: &BTreeMap<i32, Vec<T>>) -> usize {
+    by_partition.values().map(Vec::len).sum()
+}
+
+/// What each partition gained past `before`, in log order.
+fn appended<T: Clone>(
+    before: &BTreeMap<i32, Vec<T>>,
+    after: &BTreeMap<i32, Vec<T>>,
+) -> BTreeMap<i32, Vec<T>> {
+    after
+        .iter()
+        .map(|(p, values)| {
+            let from = before.get(p).map_or(0, Vec::len);
+            (*p, values[from.min(values.len())..].to_vec())
+        })
+        .collect()
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether `group` has committed the end of every partition of the ride events.
+async fn caught_up(p: &Pipeline, group: &str) -> bool {
+    let (config, group) = (p.config.clone(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        // Where a group would go for a time past every record: each partition's end.
+        let ends = replay::plan(
+            &config,
+            &group,
+            &[Topic::RideEvents],
+            Point::At(Millis::now()),
+        );
+        // A running member makes the plan refuse; read the committed offsets as a client.
+        match ends {
+            Err(replay::ReplayError::Live { .. }) => committed_at_end(&config, &group),
+            Err(e) => panic!("plan: {e}"),
+            Ok(moves) => moves.iter().all(|m| m.committed == Some(m.to)),
+        }
+    })
+    .await
+    .expect("joins")
+}
+
+async fn both_caught_up(p: &Pipeline, groups: [&String; 2]) {
+    for group in groups {
+        wait_until(
+            &format!("{group} caught up"),
+            Duration::from_secs(120),
+            || caught_up(p, group),
+        )
+        .await;
+    }
+}
+
+fn committed_at_end(config: &bimride_kafka::KafkaConfig, group: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = config
+        .consumer(group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("client");
+    let topic = config.topics().name(Topic::RideEvents).to_owned();
+    let timeout = Duration::from_secs(10);
+    let metadata = client
+        .fetch_metadata(Some(&topic), timeout)
+        .expect("metadata");
+    let mut all = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        all.add_partition(&topic, p.id());
+    }
+    let committed = client.committed_offsets(all, timeout).expect("committed");
+    committed.elements().iter().all(|e| {
+        let (_, high) = client
+            .fetch_watermarks(&topic, e.partition(), timeout)
+            .expect("watermarks");
+        e.offset() == rdkafka::Offset::Offset(high)
+    })
+}
+
+/// What this process's surge counted late.
+fn late_records() -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == "bimride_surge_late_events_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_kafka() {
+    let broker = Broker::kafka();
+    let p = Pipeline::start(&broker).await;
+    let billing = BillingSettings {
+        group: p.group("billing"),
+        delivery: Guarantee::ExactlyOnce,
+        transactional_id: p.group("billing-txn"),
+        ..BillingSettings::default()
+    };
+    let eta = EtaSettings {
+        group: p.group("eta"),
+        eta_time_scale: SPEEDUP,
+        ..EtaSettings::default()
+    };
+    // Short windows, so that a minute of rides closes many of them, each open for late
+    // records as long as it lasts: the recompute reads every record in time, and matches the
+    // first run only where that run found none late.
+    let surge = SurgeSettings {
+        surge_tumbling_secs: 3,
+        surge_sliding_secs: 9,
+        surge_lateness_ms: 3_000,
+        ..SurgeSettings::default()
+    };
+
+    // The first run: a city books, drives, charges and observes 100 rides.
+    let first = CancellationToken::new();
+    let api = p.serve_api(City::amsterdam(), first.clone()).await;
+    let mut tasks = api.tasks;
+    tasks.push(p.spawn(
+        DispatchSettings {
+            group: p.group("dispatch"),
+            offer_timeout_ms: 3_000,
+            max_wait_ms: 240_000,
+            replay_window_secs: 600,
+            tick_ms: 100,
+        },
+        first.clone(),
+    ));
+    tasks.push(p.spawn(
+        SimSettings {
+            drivers: 150,
+            booking_rate: 0.0,
+            accept_ratio: 1.0,
+            speedup: SPEEDUP,
+            id: "replay".into(),
+            ..SimSettings::default()
+        },
+        first.clone(),
+    ));
+    tasks.push(p.spawn(
+        NotificationSettings {
+            group: p.group("notifications"),
+            ..NotificationSettings::default()
+        },
+        first.clone(),
+    ));
+    tasks.push(p.spawn(billing.clone(), first.clone()));
+    tasks.push(p.spawn(eta.clone(), first.clone()));
+    // Surge stops last, so that it reads every record the others wrote.
+    let surge_stop = CancellationToken::new();
+    let surging = p.spawn(surge.clone(), surge_stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut booked = BTreeSet::new();
+    for from in (0..100).step_by(25) {
+        booked.extend(book(&api.url, from, 25).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_until("every ride charged", Duration::from_secs(240), || async {
+        let charged = charges_by_ride(&p.config, &p.codec).await;
+        booked.iter().all(|r| charged.contains_key(r))
+    })
+    .await;
+    let legs = 2 * booked.len();
+    wait_until("every leg observed", Duration::from_secs(60), || async {
+        count(&records::<EtaObserved>(&p).await) >= legs
+    })
+    .await;
+
+    // A running service's group is not moved.
+    let refused = replay_command(&p, "billing", &billing.group, true);
+    assert!(!refused.status.success(), "a live group was moved");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("live member"), "{said}");
+
+    // Everything stops; the log is what it will be.
+    both_caught_up(&p, [&billing.group, &eta.group]).await;
+    first.cancel();
+    join_all(tasks).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    surge_stop.cancel();
+    join_all(vec![surging]).await;
+    let charged = charges_by_ride(&p.config, &p.codec).await;
+    assert!(charged.values().all(|n| *n == 1), "{charged:?}");
+    let observed = records::<EtaObserved>(&p).await;
+    let published = records::<SurgeUpdated>(&p).await;
+    assert_eq!(count(&observed), legs, "one observation per leg");
+    assert!(count(&published) > 0, "the rush surged somewhere");
+    assert_eq!(late_records(), 0.0, "surge's first run found records late");
+
+    // A dry run moves nothing; --execute does.
+    for group in [&billing.group, &eta.group] {
+        let service = if *group == billing.group {
+            "billing"
+        } else {
+            "eta"
+        };
+        let dry = replay_command(&p, service, group, false);
+        let printed = String::from_utf8_lossy(&dry.stdout);
+        assert!(dry.status.success(), "{printed}");
+        assert!(printed.contains("nothing moved"), "{printed}");
+        assert!(caught_up(&p, group).await, "a dry run moved {group}");
+        let moved = replay_command(&p, service, group, true);
+        let printed = String::from_utf8_lossy(&moved.stdout);
+        assert!(moved.status.success(), "{printed}");
+        let moves = {
+            let (config, group) = (p.config.clone(), group.clone());
+            tokio::task::spawn_blocking(move || {
+                replay::plan(&config, &group, &[Topic::RideEvents], Point::Earliest)
+            })
+            .await
+            .expect("joins")
+            .expect("plan")
+        };
+        assert!(
+            moves.iter().all(|m| m.committed == Some(m.to)),
+            "{group} is at the start: {moves:?}"
+        );
+    }
+
+    // The second run: the three recompute over the same log.
+    let second = CancellationToken::new();
+    let tasks = vec![
+        p.spawn(billing.clone(), second.clone()),
+        p.spawn(eta.clone(), second.clone()),
+        p.spawn(
+            SurgeSettings {
+                surge_recompute_from: Some(Point::Earliest),
+                ..surge
+            },
+            second.clone(),
+        ),
+    ];
+    wait_until(
+        "every leg observed again",
+        Duration::from_secs(120),
+        || async { count(&records::<EtaObserved>(&p).await) >= 2 * legs },
+    )
+    .await;
+    // The recompute publishes in one go, before surge goes live: wait for all of it, or for
+    // it to stop short.
+    let want = 2 * count(&published);
+    let (mut seen, mut since) = (0, tokio::time::Instant::now());
+    let deadline = since + Duration::from_secs(120);
+    loop {
+        let now = count(&records::<SurgeUpdated>(&p).await);
+        if now != seen {
+            (seen, since) = (now, tokio::time::Instant::now());
+        }
+        if now >= want || (now > count(&published) && since.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "surge published {now} of {want}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    both_caught_up(&p, [&billing.group, &eta.group]).await;
+    second.cancel();
+    join_all(tasks).await;
+
+    // Billing: not one ride charged again.
+    assert_eq!(charges_by_ride(&p.config, &p.codec).await, charged);
+    // ETA: every leg observed again, alike, so the same figures.
+    let again = appended(&observed, &records::<EtaObserved>(&p).await);
+    let by_id = |by: &BTreeMap<i32, Vec<EtaObserved>>| {
+        let all: Vec<&EtaObserved> = by.values().flatten().collect();
+        let ids: BTreeMap<String, EtaObserved> = all
+            .iter()
+            .map(|o| (o.event_id.clone(), (*o).clone()))
+            .collect();
+        assert_eq!(ids.len(), all.len(), "each leg observed once per run");
+        ids
+    };
+    assert_eq!(
+        by_id(&again),
+        by_id(&observed),
+        "the replayed tracker's legs"
+    );
+    let figures = |by: &BTreeMap<i32, Vec<EtaObserved>>| {
+        let mut f = bimride_eta::figures::Figures::default();
+        by.values().flatten().for_each(|o| {
+            f.add(o);
+        });
+        f.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()
+    };
+    assert_eq!(figures(&again), figures(&observed));
+    // Surge: the same multipliers for the same windows, each once.
+    let windows = |by: &BTreeMap<i32, Vec<SurgeUpdated>>| {
+        let all: Vec<&SurgeUpdated> = by.values().flatten().collect();
+        let set: BTreeSet<_> = all
+            .iter()
+            .map(|u| {
+                (
+                    u.window_end,
+                    u.cell.clone(),
+                    u.multiplier_milli,
+                    u.demand,
+                    u.supply,
+                )
+            })
+            .collect();
+        assert_eq!(set.len(), all.len(), "each window published once per run");
+        set
+    };
+    let republished = windows(&appended(&published, &records::<SurgeUpdated>(&p).await));
+    let first = windows(&published);
+    assert!(
+        republished == first,
+        "the recomputed multipliers differ: only recomputed {:?}, only published first {:?}",
+        republished.difference(&first).collect::<Vec<_>>(),
+        first.difference(&republished).collect::<Vec<_>>()
+    );
+
+    // The audit an operator runs afterwards finds nothing.
+    p.audit(booked.len()).await;
+}

@@ -1,0 +1,190 @@
+//! Moving a stopped service's consumer group to a point in its input topics, as
+//! `kafka-consumer-groups --reset-offsets --to-datetime` does, so that the service recomputes
+//! its outputs from there when it starts again.
+//!
+//! The group must have no live members: a running member would go on from its own positions
+//! and overwrite the move at its next commit. [`plan`] reads where the group stands and where
+//! it would go; [`execute`] checks the group is still empty and commits the plan.
+//!
+//! Both block; call them off the async runtime.
+
+use std::fmt;
+use std::time::Duration;
+
+use bimride_events::{Millis, Topic};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::KafkaConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where in the log a group is moved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// Each partition's first retained record.
+    Earliest,
+    /// Each partition's first record at or after this time; the end where there is none.
+    At(Millis),
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Point::Earliest => f.write_str("earliest"),
+            Point::At(t) => write!(f, "{} ms since the epoch", t.0),
+        }
+    }
+}
+
+impl std::str::FromStr for Point {
+    type Err = String;
+
+    /// `earliest`, or an RFC 3339 time such as `2026-12-01T09:00:00Z`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "earliest" {
+            return Ok(Point::Earliest);
+        }
+        let at = humantime::parse_rfc3339_weak(text)
+            .map_err(|e| format!("`earliest` or an RFC 3339 time: {e}"))?;
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| "a time after 1970".to_owned())?
+            .as_millis();
+        i64::try_from(ms)
+            .map(|ms| Point::At(Millis(ms)))
+            .map_err(|_| "a time within 292 million years".to_owned())
+    }
+}
+
+/// One partition's move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub topic: String,
+    pub partition: i32,
+    /// Where the group stands now; `None` where it has committed nothing.
+    pub committed: Option<i64>,
+    pub to: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(
+        "the group {group} has {members} live member(s): stop every instance of its service first"
+    )]
+    Live { group: String, members: usize },
+    #[error("the topic {0} does not exist on this cluster")]
+    NoTopic(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// Where `group` stands on every partition of `topics`, and where it would go for `to`.
+pub fn plan(
+    kafka: &KafkaConfig,
+    group: &str,
+    topics: &[Topic],
+    to: Point,
+) -> Result<Vec<Move>, ReplayError> {
+    let consumer = client(kafka, group)?;
+    refuse_live(&consumer, group)?;
+    let names = kafka.topics();
+    let mut all = TopicPartitionList::new();
+    for topic in topics {
+        let name = names.name(*topic);
+        let metadata = consumer.fetch_metadata(Some(name), TIMEOUT)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or_default();
+        if partitions == 0 {
+            return Err(ReplayError::NoTopic(name.to_owned()));
+        }
+        for p in 0..partitions {
+            all.add_partition(name, i32::try_from(p).unwrap_or(i32::MAX));
+        }
+    }
+    let committed = consumer.committed_offsets(all.clone(), TIMEOUT)?;
+    let found = match to {
+        Point::Earliest => None,
+        Point::At(t) => {
+            let mut times = TopicPartitionList::new();
+            for e in all.elements() {
+                times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(t.0.max(0)))?;
+            }
+            Some(consumer.offsets_for_times(times, TIMEOUT)?)
+        }
+    };
+    let mut moves = Vec::new();
+    for e in all.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        let to = match found
+            .as_ref()
+            .and_then(|f| f.find_partition(topic, partition))
+        {
+            None => low,
+            Some(at) => match at.offset() {
+                Offset::Offset(o) => o.clamp(low, high),
+                // No record at or after the time: nothing to recompute here.
+                _ => high,
+            },
+        };
+        let committed = match committed
+            .find_partition(topic, partition)
+            .map(|c| c.offset())
+        {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        moves.push(Move {
+            topic: topic.to_owned(),
+            partition,
+            committed,
+            to,
+        });
+    }
+    Ok(moves)
+}
+
+/// Commits `moves` for `group`, once more refusing a group with live members.
+pub fn execute(kafka: &KafkaConfig, group: &str, moves: &[Move]) -> Result<(), ReplayError> {
+    let consumer = client(kafka, group)?;
+    refuse_live(&consumer, group)?;
+    let mut offsets = TopicPartitionList::new();
+    for m in moves {
+        offsets.add_partition_offset(&m.topic, m.partition, Offset::Offset(m.to))?;
+    }
+    // Never joined, this client commits as a standalone one, which the group coordinator
+    // accepts only while the group has no members.
+    consumer.commit(&offsets, CommitMode::Sync)?;
+    tracing::info!(group, partitions = moves.len(), "consumer group moved");
+    Ok(())
+}
+
+fn client(kafka: &KafkaConfig, group: &str) -> Result<BaseConsumer, KafkaError> {
+    kafka
+        .consumer(group)
+        .set("enable.auto.commit", "false")
+        .create()
+}
+
+fn refuse_live(consumer: &BaseConsumer, group: &str) -> Result<(), ReplayError> {
+    let list = consumer.fetch_group_list(Some(group), TIMEOUT)?;
+    let members = list
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .map(|g| g.members().len())
+        .sum();
+    if members > 0 {
+        return Err(ReplayError::Live {
+            group: group.to_owned(),
+            members,
+        });
+    }
+    Ok(())
+}
