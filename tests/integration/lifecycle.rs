@@ -61,6 +61,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Guarantee) {
             offer_timeout_ms: 3_000,
             max_wait_ms: 240_000,
             replay_window_secs: 600,
+            supply_replay_secs: 120,
             tick_ms: 100,
         },
         stop.clone(),

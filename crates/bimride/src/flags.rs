@@ -117,6 +117,10 @@ flags! {
         /// How much history a new owner of a region replays, in seconds.
         #[arg(long, env = "BIMRIDE_DISPATCH_REPLAY_SECS")]
         replay_window_secs: u64 = default,
+        /// How much driver supply a new owner of a region replays, in seconds: longer than
+        /// idle drivers take to repeat their status.
+        #[arg(long, env = "BIMRIDE_DISPATCH_SUPPLY_REPLAY_SECS")]
+        supply_replay_secs: u64 = default,
         /// How often offers are expired and waiting rides retried, in ms.
         #[arg(long, env = "BIMRIDE_DISPATCH_TICK_MS")]
         tick_ms: u64 = default,

@@ -187,6 +187,7 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
             offer_timeout_ms: 3_000,
             max_wait_ms: 240_000,
             replay_window_secs: 600,
+            supply_replay_secs: 120,
             tick_ms: 100,
         },
         first.clone(),

@@ -17,6 +17,9 @@ pub struct DispatchSettings {
     pub offer_timeout_ms: u64,
     pub max_wait_ms: u64,
     pub replay_window_secs: u64,
+    /// How much driver supply a new owner replays: longer than drivers take to repeat
+    /// their status (the simulated fleet: every 10 s).
+    pub supply_replay_secs: u64,
     pub tick_ms: u64,
 }
 
@@ -27,6 +30,7 @@ impl Default for DispatchSettings {
             offer_timeout_ms: 8_000,
             max_wait_ms: 45_000,
             replay_window_secs: 600,
+            supply_replay_secs: 120,
             tick_ms: 100,
         }
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent};
+use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent, Topic};
 use bimride_kafka::partitioned::{
     self, At, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected,
     Takeover,
@@ -21,6 +21,7 @@ use bimride_kafka::service::{Context, Service};
 use bimride_kafka::{EventProducer, ProduceError};
 
 use bimride_domain::Mode;
+use rdkafka::TopicPartitionList;
 
 use crate::engine::{Engine, Output, Timing};
 use crate::{DispatchSettings, metrics};
@@ -66,6 +67,9 @@ impl Service for DispatchSettings {
         }
         if self.replay_window_secs * 1000 < self.max_wait_ms {
             return Err("the replay window must cover the maximum wait");
+        }
+        if !(10..=self.replay_window_secs).contains(&self.supply_replay_secs) {
+            return Err("the supply replay window must be 10 s to the replay window");
         }
         if !(10..=5_000).contains(&self.tick_ms) {
             return Err("the tick must be 10 ms to 5 s");
@@ -130,8 +134,35 @@ impl Dispatcher {
     }
 
     async fn rebuild(&mut self, takeover: Takeover<'_>) -> Result<usize, RebuildError> {
-        let window = Duration::from_secs(self.settings.replay_window_secs);
-        let history = takeover.read(takeover.committed.clone(), window).await?;
+        // Requests from the whole replay window; supply from its own, shorter one: idle
+        // drivers repeat their status, and a replayed assignment holds its driver whether or
+        // not the driver's records are replayed.
+        let supply = takeover.kafka.topics().name(Topic::DriverSupply).to_owned();
+        let (mut requests, mut drivers) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for e in takeover.committed.elements() {
+            let marks = if e.topic() == supply {
+                &mut drivers
+            } else {
+                &mut requests
+            };
+            marks
+                .add_partition_offset(e.topic(), e.partition(), e.offset())
+                .map_err(|e| RebuildError(e.to_string()))?;
+        }
+        let mut history = takeover
+            .read(
+                requests,
+                Duration::from_secs(self.settings.replay_window_secs),
+            )
+            .await?;
+        history.extend(
+            takeover
+                .read(
+                    drivers,
+                    Duration::from_secs(self.settings.supply_replay_secs),
+                )
+                .await?,
+        );
         let mut inputs = Vec::with_capacity(history.len());
         for h in &history {
             if let Some(input) = takeover.decode::<Input>(h).await {
