@@ -347,6 +347,11 @@ pub struct ReplayArgs {
     /// Move the group; without it, only print where it would go.
     #[arg(long)]
     pub execute: bool,
+
+    /// How far back billing reads its own charges when it starts, in seconds, as billing
+    /// runs with it: billing is not moved further back, where it would charge rides again.
+    #[arg(long, env = "BIMRIDE_BILLING_REPLAY_SECS", default_value_t = bimride_billing::BillingSettings::default().billing_replay_secs)]
+    pub billing_replay_secs: u64,
 }
 
 #[derive(Debug, Args)]

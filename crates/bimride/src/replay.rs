@@ -1,9 +1,12 @@
 //! `bimride replay`: a stopped service's consumer group moved to a point in time.
 
+use std::time::Duration;
+
 use anyhow::Context;
-use bimride_events::{RideEvent, Topic};
+use bimride_events::{Millis, RideEvent, Topic};
+use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::Inputs;
-use bimride_kafka::replay::{self, Move};
+use bimride_kafka::replay::{self, Move, Point};
 
 use crate::cli::{ReplayArgs, Replayable};
 
@@ -24,24 +27,68 @@ impl Replayable {
 #[allow(clippy::print_stdout)]
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.validated()?;
-    let group = args.group.unwrap_or_else(|| args.service.group());
-    let (to, execute, topics) = (args.to, args.execute, args.service.inputs());
-    let (moves, group) = tokio::task::spawn_blocking(move || {
-        let moves = replay::plan(&kafka, &group, &topics, to)?;
-        if execute {
-            replay::execute(&kafka, &group, &moves)?;
-        }
-        Ok::<_, replay::ReplayError>((moves, group))
+    let group = args.group.clone().unwrap_or_else(|| args.service.group());
+    let moves = blocking({
+        let (kafka, group, topics, to) =
+            (kafka.clone(), group.clone(), args.service.inputs(), args.to);
+        move || replay::plan(&kafka, &group, &topics, to)
     })
-    .await?
-    .context("replaying")?;
+    .await?;
     print!("{}", table(&group, &moves));
-    if execute {
-        println!("moved: start the service to recompute from here");
-    } else {
+    anyhow::ensure!(
+        moves.iter().any(|m| m.committed.is_some()),
+        "the group {group} has committed nothing on these topics: is it the service's group?"
+    );
+    if args.service == Replayable::Billing {
+        let window = Duration::from_secs(args.billing_replay_secs);
+        refuse_beyond(&kafka, &group, &moves, window).await?;
+    }
+    if !args.execute {
         println!("nothing moved (a dry run): add --execute to move the group");
+        return Ok(());
+    }
+    blocking(move || replay::execute(&kafka, &group, &moves)).await?;
+    println!("moved: start the service to recompute from here");
+    Ok(())
+}
+
+/// Billing knows what it charged from its own charges of the last `window`: moved further
+/// back, it would charge the rides completed before that again.
+async fn refuse_beyond(
+    kafka: &KafkaConfig,
+    group: &str,
+    moves: &[Move],
+    window: Duration,
+) -> anyhow::Result<()> {
+    let since = Millis(Millis::now().0 - i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    let floor = blocking({
+        let (kafka, group) = (kafka.clone(), group.to_owned());
+        move || replay::plan(&kafka, &group, &[Topic::RideEvents], Point::At(since))
+    })
+    .await?;
+    for m in moves {
+        let limit = floor
+            .iter()
+            .find(|f| f.topic == m.topic && f.partition == m.partition)
+            .map_or(m.to, |f| f.to);
+        anyhow::ensure!(
+            m.to >= limit,
+            "{} partition {} would go back to {}, before billing's {} s of remembered charges \
+             (offset {limit}): rides completed before then would be charged again; run billing \
+             and this with a longer --billing-replay-secs",
+            m.topic,
+            m.partition,
+            m.to,
+            window.as_secs()
+        );
     }
     Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, replay::ReplayError> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?.context("replaying")
 }
 
 fn table(group: &str, moves: &[Move]) -> String {

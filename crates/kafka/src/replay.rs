@@ -33,7 +33,11 @@ impl fmt::Display for Point {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Point::Earliest => f.write_str("earliest"),
-            Point::At(t) => write!(f, "{} ms since the epoch", t.0),
+            Point::At(t) => {
+                let at = std::time::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(t.0).unwrap_or_default());
+                write!(f, "{}", humantime::format_rfc3339_millis(at))
+            }
         }
     }
 }
@@ -74,8 +78,15 @@ pub enum ReplayError {
         "the group {group} has {members} live member(s): stop every instance of its service first"
     )]
     Live { group: String, members: usize },
-    #[error("the topic {0} does not exist on this cluster")]
-    NoTopic(String),
+    #[error("the topic {0} is not readable on this cluster: {1}")]
+    NoTopic(String, String),
+    #[error("{topic} partition {partition} stayed at {committed:?}, not {to}")]
+    NotMoved {
+        topic: String,
+        partition: i32,
+        committed: Option<i64>,
+        to: i64,
+    },
     #[error(transparent)]
     Kafka(#[from] KafkaError),
 }
@@ -94,17 +105,14 @@ pub fn plan(
     for topic in topics {
         let name = names.name(*topic);
         let metadata = consumer.fetch_metadata(Some(name), TIMEOUT)?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .unwrap_or_default();
-        if partitions == 0 {
-            return Err(ReplayError::NoTopic(name.to_owned()));
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == name) else {
+            return Err(ReplayError::NoTopic(name.to_owned(), "unknown".into()));
+        };
+        if let Some(e) = found.error() {
+            return Err(ReplayError::NoTopic(name.to_owned(), format!("{e:?}")));
         }
-        for p in 0..partitions {
-            all.add_partition(name, i32::try_from(p).unwrap_or(i32::MAX));
+        for p in found.partitions() {
+            all.add_partition(name, p.id());
         }
     }
     let committed = consumer.committed_offsets(all.clone(), TIMEOUT)?;
@@ -127,19 +135,29 @@ pub fn plan(
             .and_then(|f| f.find_partition(topic, partition))
         {
             None => low,
-            Some(at) => match at.offset() {
-                Offset::Offset(o) => o.clamp(low, high),
-                // No record at or after the time: nothing to recompute here.
-                _ => high,
-            },
+            Some(at) => {
+                // A partition the brokers could not look up fails the plan, rather than
+                // reading as one with no record after the time.
+                at.error()?;
+                match at.offset() {
+                    Offset::Offset(o) => o.clamp(low, high),
+                    // No record at or after the time: nothing to recompute here.
+                    _ => high,
+                }
+            }
         };
-        let committed = match committed
-            .find_partition(topic, partition)
-            .map(|c| c.offset())
-        {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
+        let committed = match committed.find_partition(topic, partition) {
+            Some(c) => {
+                c.error()?;
+                match c.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                }
+            }
+            None => None,
         };
+        // A replay only goes back: moving forward would skip records never processed.
+        let to = committed.map_or(to, |c| to.min(c));
         moves.push(Move {
             topic: topic.to_owned(),
             partition,
@@ -161,6 +179,24 @@ pub fn execute(kafka: &KafkaConfig, group: &str, moves: &[Move]) -> Result<(), R
     // Never joined, this client commits as a standalone one, which the group coordinator
     // accepts only while the group has no members.
     consumer.commit(&offsets, CommitMode::Sync)?;
+    // A commit that fails for some partitions only still returns success: read it back.
+    let committed = consumer.committed_offsets(offsets, TIMEOUT)?;
+    for m in moves {
+        let now = committed
+            .find_partition(&m.topic, m.partition)
+            .and_then(|c| match c.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        if now != Some(m.to) {
+            return Err(ReplayError::NotMoved {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                committed: now,
+                to: m.to,
+            });
+        }
+    }
     tracing::info!(group, partitions = moves.len(), "consumer group moved");
     Ok(())
 }

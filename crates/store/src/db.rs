@@ -23,22 +23,26 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored ride view is not valid JSON: {0}")]
     View(#[from] serde_json::Error),
+    #[error("the database's writers were busy past {0:?}")]
+    Busy(Duration),
 }
 
 impl StoreError {
     /// Whether the database itself is away or busy, rather than the request being wrong.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
+        matches!(self, StoreError::Busy(_))
+            || matches!(
+                self,
+                StoreError::Database(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                )
             )
-        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if is_transient(e.code().as_deref()))
+            || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if is_transient(e.code().as_deref()))
     }
 }
 
@@ -153,7 +157,11 @@ type WriteGate = Arc<tokio::sync::Mutex<()>>;
 fn write_gate(url: &str) -> WriteGate {
     static GATES: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
         LazyLock::new(Mutex::default);
-    let file = url.split('?').next().unwrap_or(url).to_owned();
+    let file = url.split('?').next().unwrap_or(url);
+    let file = file
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .to_owned();
     let mut gates = GATES
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -225,7 +233,7 @@ impl Store {
         };
         match tokio::time::timeout(ACQUIRE, gate.lock()).await {
             Ok(turn) => Ok(Some(turn)),
-            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+            Err(_) => Err(StoreError::Busy(ACQUIRE)),
         }
     }
 
