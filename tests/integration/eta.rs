@@ -111,36 +111,6 @@ async fn observations(p: &Pipeline, n: usize) -> Vec<EtaObserved> {
     }
 }
 
-/// Whether `group` has committed every ride events partition up to its end.
-async fn committed_to_the_end(p: &Pipeline, group: &str) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let (config, group, topic) = (
-        p.config.clone(),
-        group.to_owned(),
-        p.topic(Topic::RideEvents),
-    );
-    tokio::task::spawn_blocking(move || {
-        let wait = Duration::from_secs(10);
-        let consumer: BaseConsumer = config.consumer(&group).create().expect("consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), wait)
-            .expect("metadata");
-        let mut list = rdkafka::TopicPartitionList::new();
-        for partition in metadata.topics()[0].partitions() {
-            list.add_partition(&topic, partition.id());
-        }
-        let committed = consumer.committed_offsets(list, wait).expect("committed");
-        committed.elements().iter().all(|e| {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, e.partition(), wait)
-                .expect("watermarks");
-            high == 0 || e.offset() == rdkafka::Offset::Offset(high)
-        })
-    })
-    .await
-    .expect("joins")
-}
-
 async fn legs_are_observed_once_in_any_order_and_across_a_restart(broker: Broker) {
     let p = Pipeline::start(&broker).await;
     let settings = EtaSettings {
@@ -173,7 +143,8 @@ async fn legs_are_observed_once_in_any_order_and_across_a_restart(broker: Broker
     stop.cancel();
     join_all(vec![tracker]).await;
     assert!(
-        committed_to_the_end(&p, &settings.group).await,
+        p.committed_to_the_end(&settings.group, Topic::RideEvents)
+            .await,
         "the tracker committed every ride event before it stopped"
     );
     p.producer.send_all(&late[2..]).await.expect("published");

@@ -179,6 +179,36 @@ impl Pipeline {
         report
     }
 
+    /// Whether `group` has committed every partition of `topic` up to its end.
+    pub async fn committed_to_the_end(&self, group: &str, topic: Topic) -> bool {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let (config, group, topic) = (self.config.clone(), group.to_owned(), self.topic(topic));
+        tokio::task::spawn_blocking(move || {
+            let wait = Duration::from_secs(10);
+            let consumer: BaseConsumer = config
+                .consumer(&group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), wait)
+                .expect("metadata");
+            let mut list = rdkafka::TopicPartitionList::new();
+            for partition in metadata.topics()[0].partitions() {
+                list.add_partition(&topic, partition.id());
+            }
+            let committed = consumer.committed_offsets(list, wait).expect("committed");
+            committed.elements().iter().all(|e| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, e.partition(), wait)
+                    .expect("watermarks");
+                high == 0 || e.offset() == rdkafka::Offset::Offset(high)
+            })
+        })
+        .await
+        .expect("joins")
+    }
+
     /// A consumer group (or transactional id) for `role`, unique to this pipeline's namespace
     /// on a shared cluster.
     pub fn group(&self, role: &str) -> String {

@@ -14,7 +14,7 @@ use bimride_billing::{BillingSettings, Guarantee};
 use bimride_dispatch::DispatchSettings;
 use bimride_domain::City;
 use bimride_eta::EtaSettings;
-use bimride_events::{EtaObserved, Millis, SurgeUpdated, Topic, TopicValue};
+use bimride_events::{EtaObserved, SurgeUpdated, Topic, TopicValue};
 use bimride_kafka::replay::{self, Point};
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
@@ -82,62 +82,15 @@ where
     }
 }
 
-/// Whether `group` has committed the end of every partition of the ride events.
-async fn caught_up(p: &Pipeline, group: &str) -> bool {
-    let (config, group) = (p.config.clone(), group.to_owned());
-    tokio::task::spawn_blocking(move || {
-        // Where a group would go for a time past every record: each partition's end.
-        let ends = replay::plan(
-            &config,
-            &group,
-            &[Topic::RideEvents],
-            Point::At(Millis::now()),
-        );
-        // A running member makes the plan refuse; read the committed offsets as a client.
-        match ends {
-            Err(replay::ReplayError::Live { .. }) => committed_at_end(&config, &group),
-            Err(e) => panic!("plan: {e}"),
-            Ok(moves) => moves.iter().all(|m| m.committed == Some(m.to)),
-        }
-    })
-    .await
-    .expect("joins")
-}
-
 async fn both_caught_up(p: &Pipeline, groups: [&String; 2]) {
     for group in groups {
         wait_until(
             &format!("{group} caught up"),
             Duration::from_secs(120),
-            || caught_up(p, group),
+            || p.committed_to_the_end(group, Topic::RideEvents),
         )
         .await;
     }
-}
-
-fn committed_at_end(config: &bimride_kafka::KafkaConfig, group: &str) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = config
-        .consumer(group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("client");
-    let topic = config.topics().name(Topic::RideEvents).to_owned();
-    let timeout = Duration::from_secs(10);
-    let metadata = client
-        .fetch_metadata(Some(&topic), timeout)
-        .expect("metadata");
-    let mut all = rdkafka::TopicPartitionList::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        all.add_partition(&topic, p.id());
-    }
-    let committed = client.committed_offsets(all, timeout).expect("committed");
-    committed.elements().iter().all(|e| {
-        let (_, high) = client
-            .fetch_watermarks(&topic, e.partition(), timeout)
-            .expect("watermarks");
-        e.offset() == rdkafka::Offset::Offset(high)
-    })
 }
 
 /// A counter of this process's, over all its labels.
@@ -256,12 +209,7 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
     );
 
     // A dry run moves nothing; --execute does.
-    for group in [&billing.group, &eta.group] {
-        let service = if *group == billing.group {
-            "billing"
-        } else {
-            "eta"
-        };
+    for (service, group) in [("billing", &billing.group), ("eta", &eta.group)] {
         // A member that stopped a moment ago may still be leaving.
         let mut dry = replay_command(&p, service, group, &[]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -273,7 +221,10 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
         let said = String::from_utf8_lossy(&dry.stderr);
         assert!(dry.status.success(), "{printed}{said}");
         assert!(printed.contains("nothing moved"), "{printed}");
-        assert!(caught_up(&p, group).await, "a dry run moved {group}");
+        assert!(
+            p.committed_to_the_end(group, Topic::RideEvents).await,
+            "a dry run moved {group}"
+        );
         if service == "billing" {
             // Past the charges billing remembers, a replay would charge rides again.
             let beyond = ["--billing-replay-secs", "1", "--execute"];
@@ -281,7 +232,10 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
             let said = String::from_utf8_lossy(&refused.stderr);
             assert!(!refused.status.success(), "moved past billing's memory");
             assert!(said.contains("charged again"), "{said}");
-            assert!(caught_up(&p, group).await, "a refused replay moved {group}");
+            assert!(
+                p.committed_to_the_end(group, Topic::RideEvents).await,
+                "a refused replay moved {group}"
+            );
         }
         let moved = replay_command(&p, service, group, &["--execute"]);
         let printed = String::from_utf8_lossy(&moved.stdout);

@@ -626,8 +626,8 @@ pub async fn run<P: Processor>(
 }
 
 /// Every partition of `topics`.
-fn all_partitions(
-    consumer: &BaseConsumer<PollContext>,
+pub(crate) fn all_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topics: &[String],
 ) -> Result<TopicPartitionList, KafkaError> {
     let mut all = TopicPartitionList::new();

@@ -14,9 +14,10 @@ use std::time::Duration;
 use bimride_events::{Millis, Topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::KafkaConfig;
+use crate::{KafkaConfig, partitioned};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,8 +79,6 @@ pub enum ReplayError {
         "the group {group} has {members} live member(s): stop every instance of its service first"
     )]
     Live { group: String, members: usize },
-    #[error("the topic {0} is not readable on this cluster: {1}")]
-    NoTopic(String, String),
     #[error("{topic} partition {partition} stayed at {committed:?}, not {to}")]
     NotMoved {
         topic: String,
@@ -101,20 +100,8 @@ pub fn plan(
     let consumer = client(kafka, group)?;
     refuse_live(&consumer, group)?;
     let names = kafka.topics();
-    let mut all = TopicPartitionList::new();
-    for topic in topics {
-        let name = names.name(*topic);
-        let metadata = consumer.fetch_metadata(Some(name), TIMEOUT)?;
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == name) else {
-            return Err(ReplayError::NoTopic(name.to_owned(), "unknown".into()));
-        };
-        if let Some(e) = found.error() {
-            return Err(ReplayError::NoTopic(name.to_owned(), format!("{e:?}")));
-        }
-        for p in found.partitions() {
-            all.add_partition(name, p.id());
-        }
-    }
+    let names: Vec<String> = topics.iter().map(|t| names.name(*t).to_owned()).collect();
+    let all = partitioned::all_partitions(&consumer, &names)?;
     let committed = consumer.committed_offsets(all.clone(), TIMEOUT)?;
     let found = match to {
         Point::Earliest => None,
@@ -149,10 +136,7 @@ pub fn plan(
         let committed = match committed.find_partition(topic, partition) {
             Some(c) => {
                 c.error()?;
-                match c.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                }
+                offset_of(&c)
             }
             None => None,
         };
@@ -184,10 +168,7 @@ pub fn execute(kafka: &KafkaConfig, group: &str, moves: &[Move]) -> Result<(), R
     for m in moves {
         let now = committed
             .find_partition(&m.topic, m.partition)
-            .and_then(|c| match c.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
+            .and_then(|c| offset_of(&c));
         if now != Some(m.to) {
             return Err(ReplayError::NotMoved {
                 topic: m.topic.clone(),
@@ -199,6 +180,14 @@ pub fn execute(kafka: &KafkaConfig, group: &str, moves: &[Move]) -> Result<(), R
     }
     tracing::info!(group, partitions = moves.len(), "consumer group moved");
     Ok(())
+}
+
+/// A committed offset, where there is one.
+fn offset_of(e: &TopicPartitionListElem<'_>) -> Option<i64> {
+    match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
 }
 
 fn client(kafka: &KafkaConfig, group: &str) -> Result<BaseConsumer, KafkaError> {

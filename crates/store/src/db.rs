@@ -30,10 +30,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the database itself is away or busy, rather than the request being wrong.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Busy(_))
-            || matches!(
-                self,
-                StoreError::Database(
+        matches!(
+            self,
+            StoreError::Busy(_)
+                | StoreError::Database(
                     sqlx::Error::Io(_)
                         | sqlx::Error::PoolTimedOut
                         | sqlx::Error::PoolClosed
@@ -41,8 +41,7 @@ impl StoreError {
                         | sqlx::Error::Protocol(_)
                         | sqlx::Error::WorkerCrashed
                 )
-            )
-            || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if is_transient(e.code().as_deref()))
+        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if is_transient(e.code().as_deref()))
     }
 }
 
@@ -154,6 +153,12 @@ pub struct Store {
 /// still meet at SQLite's lock.
 type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
+/// A writing transaction, with the turn it holds.
+type Write<'a> = (
+    Option<tokio::sync::MutexGuard<'a, ()>>,
+    sqlx::Transaction<'static, sqlx::Any>,
+);
+
 fn write_gate(url: &str) -> WriteGate {
     static GATES: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
         LazyLock::new(Mutex::default);
@@ -239,11 +244,14 @@ impl Store {
 
     /// A transaction that writes. SQLite's takes the write lock at once: one that read first
     /// and wrote later would fail, not wait, whenever another writer committed in between.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
+    /// It holds this store's turn until it ends.
+    async fn write(&self) -> Result<Write<'_>, StoreError> {
+        let turn = self.turn().await?;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
-        })
+        };
+        Ok((turn, tx))
     }
 
     /// Applies one record and moves its partition's position past it, in one transaction.
@@ -266,8 +274,7 @@ impl Store {
         cluster: &str,
         records: &[(At, Option<Change>)],
     ) -> Result<usize, StoreError> {
-        let _turn = self.turn().await?;
-        let mut tx = self.write().await?;
+        let (_turn, mut tx) = self.write().await?;
         let stored = stored_positions(&mut tx).await?;
         let mut next: BTreeMap<(&'static str, i32), i64> = BTreeMap::new();
         let mut fresh: Vec<(At, &Change, &str)> = Vec::new();
@@ -328,8 +335,7 @@ impl Store {
     /// Records where reading each partition starts, overwriting what was kept: a start
     /// behind the kept position (a recreated topic) must not leave its records skipped.
     pub async fn start_at(&self, cluster: &str, starts: &Positions) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
-        let mut tx = self.write().await?;
+        let (_turn, mut tx) = self.write().await?;
         for ((topic, partition), offset) in starts {
             sqlx::query(
                 "INSERT INTO source_offsets (topic, kafka_partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) \

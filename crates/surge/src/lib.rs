@@ -345,10 +345,9 @@ async fn recompute(cx: &Context, config: SurgeConfig, from: Point) -> Result<usi
             );
         }
     }
-    let producer = EventProducer::new(&cx.kafka, Arc::clone(&cx.codec))?;
-    for u in &updates {
-        producer.send_and_wait(u).await?;
-    }
+    EventProducer::new(&cx.kafka, Arc::clone(&cx.codec))?
+        .send_all(&updates)
+        .await?;
     Ok(updates.len())
 }
 
