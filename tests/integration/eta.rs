@@ -24,7 +24,8 @@ const DROPOFF: GeoPoint = GeoPoint {
     lng: 4.92,
 };
 
-/// Ride `n`'s lifecycle: assigned at 0 with an ETA of 120 s, arrived after `10 + n` s of
+/// Ride `n`'s lifecycle: assigned at 0 with an ETA of 120 s (90 s from distance alone, and
+/// a quoted 700 s trip, for even `n`), arrived after `10 + n` s of
 /// event time, and driven for `30 + n` s.
 fn trip(prefix: &str, n: i64) -> Vec<RideEvent> {
     let t0 = Millis::now().0 - 600_000;
@@ -61,6 +62,10 @@ fn trip(prefix: &str, n: i64) -> Vec<RideEvent> {
             region: "861969537ffffff".into(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            // Odd rides were assigned before assignments carried their distance-only ETA and
+            // quoted duration.
+            distance_eta_secs: (n % 2 == 0).then_some(90),
+            quoted_duration_secs: (n % 2 == 0).then_some(700),
         }
         .into(),
         DriverArrived {
@@ -174,6 +179,8 @@ async fn legs_are_observed_once_in_any_order_and_across_a_restart(broker: Broker
         let pickup = by_id[format!("{prefix}-{n}/pickup").as_str()];
         assert_eq!(pickup.leg, EtaLeg::Pickup);
         assert_eq!(pickup.predicted_secs, 120);
+        let even = n % 2 == 0;
+        assert_eq!(pickup.baseline_secs, Some(if even { 90 } else { 120 }));
         assert_eq!(pickup.actual_secs, (10 + n) * SCALE as i64, "{pickup:?}");
         let zone = bimride_domain::City::amsterdam()
             .locate(PICKUP.lat, PICKUP.lng)
@@ -182,7 +189,8 @@ async fn legs_are_observed_once_in_any_order_and_across_a_restart(broker: Broker
         assert_eq!(pickup.pickup_cell, zone.cell.to_string());
         let trip = by_id[format!("{prefix}-{n}/trip").as_str()];
         assert_eq!(trip.leg, EtaLeg::Trip);
-        assert_eq!(trip.predicted_secs, quoted);
+        assert_eq!(trip.predicted_secs, if even { 700 } else { quoted });
+        assert_eq!(trip.baseline_secs, Some(quoted));
         assert_eq!(trip.actual_secs, (30 + n) * SCALE as i64, "{trip:?}");
     }
 }
@@ -192,3 +200,160 @@ on_both_brokers!(
         embedded_eta_legs_are_observed_once_in_any_order_and_across_a_restart,
         kafka_eta_legs_are_observed_once_in_any_order_and_across_a_restart
 );
+
+/// Observations that say a leg beginning in `cell` took `times` its distance-only estimate,
+/// at every hour of the day.
+fn learned(leg: EtaLeg, zone: &bimride_domain::Zone, times: i64) -> Vec<EtaObserved> {
+    (0..24)
+        .map(|hour| EtaObserved {
+            event_id: format!("taught-{leg:?}-{hour}"),
+            occurred_at: Millis::now(),
+            ride_id: format!("taught-{hour}"),
+            leg,
+            region: zone.region.to_string(),
+            pickup_cell: zone.cell.to_string(),
+            hour,
+            predicted_secs: 100,
+            actual_secs: 100 * times,
+            baseline_secs: Some(100),
+        })
+        .collect()
+}
+
+/// The loop closed on Apache Kafka: observations on `bimride.eta` say pickups near the Dam take
+/// three times, and trips twice, their distance-only estimates. The API's quote then doubles
+/// its duration, and dispatch gives a driver's pickup ETA tripled, keeping the distance-only one
+/// on the assignment for the tracker to learn from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
+    use bimride_events::{
+        DriverStatus, DriverStatusChanged, OfferAnswer, OfferAnswered, SupplyEvent,
+    };
+
+    let p = Pipeline::start(&Broker::kafka()).await;
+    p.codec.register_all().await.expect("schemas");
+    let city = bimride_domain::City::amsterdam();
+    let (pickup, dropoff) = ((52.3731, 4.8922), (52.3584, 4.8811));
+    let zone = city.locate(pickup.0, pickup.1).expect("in the city");
+    let stop = CancellationToken::new();
+    let mut api = p.serve_api(city.clone(), stop.clone()).await;
+    let mut tasks = std::mem::take(&mut api.tasks);
+    tasks.push(p.spawn(
+        bimride_dispatch::DispatchSettings {
+            group: p.group("dispatch"),
+            offer_timeout_ms: 10_000,
+            max_wait_ms: 30_000,
+            tick_ms: 50,
+            ..Default::default()
+        },
+        stop.clone(),
+    ));
+    let mut taught = learned(EtaLeg::Pickup, &zone, 3);
+    taught.extend(learned(EtaLeg::Trip, &zone, 2));
+    p.producer.send_all(&taught).await.expect("published");
+
+    // The API learns from the topic: its quote's duration doubles.
+    let plain = bimride_pricing::quote(Product::Economy, pickup, dropoff, 1_000).duration_s;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/quote?pickup_lat={}&pickup_lng={}&dropoff_lat={}&dropoff_lng={}&product=economy",
+        api.url, pickup.0, pickup.1, dropoff.0, dropoff.1
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let quoted = loop {
+        let body: serde_json::Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("quote answered")
+            .json()
+            .await
+            .expect("json");
+        let duration = body["duration_s"].as_i64().expect("a duration");
+        if duration != plain || tokio::time::Instant::now() > deadline {
+            break duration;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(quoted, 2 * plain, "the quote learned nothing");
+    // Dispatch's own feed reads the same few records from the same start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // One driver, 600 m north of the pickup, in the pickup's region.
+    let at = (pickup.0 + 600.0 / 111_320.0, pickup.1);
+    let driver_zone = city.locate(at.0, at.1).expect("in the city");
+    assert_eq!(driver_zone.region, zone.region);
+    let driver = "learning-driver";
+    let status: SupplyEvent = DriverStatusChanged {
+        event_id: "learning-status".into(),
+        occurred_at: Millis::now(),
+        driver_id: driver.into(),
+        status: DriverStatus::Available,
+        position: GeoPoint {
+            lat: at.0,
+            lng: at.1,
+        },
+        region: zone.region.to_string(),
+        product: Product::Economy,
+        vehicle: Vehicle {
+            plate: "p".into(),
+            model: "m".into(),
+            colour: "c".into(),
+        },
+    }
+    .into();
+    p.producer.send_all(&[status]).await.expect("published");
+    let mut events = crate::start::<RideEvent>(&p.config, p.codec.clone(), &p.group("learning"));
+    let response = http
+        .post(format!("{}/v1/rides", api.url))
+        .bearer_auth(rider_token("rider-learning"))
+        .json(&serde_json::json!({
+            "rider_id": "rider-learning",
+            "pickup": {"lat": pickup.0, "lng": pickup.1},
+            "dropoff": {"lat": dropoff.0, "lng": dropoff.1},
+            "product": "economy",
+        }))
+        .send()
+        .await
+        .expect("booking answered");
+    assert_eq!(response.status(), 202);
+    let booked: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(booked["quote"]["duration_s"].as_i64(), Some(2 * plain));
+    let ride = booked["ride_id"].as_str().expect("a ride id").to_owned();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (mut offered, mut assigned) = (None, None);
+    while assigned.is_none() && tokio::time::Instant::now() < deadline {
+        for r in events.take(100, Duration::from_millis(500)).await {
+            match r.value {
+                RideEvent::OfferSent(o) if o.ride_id == ride => {
+                    let answer: SupplyEvent = OfferAnswered {
+                        event_id: format!("{}-answer", o.offer_id),
+                        occurred_at: Millis::now(),
+                        ride_id: o.ride_id.clone(),
+                        offer_id: o.offer_id.clone(),
+                        driver_id: o.driver_id.clone(),
+                        answer: OfferAnswer::Accepted,
+                        region: o.region.clone(),
+                    }
+                    .into();
+                    p.producer.send_all(&[answer]).await.expect("published");
+                    offered = Some(o);
+                }
+                RideEvent::DriverAssigned(a) if a.ride_id == ride => assigned = Some(a),
+                _ => {}
+            }
+        }
+    }
+    events.stop().await;
+    let offered = offered.expect("the driver was offered the ride");
+    let assigned = assigned.expect("the driver was assigned");
+    let distance_eta =
+        bimride_domain::matching::eta_secs(bimride_domain::City::distance_m(at, pickup));
+    assert_eq!(assigned.distance_eta_secs, Some(distance_eta));
+    assert_eq!(assigned.pickup_eta_secs, 3 * distance_eta, "{assigned:?}");
+    assert_eq!(offered.pickup_eta_secs, assigned.pickup_eta_secs);
+    assert_eq!(assigned.quoted_duration_secs, Some(2 * plain));
+    stop.cancel();
+    join_all(tasks).await;
+}

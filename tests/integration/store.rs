@@ -50,6 +50,7 @@ fn requested(ride: &str, rider: &str, ms: i64) -> Change {
         },
         surge_milli: 1_200,
         idempotency_key: None,
+        quoted_duration_secs: None,
     })
 }
 
@@ -69,6 +70,8 @@ fn assigned(ride: &str, ms: i64) -> Change {
         region: "861969537ffffff".into(),
         product: Some(Product::Economy),
         surge_milli: 1_200,
+        distance_eta_secs: None,
+        quoted_duration_secs: None,
     }))
 }
 

@@ -279,6 +279,7 @@ pub fn ride_requested(n: u32) -> RideRequested {
         quote: eur(1_450),
         surge_milli: 1_000,
         idempotency_key: Some(id("key", n)),
+        quoted_duration_secs: None,
     }
 }
 
@@ -323,6 +324,8 @@ pub fn ride_events(n: u32) -> Vec<RideEvent> {
             region: "861969537ffffff".into(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         }
         .into(),
         DriverArrived {
@@ -392,6 +395,8 @@ pub fn completed_trip(n: u32) -> Vec<RideEvent> {
             region: "861969537ffffff".into(),
             product: Some(Product::Comfort),
             surge_milli: 1_200,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         }
         .into(),
         DriverArrived {
@@ -505,7 +510,8 @@ pub fn trace() {
         .try_init();
 }
 
-/// The trip API on a real socket, with the ride store that feeds it and its surge feed,
+/// The trip API on a real socket, with the ride store that feeds it, its surge feed and its
+/// learned corrections,
 /// until `stop`. Every API of a pipeline shares the pipeline's store.
 #[derive(Debug)]
 pub struct ApiServer {
@@ -523,6 +529,11 @@ impl Pipeline {
         let feed = bimride_api::SurgeFeed(Arc::new(bimride_api::SurgeBook::default()));
         let surge_book = Arc::clone(&feed.0);
         let projection = self.spawn(feed, stop.clone());
+        let learned = Arc::new(bimride_domain::eta::Learned::default());
+        let learner = self.spawn(
+            bimride_eta::learned::LearnedFeed::new(Arc::clone(&learned)),
+            stop.clone(),
+        );
         let database = bimride_store::Database {
             database_url: Some(self.database.clone()),
             ..Default::default()
@@ -543,6 +554,7 @@ impl Pipeline {
             city,
             store: store.clone(),
             surge: surge_book,
+            learned,
             access: bimride_api::Access::new(authority(), bimride_api::RateLimit::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -558,7 +570,7 @@ impl Pipeline {
         ApiServer {
             url,
             store,
-            tasks: vec![projection, sink, server],
+            tasks: vec![projection, learner, sink, server],
         }
     }
 

@@ -43,6 +43,8 @@ pub struct ApiParts {
     /// Ride history, and the idempotency keys' claims.
     pub store: bimride_store::Store,
     pub surge: Arc<SurgeBook>,
+    /// Corrections of distance-only trip durations, learned from ETA observations.
+    pub learned: Arc<bimride_domain::eta::Learned>,
     pub access: Access,
 }
 

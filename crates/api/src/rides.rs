@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bimride_domain::Zone;
+use bimride_domain::eta::Leg;
 use bimride_domain::ride::RideStatus;
+use bimride_domain::traffic::Traffic;
 use bimride_events::{
     CancelledBy, DispatchEvent, GeoPoint, Millis, Money, Product, RideCancelled, RideEvent,
     RideRequested,
@@ -134,6 +136,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// A quote from `pickup` (in `zone`) to `dropoff`: the pickup cell's surge, and the trip's
+/// duration corrected by what was learned of that cell at this hour.
+fn priced(state: &ApiState, product: Product, pickup: Point, zone: &Zone, dropoff: Point) -> Quote {
+    let quote = pricing::quote(
+        product,
+        (pickup.lat, pickup.lng),
+        (dropoff.lat, dropoff.lng),
+        state.parts.surge.multiplier(&zone.cell.to_string()),
+    );
+    let duration_s = state.parts.learned.corrected_secs(
+        Leg::Trip,
+        quote.duration_s,
+        zone.cell,
+        Traffic::hour_utc(Millis::now().0),
+    );
+    quote.taking(product, duration_s)
+}
+
 fn locate(state: &ApiState, p: Point, what: &str) -> Result<Zone, ApiError> {
     state
         .parts
@@ -168,12 +188,7 @@ pub async fn book(
     locate(&state, request.dropoff, "dropoff")?;
     let key = idempotency_key(&headers)?;
     let product = Product::from(request.product);
-    let quote = pricing::quote(
-        product,
-        (request.pickup.lat, request.pickup.lng),
-        (request.dropoff.lat, request.dropoff.lng),
-        state.parts.surge.multiplier(&pickup.cell.to_string()),
-    );
+    let quote = priced(&state, product, request.pickup, &pickup, request.dropoff);
     let booked = Booked {
         ride_id: format!("ride-{}", uuid::Uuid::now_v7()),
         status: "requested",
@@ -226,6 +241,7 @@ pub async fn book(
         },
         surge_milli: booked.quote.surge_milli,
         idempotency_key: key.clone(),
+        quoted_duration_secs: Some(booked.quote.duration_s),
     });
     if let Err(e) = state.parts.producer.send_and_wait(&event).await {
         if let Some(claim) = &claim
@@ -418,11 +434,6 @@ pub async fn quote(
     };
     let zone = locate(&state, pickup, "pickup")?;
     locate(&state, dropoff, "dropoff")?;
-    let quote = pricing::quote(
-        q.product.into(),
-        (pickup.lat, pickup.lng),
-        (dropoff.lat, dropoff.lng),
-        state.parts.surge.multiplier(&zone.cell.to_string()),
-    );
+    let quote = priced(&state, q.product.into(), pickup, &zone, dropoff);
     Ok(Json(QuoteBody::from(quote)))
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bimride_api::{ApiParts, ApiState, SurgeFeed, app};
 use bimride_codec::{Codec, RegistryConfig};
 use bimride_domain::City;
+use bimride_domain::eta::{Learned, Leg};
 use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EmbeddedCluster, EventProducer, KafkaConfig, Provisioner, topics};
 use bimride_registry::Registry;
@@ -24,6 +25,8 @@ struct Api {
     dispatch: tokio::task::JoinHandle<Result<(), service::Failed>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cluster: EmbeddedCluster,
+    /// The corrections quotes apply, taught directly here.
+    learned: Arc<Learned>,
 }
 
 const SECRET: &str = "api-test-secret-api-test-secret-0123";
@@ -102,12 +105,14 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         cx,
     ));
     let producer = EventProducer::new(&config, codec).expect("producer");
+    let learned = Arc::new(Learned::default());
     let state = ApiState::new(ApiParts {
         producer,
         kafka: config.clone(),
         city: City::amsterdam(),
         store: store.clone(),
         surge: surge_book,
+        learned: Arc::clone(&learned),
         access: bimride_api::Access::new(authority(), limit),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -131,6 +136,7 @@ async fn api_limited(limit: bimride_api::RateLimit) -> Api {
         dispatch,
         server,
         cluster,
+        learned,
     }
 }
 
@@ -353,6 +359,26 @@ async fn quotes_price_a_trip_without_booking() {
         + b["distance_minor"].as_i64().unwrap_or(0)
         + b["time_minor"].as_i64().unwrap_or(0);
     assert_eq!(body["amount_minor"].as_i64(), Some(parts.max(1_000)));
+
+    // Trips from this neighbourhood took twice the distance-only estimate, at every hour: the
+    // quote's duration doubles, and its fare is estimated on it; the distance stays.
+    let pickup = h3o::LatLng::new(52.3731, 4.8922)
+        .expect("a position")
+        .to_cell(h3o::Resolution::Nine);
+    for hour in 0..24 {
+        for _ in 0..5 {
+            assert!(api.learned.observe(Leg::Trip, pickup, hour, 100.0, 200.0));
+        }
+    }
+    let (status, slower) = api.get(q).await;
+    assert_eq!(status, 200, "{slower}");
+    assert_eq!(slower["distance_m"], body["distance_m"]);
+    let duration = body["duration_s"].as_i64().expect("duration");
+    assert_eq!(slower["duration_s"].as_i64(), Some(duration * 2));
+    assert!(
+        slower["breakdown"]["time_minor"].as_i64() > b["time_minor"].as_i64(),
+        "{slower}"
+    );
     api.shutdown().await;
 }
 

@@ -385,6 +385,7 @@ mod tests {
             quote: eur(700),
             surge_milli: 1_200,
             idempotency_key: None,
+            quoted_duration_secs: None,
         })
     }
 
@@ -404,6 +405,8 @@ mod tests {
             region: "r".into(),
             product: Some(Product::Economy),
             surge_milli: 1_200,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         })
     }
 

@@ -303,6 +303,8 @@ mod tests {
             region: "r".into(),
             product: Some(product),
             surge_milli,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         }
         .into()
     }

@@ -178,6 +178,7 @@ async fn fill(url: &str, rides: u32) -> anyhow::Result<()> {
                 quote: money(1_250),
                 surge_milli: 1_000,
                 idempotency_key: None,
+                quoted_duration_secs: None,
             })),
         ));
         let driver = "driver-1".to_owned();
@@ -197,6 +198,8 @@ async fn fill(url: &str, rides: u32) -> anyhow::Result<()> {
                 region: String::new(),
                 product: Some(Product::Economy),
                 surge_milli: 1_000,
+                distance_eta_secs: None,
+                quoted_duration_secs: None,
             }),
             RideEvent::DriverArrived(DriverArrived {
                 event_id: format!("{ride}-arrived"),
@@ -270,6 +273,7 @@ async fn serve_once(url: &str) -> anyhow::Result<()> {
         city: City::amsterdam(),
         store,
         surge: Arc::new(SurgeBook::default()),
+        learned: Arc::default(),
         access: Access::new(
             authority,
             RateLimit {

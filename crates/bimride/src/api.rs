@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use bimride_api::{ApiParts, ApiState, SurgeFeed};
 use bimride_codec::{Codec, RegistryConfig};
+use bimride_eta::learned::LearnedFeed;
 use bimride_kafka::service::{self, Context};
 use bimride_kafka::{EventProducer, KafkaConfig};
 use bimride_telemetry::HttpLimits;
@@ -22,6 +23,8 @@ pub struct Front {
     /// The codec, with every schema registered, for the services beside the front.
     pub codec: Arc<Codec>,
     pub feeds: SurgeFeed,
+    /// What the API's quoted durations learn from.
+    pub learner: LearnedFeed,
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -49,6 +52,7 @@ pub async fn start(
     )
     .await?;
     let feeds = SurgeFeed(Arc::new(bimride_api::SurgeBook::default()));
+    let learner = LearnedFeed::new(Arc::default());
     let producer = EventProducer::new(kafka, Arc::clone(&codec))?;
     let api = bimride_api::app(ApiState::new(ApiParts {
         producer,
@@ -56,6 +60,7 @@ pub async fn start(
         city,
         store,
         surge: Arc::clone(&feeds.0),
+        learned: Arc::clone(&learner.learned),
         access,
     }));
     let system = front::router(Arc::new(FrontState {
@@ -71,6 +76,7 @@ pub async fn start(
         addr,
         codec,
         feeds,
+        learner,
         server,
     })
 }
@@ -151,8 +157,10 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         city,
         shutdown,
     };
-    let feeds = service::spawn(Box::new(front.feeds), cx);
+    let feeds = service::spawn(Box::new(front.feeds), cx.clone());
+    let learner = service::spawn(Box::new(front.learner), cx);
     front.server.await?.context("http server")?;
     feeds.await??;
+    learner.await??;
     Ok(())
 }

@@ -180,6 +180,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     services.push(Box::new(sim));
     services.push(Box::new(front.feeds));
+    services.push(Box::new(front.learner));
     services.push(Box::new(bimride_dashboard::Feeds {
         dashboard,
         store: rides,

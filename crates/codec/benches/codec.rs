@@ -31,6 +31,7 @@ fn sample_request() -> DispatchEvent {
         },
         surge_milli: 1_250,
         idempotency_key: Some("b2c1f1f0".into()),
+        quoted_duration_secs: None,
     })
 }
 
@@ -50,6 +51,8 @@ fn sample_assigned() -> RideEvent {
         region: "851f1d4bfffffff".into(),
         product: Some(Product::Economy),
         surge_milli: 1_000,
+        distance_eta_secs: None,
+        quoted_duration_secs: None,
     }
     .into()
 }

@@ -96,10 +96,11 @@ fn vehicle() -> impl Strategy<Value = Vehicle> {
 prop_compose! {
     fn ride_requested()(event_id in id(), occurred_at in millis(), ride_id in id(), rider_id in id(),
         product in product(), pickup in point(), dropoff in point(), region in id(), pickup_cell in id(),
-        quote in money(), surge_milli in any::<i32>(), idempotency_key in proptest::option::of(text()))
+        quote in money(), surge_milli in any::<i32>(), idempotency_key in proptest::option::of(text()),
+        quoted_duration_secs in proptest::option::of(any::<i64>()))
         -> RideRequested {
         RideRequested { event_id, occurred_at, ride_id, rider_id, product, pickup, dropoff, region,
-            pickup_cell, quote, surge_milli, idempotency_key }
+            pickup_cell, quote, surge_milli, idempotency_key, quoted_duration_secs }
     }
 }
 
@@ -125,10 +126,12 @@ prop_compose! {
 prop_compose! {
     fn driver_assigned()(event_id in id(), occurred_at in millis(), ride_id in id(), rider_id in id(),
         driver_id in id(), vehicle in vehicle(), pickup_eta_secs in any::<i32>(), region in id(),
-        product in proptest::option::of(product()), surge_milli in any::<i32>())
+        product in proptest::option::of(product()), surge_milli in any::<i32>(),
+        distance_eta_secs in proptest::option::of(any::<i32>()),
+        quoted_duration_secs in proptest::option::of(any::<i64>()))
         -> DriverAssigned {
         DriverAssigned { event_id, occurred_at, ride_id, rider_id, driver_id, vehicle, pickup_eta_secs, region,
-            product, surge_milli }
+            product, surge_milli, distance_eta_secs, quoted_duration_secs }
     }
 }
 

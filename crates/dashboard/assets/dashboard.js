@@ -122,7 +122,7 @@ function render(s) {
   for (const [id, e] of [["pickup-eta", s.pickup_eta], ["trip-eta", s.trip_eta]]) {
     $(id).textContent = e.observations ? `${number(Math.round(e.mae_secs))} s` : "–";
     $(`${id}-bias`).textContent = e.observations
-      ? `bias ${e.bias_secs >= 0 ? "+" : ""}${number(Math.round(e.bias_secs))} s · ${number(e.observations)} rides`
+      ? `bias ${e.bias_secs >= 0 ? "+" : ""}${number(Math.round(e.bias_secs))} s · ${number(Math.round(e.baseline_mae_secs))} s from distance alone · ${number(e.observations)} rides`
       : "\u00a0";
   }
   $("drivers-available").textContent = number(s.drivers_available);

@@ -47,6 +47,9 @@ pub struct EtaAccuracy {
     pub mae_secs: f64,
     /// Mean of actual minus predicted, in seconds: positive when ETAs are too short.
     pub bias_secs: f64,
+    /// The mean absolute error the same ETAs had from distance alone, before the learned
+    /// correction.
+    pub baseline_mae_secs: f64,
 }
 
 /// Running sums behind an [`EtaAccuracy`].
@@ -55,6 +58,7 @@ struct EtaSums {
     observations: u64,
     abs_error: i64,
     error: i64,
+    baseline_abs_error: i64,
 }
 
 impl EtaSums {
@@ -64,6 +68,7 @@ impl EtaSums {
             observations: self.observations,
             mae_secs: self.abs_error as f64 / n,
             bias_secs: self.error as f64 / n,
+            baseline_mae_secs: self.baseline_abs_error as f64 / n,
         }
     }
 }
@@ -408,6 +413,8 @@ impl LiveView {
         sums.observations += 1;
         sums.abs_error += error.abs();
         sums.error += error;
+        sums.baseline_abs_error +=
+            (o.actual_secs - o.baseline_secs.unwrap_or(o.predicted_secs)).abs();
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -483,6 +490,7 @@ mod tests {
             },
             surge_milli: 1000,
             idempotency_key: None,
+            quoted_duration_secs: None,
         })
     }
 
@@ -502,32 +510,37 @@ mod tests {
             region: "861969b0fffffff".into(),
             product: Some(Product::Economy),
             surge_milli: 1000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         })
     }
 
     #[test]
     fn eta_accuracy_is_the_mean_error_of_each_leg_once_per_observation() {
         let mut v = LiveView::default();
-        let observed = |ride: &str, leg: EtaLeg, predicted: i64, actual: i64| EtaObserved {
-            event_id: format!("{ride}/{leg:?}"),
-            occurred_at: Millis(1),
-            ride_id: ride.into(),
-            leg,
-            region: "r".into(),
-            pickup_cell: "c".into(),
-            hour: 8,
-            predicted_secs: predicted,
-            actual_secs: actual,
-        };
-        v.apply_eta(&observed("a", EtaLeg::Pickup, 100, 130));
-        v.apply_eta(&observed("b", EtaLeg::Pickup, 100, 90));
+        let observed =
+            |ride: &str, leg: EtaLeg, (predicted, baseline): (i64, i64), actual: i64| EtaObserved {
+                event_id: format!("{ride}/{leg:?}"),
+                occurred_at: Millis(1),
+                ride_id: ride.into(),
+                leg,
+                region: "r".into(),
+                pickup_cell: "c".into(),
+                hour: 8,
+                predicted_secs: predicted,
+                actual_secs: actual,
+                baseline_secs: Some(baseline),
+            };
+        v.apply_eta(&observed("a", EtaLeg::Pickup, (100, 50), 130));
+        v.apply_eta(&observed("b", EtaLeg::Pickup, (100, 100), 90));
         // Redelivered: counted once.
-        v.apply_eta(&observed("b", EtaLeg::Pickup, 100, 90));
-        v.apply_eta(&observed("a", EtaLeg::Trip, 600, 500));
+        v.apply_eta(&observed("b", EtaLeg::Pickup, (100, 100), 90));
+        v.apply_eta(&observed("a", EtaLeg::Trip, (600, 600), 500));
         let s = v.snapshot();
         assert_eq!(s.pickup_eta.observations, 2);
         assert_eq!(s.pickup_eta.mae_secs, 20.0);
         assert_eq!(s.pickup_eta.bias_secs, 10.0);
+        assert_eq!(s.pickup_eta.baseline_mae_secs, 45.0);
         assert_eq!(s.trip_eta.observations, 1);
         assert_eq!(s.trip_eta.bias_secs, -100.0);
     }

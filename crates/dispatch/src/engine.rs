@@ -21,8 +21,11 @@
 //!   owner of the region learns them by replaying it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use bimride_domain::eta::{Learned, Leg};
 use bimride_domain::matching::{Driver, Supply};
+use bimride_domain::traffic::Traffic;
 use bimride_domain::{City, Mode};
 use bimride_events::{
     CancelledBy, DispatchEvent, DriverAssigned, DriverStatus, DriverStatusChanged, Millis,
@@ -86,7 +89,9 @@ struct Offer {
     offer_id: String,
     driver_id: String,
     expires_at: Millis,
+    /// The pickup ETA given, corrected by what was learned, and from distance alone.
     eta_secs: i32,
+    distance_eta_secs: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +142,8 @@ pub struct Engine {
     assignments: HashMap<String, (String, Millis)>,
     /// Newest event time read from each supply partition.
     watermarks: HashMap<i32, Millis>,
+    /// Corrections of distance-only pickup ETAs, learned from observations.
+    learned: Arc<Learned>,
     /// Drivers freed since the last tick.
     freed: BTreeSet<String>,
     tally: Decisions,
@@ -167,19 +174,26 @@ impl Engine {
             watermarks: HashMap::new(),
             freed: BTreeSet::new(),
             tally: Decisions::default(),
+            learned: Arc::default(),
         }
+    }
+
+    /// Corrects the pickup ETAs it gives by what `learned` holds.
+    pub fn learning_from(mut self, learned: Arc<Learned>) -> Self {
+        self.learned = learned;
+        self
     }
 
     pub fn tally(&self) -> Decisions {
         self.tally
     }
 
-    /// Rides waiting for a driver.
     /// When a known ride was requested, in event time.
     pub fn requested_at(&self, ride_id: &str) -> Option<Millis> {
         self.rides.get(ride_id).map(|r| r.request.occurred_at)
     }
 
+    /// Rides waiting for a driver.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
@@ -521,13 +535,13 @@ impl Engine {
         let Some(ride) = self.rides.get_mut(ride_id) else {
             return Vec::new();
         };
-        let eta = match &ride.phase {
+        let (eta, distance_eta) = match &ride.phase {
             Phase::Waiting { offer, lapsed, .. } => offer
                 .iter()
                 .chain(lapsed)
                 .find(|o| o.driver_id == driver_id)
-                .map_or(0, |o| o.eta_secs),
-            _ => 0,
+                .map_or((0, 0), |o| (o.eta_secs, o.distance_eta_secs)),
+            _ => (0, 0),
         };
         let Some(info) = self.drivers.get(driver_id) else {
             self.supply.release(ride_id);
@@ -552,6 +566,8 @@ impl Engine {
             region: ride.request.region.clone(),
             product: Some(ride.request.product),
             surge_milli: ride.request.surge_milli,
+            distance_eta_secs: Some(distance_eta),
+            quoted_duration_secs: ride.request.quoted_duration_secs,
         };
         vec![
             Output::Log(DispatchEvent::Assigned(assigned.clone())),
@@ -628,6 +644,13 @@ impl Engine {
             return None;
         };
         *attempt += 1;
+        let eta = self.learned.corrected_secs(
+            Leg::Pickup,
+            i64::from(found.pickup_eta_secs),
+            ride.cell,
+            Traffic::hour_utc(now.0),
+        );
+        let eta = i32::try_from(eta).unwrap_or(i32::MAX);
         let sent = OfferSent {
             event_id: new_id(),
             occurred_at: now,
@@ -635,7 +658,7 @@ impl Engine {
             offer_id: new_id(),
             driver_id: found.driver_id.clone(),
             attempt: *attempt,
-            pickup_eta_secs: found.pickup_eta_secs,
+            pickup_eta_secs: eta,
             expires_at: Millis(now.0 + self.timing.offer_timeout_ms),
             region: ride.request.region.clone(),
             pickup: Some(ride.request.pickup),
@@ -645,7 +668,8 @@ impl Engine {
             offer_id: sent.offer_id.clone(),
             driver_id: found.driver_id,
             expires_at: sent.expires_at,
-            eta_secs: found.pickup_eta_secs,
+            eta_secs: eta,
+            distance_eta_secs: found.pickup_eta_secs,
         });
         self.tally.offers += 1;
         Some(Output::Ride(RideEvent::OfferSent(sent)))
@@ -834,6 +858,7 @@ mod tests {
             },
             surge_milli: 1_000,
             idempotency_key: None,
+            quoted_duration_secs: None,
         })
     }
 
@@ -1135,6 +1160,8 @@ mod tests {
             region: String::new(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         };
         e.on_dispatch(
             0,

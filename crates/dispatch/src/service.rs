@@ -9,7 +9,10 @@
 //! - Offsets are stored at least once, after everything a record caused is acknowledged.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bimride_eta::learned::LearnedFeed;
 
 use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent, Topic};
 use bimride_kafka::partitioned::{
@@ -86,14 +89,26 @@ impl Service for DispatchSettings {
         let mut options = Options::new(self.group.clone(), "dispatch");
         options.tick = Some(Duration::from_millis(self.tick_ms));
         options.co_partitioned = true;
+        // Pickup ETAs learn from the observations of the ETA tracker, fed beside dispatch.
+        let learner = LearnedFeed::new(Arc::default());
         let dispatcher = Dispatcher {
-            engine: Engine::new(cx.city, timing),
+            engine: Engine::new(cx.city.clone(), timing)
+                .learning_from(Arc::clone(&learner.learned)),
             settings: self,
             owned: BTreeSet::new(),
             worst_overdue_ms: 0,
             overdue_logged: Millis(i64::MIN),
         };
-        let done = partitioned::run(&cx.kafka, cx.codec, dispatcher, options, cx.shutdown).await?;
+        let (done, ()) = tokio::try_join!(
+            partitioned::run(
+                &cx.kafka,
+                Arc::clone(&cx.codec),
+                dispatcher,
+                options,
+                cx.shutdown.clone()
+            ),
+            learner.run(cx.clone()),
+        )?;
         tracing::info!(tally = ?done.engine.tally(), worst_overdue_ms = done.worst_overdue_ms, "dispatch stopped");
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! weigh the same) per H3 cell and hour.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use h3o::{CellIndex, LatLng, Resolution};
 
@@ -38,6 +39,11 @@ pub fn learning_cell(at: (f64, f64)) -> Option<CellIndex> {
         .map(|p| p.to_cell(LEARNING_RESOLUTION))
 }
 
+/// The learning cell a finer cell lies in (a coarser one is taken as it is).
+fn learning_parent(cell: CellIndex) -> CellIndex {
+    cell.parent(LEARNING_RESOLUTION).unwrap_or(cell)
+}
+
 impl EtaModel {
     /// Learns from one leg that began at `at` in `hour`: estimated at `estimated_secs` from
     /// distance alone, it took `actual_secs`. Returns whether it was taken.
@@ -48,9 +54,18 @@ impl EtaModel {
         estimated_secs: f64,
         actual_secs: f64,
     ) -> bool {
-        let Some(cell) = learning_cell(at) else {
-            return false;
-        };
+        learning_cell(at)
+            .is_some_and(|cell| self.observe_in(cell, hour, estimated_secs, actual_secs))
+    }
+
+    /// [`Self::observe`] for a leg that began in `cell`, at any resolution.
+    pub fn observe_in(
+        &mut self,
+        cell: CellIndex,
+        hour: u8,
+        estimated_secs: f64,
+        actual_secs: f64,
+    ) -> bool {
         if !(estimated_secs >= 1.0 && actual_secs.is_finite()) {
             return false;
         }
@@ -58,7 +73,10 @@ impl EtaModel {
         if !(RATIO_RANGE.0..=RATIO_RANGE.1).contains(&ratio) {
             return false;
         }
-        let slot = self.slots.entry((cell, hour % 24)).or_default();
+        let slot = self
+            .slots
+            .entry((learning_parent(cell), hour % 24))
+            .or_default();
         slot.observations = slot.observations.saturating_add(1);
         let weight = 1.0 / f64::from(slot.observations.min(MEMORY));
         slot.mean_log_ratio += (ratio.ln() - slot.mean_log_ratio) * weight;
@@ -68,8 +86,13 @@ impl EtaModel {
     /// The factor a distance-only estimate starting at `at` in `hour` is scaled by: what was
     /// learned for that cell and hour, or 1 where nothing was.
     pub fn factor(&self, at: (f64, f64), hour: u8) -> f64 {
-        learning_cell(at)
-            .and_then(|cell| self.slots.get(&(cell, hour % 24)))
+        learning_cell(at).map_or(1.0, |cell| self.factor_in(cell, hour))
+    }
+
+    /// [`Self::factor`] for a leg beginning in `cell`, at any resolution.
+    pub fn factor_in(&self, cell: CellIndex, hour: u8) -> f64 {
+        self.slots
+            .get(&(learning_parent(cell), hour % 24))
             .map_or(1.0, |slot| slot.mean_log_ratio.exp())
     }
 
@@ -81,6 +104,64 @@ impl EtaModel {
     /// Cells and hours with anything learned.
     pub fn slots(&self) -> usize {
         self.slots.len()
+    }
+}
+
+/// The two ETAs a rider is given: the driver's time to the pickup, and the trip's duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Pickup,
+    Trip,
+}
+
+/// What has been learned of both legs, shared between the feed that learns from observations
+/// and the services that give ETAs.
+#[derive(Debug, Default)]
+pub struct Learned {
+    pickup: RwLock<EtaModel>,
+    trip: RwLock<EtaModel>,
+}
+
+impl Learned {
+    fn model(&self, leg: Leg) -> &RwLock<EtaModel> {
+        match leg {
+            Leg::Pickup => &self.pickup,
+            Leg::Trip => &self.trip,
+        }
+    }
+
+    /// Learns from one leg that began in `cell`; see [`EtaModel::observe`].
+    pub fn observe(
+        &self,
+        leg: Leg,
+        cell: CellIndex,
+        hour: u8,
+        estimated_secs: f64,
+        actual_secs: f64,
+    ) -> bool {
+        self.model(leg)
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe_in(cell, hour, estimated_secs, actual_secs)
+    }
+
+    /// A distance-only estimate of `leg` beginning in `cell` in `hour`, corrected, in whole
+    /// seconds.
+    pub fn corrected_secs(&self, leg: Leg, estimated_secs: i64, cell: CellIndex, hour: u8) -> i64 {
+        let factor = self
+            .model(leg)
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .factor_in(cell, hour);
+        (estimated_secs as f64 * factor).round() as i64
+    }
+
+    /// Cells and hours with anything learned, for `leg`.
+    pub fn slots(&self, leg: Leg) -> usize {
+        self.model(leg)
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .slots()
     }
 }
 
@@ -114,5 +195,30 @@ mod tests {
         assert!(!m.observe(DAM, 3, 100.0, 5_000.0));
         assert!(!m.observe(DAM, 3, 0.0, 50.0));
         assert!(!m.observe((f64::NAN, 0.0), 3, 100.0, 50.0));
+    }
+
+    #[test]
+    fn a_fine_cell_learns_for_its_neighbourhood_and_legs_learn_apart() {
+        let fine = LatLng::new(DAM.0, DAM.1)
+            .expect("a position")
+            .to_cell(Resolution::Nine);
+        let learned = Learned::default();
+        for _ in 0..10 {
+            assert!(learned.observe(Leg::Pickup, fine, 8, 100.0, 300.0));
+        }
+        // Another fine cell of the same neighbourhood gets the correction; the trip does not.
+        let near = LatLng::new(DAM.0 + 0.001, DAM.1)
+            .expect("a position")
+            .to_cell(Resolution::Nine);
+        assert_eq!(
+            near.parent(LEARNING_RESOLUTION),
+            fine.parent(LEARNING_RESOLUTION)
+        );
+        assert_eq!(learned.corrected_secs(Leg::Pickup, 60, near, 8), 180);
+        assert_eq!(learned.corrected_secs(Leg::Trip, 60, near, 8), 60);
+        assert_eq!(
+            (learned.slots(Leg::Pickup), learned.slots(Leg::Trip)),
+            (1, 0)
+        );
     }
 }

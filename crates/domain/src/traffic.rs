@@ -29,6 +29,12 @@ impl Traffic {
         }
     }
 
+    /// The hour of the day, UTC, of a time in milliseconds since the epoch: the hour traffic
+    /// and learned corrections are kept by.
+    pub fn hour_utc(epoch_ms: i64) -> u8 {
+        (epoch_ms.rem_euclid(86_400_000) / 3_600_000) as u8
+    }
+
     pub fn is_rush_hour(hour: u8) -> bool {
         RUSH_HOURS
             .iter()

@@ -11,6 +11,9 @@ pub struct Figure {
     pub observations: u64,
     pub abs_error_secs: i64,
     pub error_secs: i64,
+    /// The absolute error the same legs' estimates had from distance alone, before the learned
+    /// correction: what the correction is worth.
+    pub baseline_abs_error_secs: i64,
 }
 
 impl Figure {
@@ -20,6 +23,10 @@ impl Figure {
 
     pub fn bias_secs(&self) -> f64 {
         self.error_secs as f64 / self.observations.max(1) as f64
+    }
+
+    pub fn baseline_mae_secs(&self) -> f64 {
+        self.baseline_abs_error_secs as f64 / self.observations.max(1) as f64
     }
 }
 
@@ -34,10 +41,11 @@ pub struct Figures {
 }
 
 impl Figure {
-    fn add(&mut self, error: i64) {
+    fn add(&mut self, error: i64, baseline_error: i64) {
         self.observations += 1;
         self.abs_error_secs += error.abs();
         self.error_secs += error;
+        self.baseline_abs_error_secs += baseline_error.abs();
     }
 }
 
@@ -46,9 +54,13 @@ impl Figures {
     pub fn add(&mut self, o: &EtaObserved) -> (FigureKey, Figure) {
         let key = (o.leg, o.region.clone(), o.hour);
         let error = o.actual_secs - o.predicted_secs;
-        self.overall.entry(o.leg).or_default().add(error);
+        let baseline_error = o.actual_secs - o.baseline_secs.unwrap_or(o.predicted_secs);
+        self.overall
+            .entry(o.leg)
+            .or_default()
+            .add(error, baseline_error);
         let figure = self.by.entry(key.clone()).or_default();
-        figure.add(error);
+        figure.add(error, baseline_error);
         (key, *figure)
     }
 
@@ -83,6 +95,7 @@ mod tests {
             hour,
             predicted_secs: predicted,
             actual_secs: actual,
+            baseline_secs: None,
         }
     }
 
@@ -102,5 +115,19 @@ mod tests {
         assert_eq!(pickup.error_secs, 40);
         assert_eq!(f.overall(EtaLeg::Trip).bias_secs(), -300.0);
         assert_eq!(f.iter().count(), 3);
+        // Without a baseline, the estimate given was the distance-only one.
+        assert_eq!(pickup.baseline_mae_secs(), pickup.mae_secs());
+    }
+
+    #[test]
+    fn a_corrected_estimate_is_set_against_its_distance_only_baseline() {
+        let mut f = Figures::default();
+        let mut o = observed(EtaLeg::Pickup, "a", 8, 190, 200);
+        o.baseline_secs = Some(100);
+        let (_, figure) = f.add(&o);
+        assert_eq!(
+            (figure.mae_secs(), figure.baseline_mae_secs()),
+            (10.0, 100.0)
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! - [`tracker`]: the join of predictions and outcomes by ride, in event time, with state that
 //!   expires (pure).
 //! - [`figures`]: mean absolute error and bias per leg, zone and hour (pure).
+//! - [`learned`]: the feed that teaches the corrections dispatch and quotes apply.
 //! - [`EtaSettings`], a [`Service`]: the tracker on Kafka. A consumer group reads the ride
 //!   events (keyed by ride, so a ride's records share a partition), publishes each observation
 //!   to the ETA topic, and exports the figures. On assignment it rebuilds the partial joins of
@@ -11,6 +12,7 @@
 //!   replay) is recognised downstream.
 
 pub mod figures;
+pub mod learned;
 pub mod tracker;
 
 use std::collections::BTreeSet;
@@ -102,6 +104,14 @@ static OVERALL_BIAS: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
 });
 
+static OVERALL_BASELINE_MAE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    measures(
+        "bimride_eta_overall_baseline_mae_seconds",
+        "Mean absolute error the same ETAs had from distance alone, before the learned correction, by leg, over every zone and hour.",
+        &["leg"],
+    )
+});
+
 const LEGS: [EtaLeg; 2] = [EtaLeg::Pickup, EtaLeg::Trip];
 
 /// How often expired joins are dropped.
@@ -130,6 +140,9 @@ impl Eta {
             OVERALL_BIAS
                 .with_label_values(&[leg])
                 .set(overall.bias_secs());
+            OVERALL_BASELINE_MAE
+                .with_label_values(&[leg])
+                .set(overall.baseline_mae_secs());
         }
     }
 }
@@ -206,6 +219,7 @@ impl Service for EtaSettings {
             OBSERVED.with_label_values(&[leg]);
             OVERALL_MAE.with_label_values(&[leg]);
             OVERALL_BIAS.with_label_values(&[leg]);
+            OVERALL_BASELINE_MAE.with_label_values(&[leg]);
         }
         let mut options = Options::new(self.group.clone(), "eta");
         options.tick = Some(EXPIRE_EVERY);

@@ -38,7 +38,12 @@ struct Partial {
     pickup: Option<GeoPoint>,
     dropoff: Option<GeoPoint>,
     product: Option<Product>,
+    /// When the driver was assigned, and the pickup ETA given then.
     assigned: Option<(Millis, i32)>,
+    /// The pickup ETA from distance alone, and the trip duration quoted, where the assignment
+    /// carried them.
+    distance_eta: Option<i32>,
+    quoted_secs: Option<i64>,
     arrived: Option<Millis>,
     started: Option<Millis>,
     completed: Option<Millis>,
@@ -84,6 +89,8 @@ impl Tracker {
                 dropoff: None,
                 product: None,
                 assigned: None,
+                distance_eta: None,
+                quoted_secs: None,
                 arrived: None,
                 started: None,
                 completed: None,
@@ -98,6 +105,8 @@ impl Tracker {
             }
             RideEvent::DriverAssigned(a) => {
                 ride.assigned = Some((a.occurred_at, a.pickup_eta_secs));
+                ride.distance_eta = a.distance_eta_secs;
+                ride.quoted_secs = a.quoted_duration_secs;
                 ride.product = a.product.or(ride.product);
             }
             RideEvent::DriverArrived(a) => ride.arrived = Some(a.occurred_at),
@@ -147,7 +156,7 @@ impl Tracker {
         };
         let (region, cell) = (zone.region.to_string(), zone.cell.to_string());
         // A leg that ends before it begins (clocks of different apps) tells nothing.
-        let observation = |leg: EtaLeg, from: Millis, to: Millis, predicted: i64| {
+        let observation = |leg: EtaLeg, from: Millis, to: Millis, (predicted, baseline)| {
             let took_ms = to.0.checked_sub(from.0).filter(|ms| *ms >= 0)?;
             Some(EtaObserved {
                 event_id: format!("{id}/{}", leg_name(leg)),
@@ -159,6 +168,7 @@ impl Tracker {
                 hour: hour_utc(from),
                 predicted_secs: predicted,
                 actual_secs: (took_ms as f64 / 1_000.0 * scale).round() as i64,
+                baseline_secs: Some(baseline),
             })
         };
         let mut out = Vec::new();
@@ -166,11 +176,12 @@ impl Tracker {
             && let (Some((assigned, eta)), Some(arrived)) = (ride.assigned, ride.arrived)
         {
             ride.pickup_seen = true;
+            let baseline = ride.distance_eta.unwrap_or(eta);
             out.extend(observation(
                 EtaLeg::Pickup,
                 assigned,
                 arrived,
-                i64::from(eta),
+                (i64::from(eta), i64::from(baseline)),
             ));
         }
         if !ride.trip_seen
@@ -180,14 +191,21 @@ impl Tracker {
             let from = pickup;
             ride.trip_seen = true;
             let product = ride.product.unwrap_or(Product::Economy);
-            let quoted = bimride_pricing::quote(
+            // Quotes before the quoted duration was carried gave the distance-only one.
+            let baseline = bimride_pricing::quote(
                 product,
                 (from.lat, from.lng),
                 (to.lat, to.lng),
                 bimride_domain::fare::NO_SURGE,
             )
             .duration_s;
-            out.extend(observation(EtaLeg::Trip, started, completed, quoted));
+            let quoted = ride.quoted_secs.unwrap_or(baseline);
+            out.extend(observation(
+                EtaLeg::Trip,
+                started,
+                completed,
+                (quoted, baseline),
+            ));
         }
         if ride.pickup_seen && ride.trip_seen {
             self.rides.remove(id);
@@ -257,6 +275,8 @@ mod tests {
                 region: "861969537ffffff".into(),
                 product: Some(Product::Economy),
                 surge_milli: 1_000,
+                distance_eta_secs: None,
+                quoted_duration_secs: None,
             }),
             RideEvent::DriverArrived(DriverArrived {
                 event_id: format!("{id}-arrived"),

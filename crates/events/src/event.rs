@@ -134,6 +134,7 @@ pub struct RideRequested {
     pub quote: Money,
     pub surge_milli: i32,
     pub idempotency_key: Option<String>,
+    pub quoted_duration_secs: Option<i64>,
 }
 
 /// Dispatch offered a ride to one driver.
@@ -186,6 +187,8 @@ pub struct DriverAssigned {
     #[avro(default = "1000")]
     #[serde(default = "no_surge")]
     pub surge_milli: i32,
+    pub distance_eta_secs: Option<i32>,
+    pub quoted_duration_secs: Option<i64>,
 }
 
 fn no_surge() -> i32 {
@@ -324,6 +327,7 @@ pub struct EtaObserved {
     pub hour: i32,
     pub predicted_secs: i64,
     pub actual_secs: i64,
+    pub baseline_secs: Option<i64>,
 }
 
 /// A ride was charged.

@@ -224,6 +224,8 @@ mod tests {
             region: "r".into(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         }
         .into()
     }

@@ -39,6 +39,18 @@ pub struct Quote {
     pub fare: Fare,
 }
 
+impl Quote {
+    /// The same trip expected to take `duration_s` (a corrected estimate), its fare estimated
+    /// again at the same tariff and surge.
+    pub fn taking(self, product: Product, duration_s: i64) -> Self {
+        Self {
+            duration_s,
+            fare: rates(product).fare(self.distance_m, duration_s, self.fare.parts.surge_milli),
+            ..self
+        }
+    }
+}
+
 /// The straight-line distance, stretched by 1.3 for streets, drives the estimate.
 pub fn quote(product: Product, from: (f64, f64), to: (f64, f64), surge_milli: i32) -> Quote {
     let straight = City::distance_m(from, to);
@@ -150,6 +162,13 @@ mod tests {
     #[test]
     fn quotes_price_the_stretched_straight_line() {
         let q = quote(Product::Economy, (52.37, 4.89), (52.37, 4.89), NO_SURGE);
+        let slow = quote(Product::Economy, (52.35, 4.85), (52.39, 4.93), 1_500);
+        let slower = slow.taking(Product::Economy, slow.duration_s * 2);
+        assert_eq!(
+            (slower.distance_m, slower.fare.parts.surge_milli),
+            (slow.distance_m, 1_500)
+        );
+        assert!(slower.fare.total_minor > slow.fare.total_minor);
         assert_eq!((q.distance_m, q.fare.total_minor), (0, 700));
         let far = quote(Product::Economy, (52.35, 4.85), (52.39, 4.93), 1_500);
         assert!(far.distance_m > 0);

@@ -6,8 +6,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bimride_domain::City;
-use bimride_domain::fare::CITY_SPEED_KMH;
 use bimride_domain::matching::regions_touched;
+use bimride_domain::traffic::Traffic;
 use bimride_events::{
     CancelledBy, DriverArrived, DriverLocationUpdated, DriverStatus, DriverStatusChanged, GeoPoint,
     Millis, OfferAnswer, OfferAnswered, Product, RideCancelled, RideEvent, SupplyEvent,
@@ -81,6 +81,8 @@ struct SimDriver {
 #[derive(Debug)]
 pub struct Fleet {
     city: City,
+    /// How fast each driver moves: by where it is and the hour of the events' clock.
+    traffic: Traffic,
     settings: FleetSettings,
     drivers: Vec<SimDriver>,
     index: HashMap<String, usize>,
@@ -170,6 +172,7 @@ impl Fleet {
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
         Self {
+            traffic: Traffic::of(&city),
             city,
             settings,
             drivers,
@@ -228,11 +231,13 @@ impl Fleet {
         self.clock += dt;
         let now = self.clock;
         let sim_dt = dt * self.settings.speedup;
-        let metres = CITY_SPEED_KMH as f64 / 3.6 * sim_dt;
+        // Traffic runs on the hour of the events' clock, the hour ETAs are learned for.
+        let hour = Traffic::hour_utc(Millis::now().0);
         let mut out = Vec::new();
         for i in 0..self.drivers.len() {
             let mut status = None;
             let mut d = self.drivers[i].clone();
+            let metres = self.traffic.speed_kmh(d.at, hour) / 3.6 * sim_dt;
             match d.phase.clone() {
                 Phase::Offline { until } if now >= until => {
                     d.phase = Phase::Idle {
@@ -562,6 +567,8 @@ mod tests {
             region: "861969537ffffff".into(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         });
         assert!(kinds(&f.on_ride_event(&assigned)).contains(&"Status"));
         let mut seen = Vec::new();
@@ -608,6 +615,8 @@ mod tests {
             region: String::new(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         });
         assert_eq!(kinds(&f.on_ride_event(&wrong)), ["RideCancelled"]);
     }
@@ -645,6 +654,8 @@ mod tests {
             region: String::new(),
             product: Some(Product::Economy),
             surge_milli: 1_000,
+            distance_eta_secs: None,
+            quoted_duration_secs: None,
         });
         f.on_ride_event(&elsewhere);
         assert!(matches!(f.drivers[0].phase, Phase::Idle { .. }));
