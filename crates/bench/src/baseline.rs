@@ -17,6 +17,44 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+/// A baseline measured several times: each trial, and the median and range of its figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trials<T> {
+    pub trials: Vec<T>,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl<T> Trials<T> {
+    /// The trials, summarised by `figure` of each.
+    pub fn of(trials: Vec<T>, figure: impl Fn(&T) -> f64) -> Self {
+        let mut figures: Vec<f64> = trials.iter().map(figure).collect();
+        figures.sort_by(f64::total_cmp);
+        let n = figures.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => figures[n / 2],
+            _ => (figures[n / 2 - 1] + figures[n / 2]) / 2.0,
+        };
+        Self {
+            trials,
+            median,
+            min: figures.first().copied().unwrap_or(0.0),
+            max: figures.last().copied().unwrap_or(0.0),
+        }
+    }
+
+    /// The range as a share of the median: how far apart the trials were.
+    pub fn spread(&self) -> f64 {
+        if self.median > 0.0 {
+            (self.max - self.min) / self.median
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Records per second through one producer and one consumer, in flight together.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PassThrough {
@@ -95,15 +133,16 @@ pub struct HttpRate {
 }
 
 /// POSTs `body(n)` (a bearer token and a JSON body) to `url` from `concurrency` loops for
-/// `duration`.
+/// `duration`, and hands the `ride_id` of every accepted answer to `accepted`.
 pub async fn http_rate(
     client: &reqwest::Client,
     url: &str,
     body: impl Fn(u64) -> (String, serde_json::Value) + Send + Sync + 'static,
+    accepted: impl Fn(&str) + Send + Sync + 'static,
     concurrency: usize,
     duration: Duration,
 ) -> HttpRate {
-    let body = Arc::new(body);
+    let (body, accepted) = (Arc::new(body), Arc::new(accepted));
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -112,19 +151,28 @@ pub async fn http_rate(
     for _ in 0..concurrency {
         let (client, url) = (client.clone(), url.to_owned());
         let (body, next, failures) = (Arc::clone(&body), Arc::clone(&next), Arc::clone(&failures));
+        let accepted = Arc::clone(&accepted);
         loops.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let (token, json) = body(n);
-                let ok = client
+                let answer = match client
                     .post(&url)
                     .bearer_auth(token)
                     .json(&json)
                     .send()
                     .await
-                    .is_ok_and(|r| r.status() == StatusCode::ACCEPTED);
-                if !ok {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        r.json::<serde_json::Value>().await.ok()
+                    }
+                    _ => None,
+                };
+                match answer.as_ref().and_then(|a| a["ride_id"].as_str()) {
+                    Some(ride) => accepted(ride),
+                    None => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }));
@@ -156,4 +204,19 @@ pub fn bare_router() -> Router {
             },
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trials_give_their_median_and_spread() {
+        let odd = Trials::of(vec![30.0, 10.0, 20.0], |f| *f);
+        assert_eq!((odd.median, odd.min, odd.max), (20.0, 10.0, 30.0));
+        assert_eq!(odd.spread(), 1.0);
+        assert_eq!(odd.trials, [30.0, 10.0, 20.0]);
+        assert_eq!(Trials::of(vec![1.0, 4.0], |f| *f).median, 2.5);
+        assert_eq!(Trials::<f64>::of(Vec::new(), |f| *f).spread(), 0.0);
+    }
 }

@@ -1,9 +1,11 @@
 //! `bimride bench`: an open-loop, fixed-rate booking load through the real HTTP API, with the
 //! latency of every stage of the booked rides (assigned, completed, charged, notified), the
-//! throughput and CPU it cost, and baselines measured in the same run: raw rdkafka
+//! throughput and CPU it cost (this process's, and the brokers' where they run apart), and
+//! baselines measured in the same run, before the load and three times each: raw rdkafka
 //! pass-through on the same brokers, and a bare axum handler beside the booking POST.
 
 pub mod baseline;
+pub mod cpu;
 pub mod report;
 pub mod track;
 
@@ -25,6 +27,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio_util::sync::CancellationToken;
 
+use crate::baseline::Trials;
 use crate::report::{Baselines, Report, Step};
 use crate::track::{Percentiles, Stage, Tracker, histogram};
 
@@ -133,6 +136,17 @@ pub async fn run(
         .build()?;
 
     warm_up(&target, &client, &tracker).await?;
+    let brokers = cpu::Brokers::find(target.kafka.bootstrap_servers());
+    tracing::info!(
+        processes = brokers.processes(),
+        "brokers found for CPU accounting (0: they run in this process)"
+    );
+    // Baselines first, on a quiet city, so that no step's backlog slows them.
+    let measured = if settings.no_baselines {
+        None
+    } else {
+        Some(baselines(&target, &client, &tracker, settings.settle).await?)
+    };
 
     let mut steps = Vec::new();
     let mut rate = settings.rate;
@@ -141,7 +155,7 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let step = run_step(&target, &settings, &client, &tracker, rate, n).await;
+        let step = run_step(&target, &settings, &client, &tracker, &brokers, rate, n).await;
         // Without a target nothing is held: a rate is only ever held against one.
         let held = settings.target_p99_ms.is_some_and(|t| step.holds(t));
         tracing::info!(
@@ -165,16 +179,12 @@ pub async fn run(
         rate *= 1.5;
     }
 
-    let baselines = if settings.no_baselines {
-        None
-    } else {
-        // Pipeline efficiency is read at the highest rate that held (the last step without a target).
-        let best = match sustained {
-            Some(r) => steps.iter().rfind(|s| s.rate == r),
-            None => steps.last(),
-        };
-        Some(baselines(&target, &client, best).await?)
+    // Pipeline efficiency is read at the highest rate that held (the last step without a target).
+    let best = match sustained {
+        Some(r) => steps.iter().rfind(|s| s.rate == r),
+        None => steps.last(),
     };
+    let baselines = measured.map(|b| b.with_pipeline(best));
     shutdown.cancel();
     let _ = feeds.await;
 
@@ -268,24 +278,6 @@ async fn feed(
     }
 }
 
-/// Process CPU time (user + system) in seconds, from /proc; 0 where there is none.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which may hold spaces, start after the last ')'.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Records produced by every service of this process so far, by topic.
 fn produced_by_topic() -> BTreeMap<String, f64> {
     let mut by_topic = BTreeMap::new();
@@ -349,6 +341,7 @@ async fn run_step(
     settings: &BenchSettings,
     client: &reqwest::Client,
     tracker: &Arc<Tracker>,
+    brokers: &cpu::Brokers,
     rate: f64,
     step: u32,
 ) -> Step {
@@ -357,7 +350,8 @@ async fn run_step(
     let url = format!("{}/v1/rides", target.api_url);
     let http = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let cpu_before = cpu_seconds();
+    let cpu_before = cpu::own_seconds();
+    let brokers_before = brokers.seconds();
     let by_topic_before = produced_by_topic();
     let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
@@ -421,7 +415,8 @@ async fn run_step(
         tokio::time::sleep(Duration::from_secs(1)).await;
         progress(tracker.as_ref(), rate, total, total, started);
     }
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = cpu::own_seconds() - cpu_before;
+    let broker_cpu = brokers.seconds().zip(brokers_before).map(|(a, b)| a - b);
     let (accepted, _) = tracker.counts();
     // Over the load and its settling: a ride's later records (completion, charge, receipt)
     // come after the load ends.
@@ -438,7 +433,7 @@ async fn run_step(
         outcomes,
         http,
         &latencies,
-        cpu,
+        (cpu, broker_cpu),
         produced / load_secs,
         records_per_ride,
     )
@@ -459,19 +454,35 @@ fn progress(tracker: &Tracker, rate: f64, sent: u64, total: u64, started: Instan
 }
 
 const HTTP_CLIENTS: usize = 128;
+/// Each baseline is measured this many times; the report gives the median and the range.
+pub const TRIALS: usize = 3;
+const PASS_THROUGH_RECORDS: u64 = 200_000;
+const HTTP_WINDOW: Duration = Duration::from_secs(2);
 
-/// The same-run baselines, and the ratios the targets are set in.
+/// The same-run baselines, each [`TRIALS`] times, before any load: raw Kafka pass-through, and
+/// the bare handler and the booking POST in turns, so that a drift of the machine reaches both.
+/// The bookings are then let through the city (decided, and driven to their receipts, or the
+/// settle time passed), so the first step starts on a quiet city.
 async fn baselines(
     target: &Target,
     client: &reqwest::Client,
-    last: Option<&Step>,
+    tracker: &Arc<Tracker>,
+    settle: u64,
 ) -> Result<Baselines, BenchError> {
-    tracing::info!("measuring the raw Kafka pass-through");
-    let kafka =
-        baseline::kafka_pass_through(&target.kafka, &target.passthrough_topic, 200_000, 200)
-            .await?;
+    let mut pass_through = Vec::with_capacity(TRIALS);
+    for trial in 1..=TRIALS {
+        tracing::info!(trial, "measuring the raw Kafka pass-through");
+        pass_through.push(
+            baseline::kafka_pass_through(
+                &target.kafka,
+                &target.passthrough_topic,
+                PASS_THROUGH_RECORDS,
+                200,
+            )
+            .await?,
+        );
+    }
 
-    tracing::info!("measuring the bare HTTP handler and the booking POST");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(BenchError::Listen)?;
@@ -488,27 +499,86 @@ async fn baselines(
                 .await
         })
     };
-    let shared = target.clone();
-    let body = move |n: u64| {
-        let mut rng = SmallRng::seed_from_u64(n);
-        booking(&shared, &mut rng, n, 99)
-    };
-    let window = Duration::from_secs(3);
-    // Enough clients in flight that each endpoint is measured at its throughput, not at one
-    // request's latency: a booking is answered once Kafka has it.
-    let bare = baseline::http_rate(client, &bare_url, body.clone(), HTTP_CLIENTS, window).await;
     let booking_url = format!("{}/v1/rides", target.api_url);
-    let bookings = baseline::http_rate(client, &booking_url, body, HTTP_CLIENTS, window).await;
+    let (mut bare, mut bookings) = (Vec::new(), Vec::new());
+    tracker.clear();
+    for trial in 1..=TRIALS {
+        tracing::info!(
+            trial,
+            "measuring the bare HTTP handler and the booking POST"
+        );
+        let shared = target.clone();
+        let body = move |n: u64| {
+            let mut rng = SmallRng::seed_from_u64(n);
+            booking(&shared, &mut rng, n, 90 + trial as u32)
+        };
+        // Enough clients in flight that each endpoint is measured at its throughput, not at
+        // one request's latency: a booking is answered once Kafka has it.
+        bare.push(
+            baseline::http_rate(
+                client,
+                &bare_url,
+                body.clone(),
+                |_| {},
+                HTTP_CLIENTS,
+                HTTP_WINDOW,
+            )
+            .await,
+        );
+        let mark = Arc::clone(tracker);
+        let accepted = move |ride: &str| mark.accepted(ride, Instant::now());
+        bookings.push(
+            baseline::http_rate(
+                client,
+                &booking_url,
+                body,
+                accepted,
+                HTTP_CLIENTS,
+                HTTP_WINDOW,
+            )
+            .await,
+        );
+    }
     stop.cancel();
     let _ = server.await;
+    quieten(tracker, settle).await;
 
-    let pipeline = last.map_or(0.0, |s| s.pipeline_records_per_s);
+    let bare = Trials::of(bare, |r| r.requests_per_s);
+    let bookings = Trials::of(bookings, |r| r.requests_per_s);
     Ok(Baselines {
-        kafka_pass_through: kafka,
-        pipeline_records_per_s: pipeline,
-        pipeline_efficiency: pipeline / kafka.records_per_s,
+        trials: TRIALS,
+        kafka_pass_through: Trials::of(pass_through, |p| p.records_per_s),
+        pipeline_records_per_s: 0.0,
+        pipeline_efficiency: 0.0,
+        http_ratio: bookings.median / bare.median,
         bare_http: bare,
         booking_http: bookings,
-        http_ratio: bookings.requests_per_s / bare.requests_per_s,
     })
+}
+
+/// Waits until every ride the tracker holds is cancelled or told of its receipt, or `settle`
+/// seconds have passed.
+async fn quieten(tracker: &Tracker, settle: u64) {
+    let until = Instant::now() + Duration::from_secs(settle);
+    loop {
+        let (accepted, counts) = tracker.counts();
+        let done =
+            counts.get(&Stage::Notified).copied().unwrap_or(0) + tracker.outcomes().cancelled;
+        if done >= accepted {
+            tracing::info!(
+                rides = accepted,
+                "the baselines' bookings went through the city"
+            );
+            return;
+        }
+        if Instant::now() >= until {
+            tracing::warn!(
+                rides = accepted,
+                open = accepted - done,
+                "the baselines' bookings are still in the city when the load starts"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::baseline::{HttpRate, PassThrough};
+use crate::baseline::{HttpRate, PassThrough, Trials};
 use crate::track::{Outcomes, Percentiles, Stage};
 use crate::{BenchError, BenchSettings, Target};
 
@@ -41,8 +41,12 @@ pub struct Step {
     /// How every accepted booking ended.
     pub outcomes: Outcomes,
     pub latency: StageLatency,
+    /// CPU of this process: BimRide's services, the load generator and the simulated fleet.
     pub cpu_seconds: f64,
     pub cpu_ms_per_ride: f64,
+    /// CPU of the broker processes, where they run apart from this one.
+    pub broker_cpu_seconds: Option<f64>,
+    pub broker_cpu_ms_per_ride: Option<f64>,
     /// Records produced by every service per second of load.
     pub pipeline_records_per_s: f64,
     /// Records the services produced per accepted ride, by topic, over the step and its
@@ -62,11 +66,18 @@ impl Step {
         outcomes: Outcomes,
         http_202: Percentiles,
         latencies: &HashMap<Stage, Histogram<u64>>,
-        cpu_seconds: f64,
+        (cpu_seconds, broker_cpu_seconds): (f64, Option<f64>),
         pipeline_records_per_s: f64,
         records_per_ride: BTreeMap<String, f64>,
     ) -> Self {
         let of = |s: Stage| latencies.get(&s).map(Percentiles::of).unwrap_or_default();
+        let per_ride = |cpu: f64| {
+            if accepted > 0 {
+                cpu * 1000.0 / accepted as f64
+            } else {
+                0.0
+            }
+        };
         let assigned = outcomes.assigned;
         Self {
             rate,
@@ -87,11 +98,9 @@ impl Step {
                 notified: of(Stage::Notified),
             },
             cpu_seconds,
-            cpu_ms_per_ride: if accepted > 0 {
-                cpu_seconds * 1000.0 / accepted as f64
-            } else {
-                0.0
-            },
+            cpu_ms_per_ride: per_ride(cpu_seconds),
+            broker_cpu_seconds,
+            broker_cpu_ms_per_ride: broker_cpu_seconds.map(per_ride),
             pipeline_records_per_s,
             records_per_ride,
         }
@@ -106,16 +115,31 @@ impl Step {
     }
 }
 
+/// Baselines, each measured [`crate::TRIALS`] times before the load, and the ratios the targets
+/// are set in, taken over their medians.
 #[derive(Debug, Clone, Serialize)]
 pub struct Baselines {
-    pub kafka_pass_through: PassThrough,
+    pub trials: usize,
+    pub kafka_pass_through: Trials<PassThrough>,
     pub pipeline_records_per_s: f64,
-    /// Pipeline records per second over raw pass-through records per second.
+    /// Pipeline records per second over the median raw pass-through records per second.
     pub pipeline_efficiency: f64,
-    pub bare_http: HttpRate,
-    pub booking_http: HttpRate,
-    /// Booking POSTs per second over bare-handler POSTs per second.
+    pub bare_http: Trials<HttpRate>,
+    pub booking_http: Trials<HttpRate>,
+    /// Median booking POSTs per second over median bare-handler POSTs per second.
     pub http_ratio: f64,
+}
+
+impl Baselines {
+    /// The pipeline's figures at `step`, set against the pass-through.
+    pub(crate) fn with_pipeline(self, step: Option<&Step>) -> Self {
+        let pipeline = step.map_or(0.0, |s| s.pipeline_records_per_s);
+        Self {
+            pipeline_records_per_s: pipeline,
+            pipeline_efficiency: pipeline / self.kafka_pass_through.median,
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,7 +212,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>12}",
             "rate/s",
             "accepted",
             "assigned",
@@ -202,13 +226,14 @@ impl fmt::Display for Report {
             "complete p99",
             "charge p99",
             "notify p99",
-            "cpu/ride"
+            "cpu/ride",
+            "brokers/ride"
         )?;
         for s in &self.steps {
             let l = &s.latency;
             writeln!(
                 f,
-                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms",
+                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>12}",
                 s.rate,
                 s.accepted,
                 s.outcomes.assigned,
@@ -222,7 +247,9 @@ impl fmt::Display for Report {
                 l.completed.p99_ms,
                 l.charged.p99_ms,
                 l.notified.p99_ms,
-                s.cpu_ms_per_ride
+                s.cpu_ms_per_ride,
+                s.broker_cpu_ms_per_ride
+                    .map_or_else(|| "in process".to_owned(), |ms| format!("{ms:.2}ms")),
             )?;
         }
         writeln!(
@@ -251,16 +278,26 @@ impl fmt::Display for Report {
             (Some(t), None) => writeln!(f, "no rate held (99.9% assigned, p99 ≤ {t} ms)")?,
             (None, _) => writeln!(f, "no target given: no rate is called held")?,
         }
+        writeln!(
+            f,
+            "cpu/ride is this process (services, load generator, fleet); brokers/ride their own processes"
+        )?;
         if let Some(b) = &self.baselines {
+            fn range<T>(t: &Trials<T>) -> String {
+                format!("{:.0}/s (median; {:.0} to {:.0})", t.median, t.min, t.max)
+            }
             writeln!(
                 f,
-                "kafka pass-through {:.0} records/s · pipeline {:.0} records/s · efficiency {:.3}",
-                b.kafka_pass_through.records_per_s, b.pipeline_records_per_s, b.pipeline_efficiency
+                "before the load, {} trials each: kafka pass-through {} · bare axum POST {} · booking POST {}",
+                b.trials,
+                range(&b.kafka_pass_through),
+                range(&b.bare_http),
+                range(&b.booking_http),
             )?;
             writeln!(
                 f,
-                "bare axum POST {:.0}/s · booking POST {:.0}/s · HTTP ratio {:.2}",
-                b.bare_http.requests_per_s, b.booking_http.requests_per_s, b.http_ratio
+                "pipeline {:.0} records/s · efficiency {:.3} · HTTP ratio {:.2}",
+                b.pipeline_records_per_s, b.pipeline_efficiency, b.http_ratio
             )?;
         }
         Ok(())
@@ -359,7 +396,7 @@ mod tests {
             outcomes,
             Percentiles::default(),
             &latencies,
-            1.0,
+            (1.0, None),
             0.0,
             BTreeMap::new(),
         )
