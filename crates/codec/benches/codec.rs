@@ -98,6 +98,51 @@ fn codec(c: &mut Criterion) {
             black_box(codec.decode::<RideEvent>(&bytes).await.expect("decode"))
         })
     });
+    // The reference implementation on the same path (schema compiled once, bytes straight to
+    // the type), as the codec ran before it moved to serde_avro_fast.
+    let schema =
+        apache_avro::Schema::parse_str(&Topic::RideRequests.value_schema_json()).expect("schema");
+    let resolved = || apache_avro::schema::ResolvedSchema::try_from(&schema).expect("resolves");
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+        .resolved_schemata(resolved())
+        .build()
+        .expect("writer");
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .resolved_writer_schemata(resolved())
+        .build()
+        .expect("reader");
+    group.bench_function("baseline_apache_avro_datum/ride_requested", |b| {
+        b.iter(|| {
+            let mut bytes = Vec::with_capacity(128);
+            writer
+                .write_ser(&mut bytes, black_box(&request))
+                .expect("encode");
+            black_box(
+                reader
+                    .read_deser::<DispatchEvent>(&mut &bytes[..])
+                    .expect("decode"),
+            )
+        })
+    });
+    // The datum alone, without the wire header, the schema-id lookup or the async call.
+    let fast: serde_avro_fast::Schema = Topic::RideRequests
+        .value_schema_json()
+        .parse()
+        .expect("schema");
+    group.bench_function("datum_serde_avro_fast/ride_requested", |b| {
+        b.iter(|| {
+            let mut config = serde_avro_fast::ser::SerializerConfig::new(&fast);
+            let bytes = serde_avro_fast::to_datum(
+                black_box(&request),
+                Vec::with_capacity(128),
+                &mut config,
+            )
+            .expect("encode");
+            black_box(
+                serde_avro_fast::from_datum_slice::<DispatchEvent>(&bytes, &fast).expect("decode"),
+            )
+        })
+    });
     group.bench_function("baseline_serde_json/ride_requested", |b| {
         b.iter(|| {
             let bytes = serde_json::to_vec(black_box(&request)).expect("encode");

@@ -8,9 +8,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::schema::ResolvedSchema;
-use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -149,34 +146,23 @@ impl std::fmt::Debug for Codec {
     }
 }
 
-/// A topic's own schema, compiled once: the writer and reader this build uses for it.
+/// A topic's own schema, parsed once for serde_avro_fast, which writes and reads this build's
+/// records straight between Rust types and the Avro binary encoding.
 struct Compiled {
-    writer: GenericDatumWriter<'static>,
-    reader: GenericDatumReader<'static>,
+    schema: serde_avro_fast::Schema,
 }
 
 fn compiled() -> &'static HashMap<Topic, Compiled> {
     static COMPILED: OnceLock<HashMap<Topic, Compiled>> = OnceLock::new();
     COMPILED.get_or_init(|| {
-        reader_schemas()
-            .iter()
-            .map(|(topic, schema)| {
-                // Six schemas live for the whole process; leaking them lets the compiled
-                // reader and writer borrow them without a self-referential struct.
-                let schema: &'static Schema = Box::leak(Box::new(schema.as_ref().clone()));
-                let resolve = || {
-                    ResolvedSchema::try_from(schema)
-                        .unwrap_or_else(|e| panic!("value schema of {topic} does not resolve: {e}"))
-                };
-                let writer = GenericDatumWriter::builder(schema)
-                    .resolved_schemata(resolve())
-                    .build()
-                    .unwrap_or_else(|e| panic!("writer for {topic}: {e}"));
-                let reader = GenericDatumReader::builder(schema)
-                    .resolved_writer_schemata(resolve())
-                    .build()
-                    .unwrap_or_else(|e| panic!("reader for {topic}: {e}"));
-                (*topic, Compiled { writer, reader })
+        Topic::ALL
+            .into_iter()
+            .map(|topic| {
+                let schema = topic
+                    .value_schema_json()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("value schema of {topic} does not compile: {e}"));
+                (topic, Compiled { schema })
             })
             .collect()
     })
@@ -272,14 +258,11 @@ impl Codec {
         let mut bytes = Vec::with_capacity(128);
         bytes.push(0);
         bytes.extend_from_slice(&id.to_be_bytes());
-        compiled()[&T::TOPIC]
-            .writer
-            .write_ser(&mut bytes, value)
-            .map_err(|e| CodecError::Encode {
-                topic: T::TOPIC,
-                message: e.to_string(),
-            })?;
-        Ok(bytes)
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&compiled()[&T::TOPIC].schema);
+        serde_avro_fast::to_datum(value, bytes, &mut config).map_err(|e| CodecError::Encode {
+            topic: T::TOPIC,
+            message: e.to_string(),
+        })
     }
 
     pub async fn decode<T: TopicValue>(&self, bytes: &[u8]) -> Result<T, CodecError> {
@@ -287,13 +270,14 @@ impl Codec {
         let id = header.schema_id;
         match self.fit::<T>(id).await? {
             // The common case: written with this build's schema, read straight into the type.
-            WriterFit::Same => compiled()[&T::TOPIC]
-                .reader
-                .read_deser::<T>(&mut &bytes[WireHeader::LEN..])
-                .map_err(|e| CodecError::Undecodable {
-                    id,
-                    message: e.to_string(),
-                }),
+            WriterFit::Same => serde_avro_fast::from_datum_slice::<T>(
+                &bytes[WireHeader::LEN..],
+                &compiled()[&T::TOPIC].schema,
+            )
+            .map_err(|e| CodecError::Undecodable {
+                id,
+                message: e.to_string(),
+            }),
             // Another version: decode with the writer's schema, resolve, then read.
             WriterFit::Resolve => {
                 let value = self
@@ -303,7 +287,17 @@ impl Codec {
                         CodecError::Unresolvable { id, message } => mismatch::<T>(id, message),
                         other => other,
                     })?;
-                apache_avro::from_value::<T>(&value).map_err(|e| mismatch::<T>(id, e))
+                // Written again in this build's schema, it takes the common path: apache-avro's
+                // own `from_value` would pick a union's variant by position among serde's
+                // names, aliases included.
+                let datum = apache_avro::writer::datum::GenericDatumWriter::builder(
+                    &reader_schemas()[&T::TOPIC],
+                )
+                .build()
+                .and_then(|w| w.write_value_to_vec(value))
+                .map_err(|e| mismatch::<T>(id, e))?;
+                serde_avro_fast::from_datum_slice::<T>(&datum, &compiled()[&T::TOPIC].schema)
+                    .map_err(|e| mismatch::<T>(id, e))
             }
         }
     }

@@ -173,11 +173,15 @@ single!(EtaObserved, Topic::Eta, ride_id);
 macro_rules! union_value {
     (
         $(#[$meta:meta])*
-        $name:ident on $topic:expr, key = $key:ident { $($variant:ident($ty:ty)),* $(,)? }
+        $name:ident on $topic:expr, key = $key:ident {
+            $($variant:ident($ty:ty) as $record:literal),* $(,)?
+        }
     ) => {
         $(#[$meta])*
+        // A union branch is read by its record's full name (serde_avro_fast), a variant by its
+        // own (JSON): each variant answers to both.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum $name { $($variant($ty)),* }
+        pub enum $name { $(#[serde(alias = $record)] $variant($ty)),* }
 
         impl $name {
             /// Name of the event type, for logs and metric labels.
@@ -209,32 +213,32 @@ union_value! {
     /// The dispatch log, keyed by region: riders' requests and cancellations, and dispatch's
     /// own assignments and cancellations, which a new owner of the region replays.
     DispatchEvent on Topic::RideRequests, key = region {
-        Requested(RideRequested),
-        Cancelled(RideCancelled),
-        Assigned(DriverAssigned),
+        Requested(RideRequested) as "io.bimride.events.RideRequested",
+        Cancelled(RideCancelled) as "io.bimride.events.RideCancelled",
+        Assigned(DriverAssigned) as "io.bimride.events.DriverAssigned",
     }
 }
 
 union_value! {
     /// Driver supply, keyed by dispatch region: status, location, and answers to offers.
     SupplyEvent on Topic::DriverSupply, key = region {
-        Status(DriverStatusChanged),
-        Location(DriverLocationUpdated),
-        Answer(OfferAnswered),
+        Status(DriverStatusChanged) as "io.bimride.events.DriverStatusChanged",
+        Location(DriverLocationUpdated) as "io.bimride.events.DriverLocationUpdated",
+        Answer(OfferAnswered) as "io.bimride.events.OfferAnswered",
     }
 }
 
 union_value! {
     /// The lifecycle of a ride after its request, keyed by ride so it stays in order.
     RideEvent on Topic::RideEvents, key = ride_id {
-        OfferSent(OfferSent),
-        OfferAnswered(OfferAnswered),
-        DriverAssigned(DriverAssigned),
-        DriverArrived(DriverArrived),
-        TripStarted(TripStarted),
-        TripTelemetry(TripTelemetry),
-        TripCompleted(TripCompleted),
-        RideCancelled(RideCancelled),
+        OfferSent(OfferSent) as "io.bimride.events.OfferSent",
+        OfferAnswered(OfferAnswered) as "io.bimride.events.OfferAnswered",
+        DriverAssigned(DriverAssigned) as "io.bimride.events.DriverAssigned",
+        DriverArrived(DriverArrived) as "io.bimride.events.DriverArrived",
+        TripStarted(TripStarted) as "io.bimride.events.TripStarted",
+        TripTelemetry(TripTelemetry) as "io.bimride.events.TripTelemetry",
+        TripCompleted(TripCompleted) as "io.bimride.events.TripCompleted",
+        RideCancelled(RideCancelled) as "io.bimride.events.RideCancelled",
     }
 }
 
