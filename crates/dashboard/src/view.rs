@@ -413,8 +413,7 @@ impl LiveView {
         sums.observations += 1;
         sums.abs_error += error.abs();
         sums.error += error;
-        sums.baseline_abs_error +=
-            (o.actual_secs - o.baseline_secs.unwrap_or(o.predicted_secs)).abs();
+        sums.baseline_abs_error += (o.actual_secs - o.baseline()).abs();
     }
 
     pub fn snapshot(&self) -> Snapshot {

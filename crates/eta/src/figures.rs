@@ -54,7 +54,7 @@ impl Figures {
     pub fn add(&mut self, o: &EtaObserved) -> (FigureKey, Figure) {
         let key = (o.leg, o.region.clone(), o.hour);
         let error = o.actual_secs - o.predicted_secs;
-        let baseline_error = o.actual_secs - o.baseline_secs.unwrap_or(o.predicted_secs);
+        let baseline_error = o.actual_secs - o.baseline();
         self.overall
             .entry(o.leg)
             .or_default()

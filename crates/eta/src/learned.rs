@@ -34,8 +34,7 @@ pub fn learn(learned: &Learned, o: &EtaObserved) -> bool {
         EtaLeg::Pickup => Leg::Pickup,
         EtaLeg::Trip => Leg::Trip,
     };
-    // Observations from before corrections existed predicted from distance alone.
-    let baseline = o.baseline_secs.unwrap_or(o.predicted_secs);
+    let baseline = o.baseline();
     let taken = match (o.pickup_cell.parse::<CellIndex>(), u8::try_from(o.hour)) {
         (Ok(cell), Ok(hour)) if hour < 24 => {
             learned.observe(leg, cell, hour, baseline as f64, o.actual_secs as f64)

@@ -330,6 +330,14 @@ pub struct EtaObserved {
     pub baseline_secs: Option<i64>,
 }
 
+impl EtaObserved {
+    /// The distance-only estimate: the baseline where one was carried, else the prediction,
+    /// which before baselines existed was made from distance alone.
+    pub fn baseline(&self) -> i64 {
+        self.baseline_secs.unwrap_or(self.predicted_secs)
+    }
+}
+
 /// A ride was charged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "io.bimride.events")]
