@@ -150,6 +150,8 @@ impl std::fmt::Debug for Codec {
 /// records straight between Rust types and the Avro binary encoding.
 struct Compiled {
     schema: serde_avro_fast::Schema,
+    /// Writes a record resolved from another schema version back in this build's schema.
+    rewriter: apache_avro::writer::datum::GenericDatumWriter<'static>,
 }
 
 fn compiled() -> &'static HashMap<Topic, Compiled> {
@@ -162,7 +164,11 @@ fn compiled() -> &'static HashMap<Topic, Compiled> {
                     .value_schema_json()
                     .parse()
                     .unwrap_or_else(|e| panic!("value schema of {topic} does not compile: {e}"));
-                (topic, Compiled { schema })
+                let reader: &'static Schema = &reader_schemas()[&topic];
+                let rewriter = apache_avro::writer::datum::GenericDatumWriter::builder(reader)
+                    .build()
+                    .unwrap_or_else(|e| panic!("writer for {topic}: {e}"));
+                (topic, Compiled { schema, rewriter })
             })
             .collect()
     })
@@ -290,13 +296,12 @@ impl Codec {
                 // Written again in this build's schema, it takes the common path: apache-avro's
                 // own `from_value` would pick a union's variant by position among serde's
                 // names, aliases included.
-                let datum = apache_avro::writer::datum::GenericDatumWriter::builder(
-                    &reader_schemas()[&T::TOPIC],
-                )
-                .build()
-                .and_then(|w| w.write_value_to_vec(value))
-                .map_err(|e| mismatch::<T>(id, e))?;
-                serde_avro_fast::from_datum_slice::<T>(&datum, &compiled()[&T::TOPIC].schema)
+                let compiled = &compiled()[&T::TOPIC];
+                let datum = compiled
+                    .rewriter
+                    .write_value_to_vec(value)
+                    .map_err(|e| mismatch::<T>(id, e))?;
+                serde_avro_fast::from_datum_slice::<T>(&datum, &compiled.schema)
                     .map_err(|e| mismatch::<T>(id, e))
             }
         }
