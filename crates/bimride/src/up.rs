@@ -107,8 +107,10 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         .any(|p| p.starts_with("fetch.wait.max.ms"));
     if cluster.is_some() && !wait_given {
         // The mock brokers answer a fetch only when its wait runs out, not when data
-        // arrives, so every hop would cost the whole wait (500 ms by default).
-        kafka.fetch_wait_max_ms = Some(10);
+        // arrives, so every hop would cost the whole wait (500 ms by default). Each consumer
+        // fetches from each broker once per wait, so shorter costs CPU at rest: 25 ms keeps
+        // a ride's few hops well under a second.
+        kafka.fetch_wait_max_ms = Some(25);
     }
 
     let created = Provisioner::of(cluster.as_ref(), &kafka)

@@ -1,7 +1,8 @@
 //! A typed producer: values are encoded, keyed by their topic's rule, and sent without
 //! waiting, so that many sends are in flight at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use bimride_codec::{Codec, CodecError};
@@ -62,7 +63,7 @@ impl InFlight {
 
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: Arc<FutureProducer>,
     codec: Arc<Codec>,
     topics: Topics,
     /// Records produced, per topic, indexed by `Topic as usize`.
@@ -80,7 +81,10 @@ impl EventProducer {
         Self::with_client(&config.producer(), config.topics(), codec)
     }
 
-    /// A producer with settings of its own, such as a transactional id.
+    /// A producer with settings of its own, such as a transactional id. Services in one
+    /// process with the same settings share one client while any of them holds it: each
+    /// client keeps threads, connections and a polling thread busy, and one client batches
+    /// all their records per partition. A transactional client is never shared.
     pub fn with_client(
         client: &ClientConfig,
         topics: Topics,
@@ -88,7 +92,7 @@ impl EventProducer {
     ) -> Result<Self, ProduceError> {
         let produced = Topic::ALL.map(|t| metrics::PRODUCED.with_label_values(&[topics.name(t)]));
         Ok(Self {
-            producer: client.create()?,
+            producer: shared(client)?,
             codec,
             topics,
             produced: Arc::new(produced),
@@ -145,12 +149,37 @@ impl EventProducer {
         Ok(delivered)
     }
 
-    /// Waits until everything queued is delivered or `timeout` passes.
+    /// Waits until everything queued is delivered or `timeout` passes; on a shared client,
+    /// the other services' records too.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
-        let producer = self.producer.clone();
+        let producer = Arc::clone(&self.producer);
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|_| ProduceError::Cancelled)??;
         Ok(())
     }
+}
+
+/// Clients by their settings, alive while some producer holds them.
+type Clients = HashMap<Vec<(String, String)>, Weak<FutureProducer>>;
+
+static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Mutex::default);
+
+fn shared(client: &ClientConfig) -> Result<Arc<FutureProducer>, KafkaError> {
+    if client.get("transactional.id").is_some() {
+        return Ok(Arc::new(client.create()?));
+    }
+    let settings: Vec<(String, String)> = client
+        .config_map()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    clients.retain(|_, c| c.strong_count() > 0);
+    if let Some(producer) = clients.get(&settings).and_then(Weak::upgrade) {
+        return Ok(producer);
+    }
+    let producer = Arc::new(client.create()?);
+    clients.insert(settings, Arc::downgrade(&producer));
+    Ok(producer)
 }

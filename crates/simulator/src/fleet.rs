@@ -76,6 +76,8 @@ struct SimDriver {
     offers: HashMap<String, (GeoPoint, GeoPoint)>,
     next_beat: f64,
     beats: u32,
+    /// Where the last supply record put this driver.
+    told: Option<(f64, f64)>,
 }
 
 #[derive(Debug)]
@@ -99,6 +101,10 @@ const HANDLED_CAPACITY: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 
 /// Real seconds between location updates of one driver.
 const BEAT_SECS: f64 = 2.0;
+/// A location update says something new only once the driver has moved this far, or into
+/// another cell, since its last supply record: a parked or crawling driver's app stays quiet
+/// between its status repeats, and cuts most of the supply topic at a demo's speed-up.
+const MOVED_M: f64 = 200.0;
 /// Every this many beats an idle driver repeats its full status, so a new owner of a region
 /// learns the driver from a short replay.
 const STATUS_EVERY: u32 = 5;
@@ -163,6 +169,7 @@ impl Fleet {
                     offers: HashMap::new(),
                     next_beat: rng.random_range(0.0..BEAT_SECS),
                     beats: 0,
+                    told: None,
                 }
             })
             .collect();
@@ -189,6 +196,15 @@ impl Fleet {
             .iter()
             .filter(|d| !matches!(d.phase, Phase::Idle { .. } | Phase::Offline { .. }))
             .count()
+    }
+
+    /// Whether `d` has moved far enough, or into another cell, to be worth a location update.
+    fn moved(&self, d: &SimDriver) -> bool {
+        let Some(told) = d.told else {
+            return true;
+        };
+        let cell = |at: (f64, f64)| self.city.locate(at.0, at.1).ok().map(|z| z.cell);
+        City::distance_m(told, d.at) >= MOVED_M || cell(told) != cell(d.at)
     }
 
     fn supply(&self, d: &SimDriver, status: Option<DriverStatus>) -> Vec<Out> {
@@ -361,12 +377,14 @@ impl Fleet {
                 // Only an idle driver repeats its status: any other would free it too early.
                 if d.beats.is_multiple_of(STATUS_EVERY) && matches!(d.phase, Phase::Idle { .. }) {
                     status = Some(DriverStatus::Available);
-                } else {
+                } else if self.moved(&d) {
                     out.extend(self.supply(&d, None));
+                    d.told = Some(d.at);
                 }
             }
             if let Some(s) = status {
                 out.extend(self.supply(&d, Some(s)));
+                d.told = Some(d.at);
             }
             self.drivers[i] = d;
         }
@@ -592,6 +610,38 @@ mod tests {
             .flat_map(|_| kinds(&f.tick(Duration::from_millis(250))))
             .collect();
         assert!(!again.contains(&"TripCompleted"), "{again:?}");
+    }
+
+    #[test]
+    fn a_driver_that_has_not_moved_far_sends_no_location() {
+        let mut f = fleet(1, 1.0);
+        let locations = |out: &[Out]| {
+            out.iter()
+                .filter(|o| matches!(o, Out::Supply(SupplyEvent::Location(_))))
+                .count()
+        };
+        f.tick(Duration::from_millis(100));
+        // Waiting for an accepted offer's outcome, the driver stands still: its beats carry
+        // nothing new.
+        f.on_ride_event(&offer("t-driver-0000"));
+        let standing: usize = (0..20)
+            .map(|_| locations(&f.tick(Duration::from_millis(250))))
+            .sum();
+        assert_eq!(standing, 0);
+        // Moved on by more than the threshold, the next beat tells where.
+        let at = f.drivers[0].at;
+        f.drivers[0].at = offset(at, MOVED_M + 1.0, 0.0);
+        let moved: usize = (0..8)
+            .map(|_| locations(&f.tick(Duration::from_millis(250))))
+            .sum();
+        assert_eq!(moved, regions(&f));
+    }
+
+    /// Regions a record of driver 0 fans out to.
+    fn regions(f: &Fleet) -> usize {
+        let d = &f.drivers[0];
+        let zone = f.city.locate(d.at.0, d.at.1).expect("in town");
+        regions_touched(zone.cell, f.city.match_rings, f.city.region_res()).len()
     }
 
     #[test]

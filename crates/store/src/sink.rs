@@ -289,6 +289,9 @@ struct Sink {
 const QUEUE: usize = 4_096;
 /// Records written in one transaction at most.
 const BATCH: usize = 512;
+/// How long a batch waits for more records once its first has come: at a trickle, one
+/// transaction per record would cost a commit each.
+const LINGER: Duration = Duration::from_millis(100);
 
 impl Processor for Sink {
     type Input = Input;
@@ -341,6 +344,14 @@ impl Writer {
         let mut queued = Vec::with_capacity(BATCH);
         let mut batch = Vec::with_capacity(BATCH);
         while queue.recv_many(&mut queued, BATCH).await > 0 {
+            let full = tokio::time::Instant::now() + LINGER;
+            while queued.len() < BATCH {
+                let room = BATCH - queued.len();
+                match tokio::time::timeout_at(full, queue.recv_many(&mut queued, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
             for q in queued.drain(..) {
                 match q {
                     Queued::Record(at, change) => batch.push((at, change)),
