@@ -201,6 +201,17 @@ on_both_brokers!(
         kafka_eta_legs_are_observed_once_in_any_order_and_across_a_restart
 );
 
+/// ETA observations this process's learned-correction feeds have taken, all legs.
+fn learned_taken() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == "bimride_eta_corrections_learned_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == "taken"))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
 /// Observations that say a leg beginning in `cell` took `times` its distance-only estimate,
 /// at every hour of the day.
 fn learned(leg: EtaLeg, zone: &bimride_domain::Zone, times: i64) -> Vec<EtaObserved> {
@@ -232,6 +243,7 @@ async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
 
     let p = Pipeline::start(&Broker::kafka()).await;
     p.codec.register_all().await.expect("schemas");
+    let learned_before = learned_taken();
     let city = bimride_domain::City::amsterdam();
     let (pickup, dropoff) = ((52.3731, 4.8922), (52.3584, 4.8811));
     let zone = city.locate(pickup.0, pickup.1).expect("in the city");
@@ -251,6 +263,17 @@ async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
     let mut taught = learned(EtaLeg::Pickup, &zone, 3);
     taught.extend(learned(EtaLeg::Trip, &zone, 2));
     p.producer.send_all(&taught).await.expect("published");
+    // Both feeds, the API's and dispatch's, learn every observation.
+    let want = learned_before + 2 * taught.len() as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while learned_taken() < want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        learned_taken(),
+        want,
+        "the feeds learned each observation once"
+    );
 
     // The API learns from the topic: its quote's duration doubles.
     let plain = bimride_pricing::quote(Product::Economy, pickup, dropoff, 1_000).duration_s;
@@ -259,25 +282,19 @@ async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
         "{}/v1/quote?pickup_lat={}&pickup_lng={}&dropoff_lat={}&dropoff_lng={}&product=economy",
         api.url, pickup.0, pickup.1, dropoff.0, dropoff.1
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let quoted = loop {
-        let body: serde_json::Value = http
-            .get(&url)
-            .send()
-            .await
-            .expect("quote answered")
-            .json()
-            .await
-            .expect("json");
-        let duration = body["duration_s"].as_i64().expect("a duration");
-        if duration != plain || tokio::time::Instant::now() > deadline {
-            break duration;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    assert_eq!(quoted, 2 * plain, "the quote learned nothing");
-    // Dispatch's own feed reads the same few records from the same start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let body: serde_json::Value = http
+        .get(&url)
+        .send()
+        .await
+        .expect("quote answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body["duration_s"].as_i64(),
+        Some(2 * plain),
+        "the quote learned nothing"
+    );
 
     // One driver, 600 m north of the pickup, in the pickup's region.
     let at = (pickup.0 + 600.0 / 111_320.0, pickup.1);

@@ -20,7 +20,7 @@
 //!   less those of partitions revoked meanwhile.
 //!   Revokes wait between transactions, so no partition is handed over with one open.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -657,7 +657,25 @@ fn assign_since(
     since: Millis,
 ) -> Result<TopicPartitionList, KafkaError> {
     let all = all_partitions(consumer, topics)?;
-    let starts = history::offsets_at(consumer, &all, since)?;
+    // Where no record is that recent the brokers answer "the end", which librdkafka would
+    // resolve only when it starts fetching, skipping what is written in between; a record
+    // still in flight during the lookup is not seen by it either. So such a partition starts
+    // at its high watermark from before the lookup: what lies past it is read.
+    let mut highs = HashMap::new();
+    for e in all.elements() {
+        let (_, high) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
+        highs.insert((e.topic().to_owned(), e.partition()), high);
+    }
+    let mut starts = history::offsets_at(consumer, &all, since)?;
+    for ((topic, partition), high) in highs {
+        if starts
+            .find_partition(&topic, partition)
+            .is_some_and(|e| e.offset() == Offset::End)
+        {
+            starts.set_partition_offset(&topic, partition, Offset::Offset(high))?;
+        }
+    }
     consumer.assign(&starts)?;
     Ok(starts)
 }
