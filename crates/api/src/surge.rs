@@ -12,7 +12,7 @@ use bimride_events::{Millis, SurgeUpdated};
 use serde::Serialize;
 
 use crate::ApiState;
-use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
+use bimride_kafka::partitioned::{Assignment, Fetch, Options, PartitionedError};
 use bimride_kafka::projection::Projection;
 use bimride_kafka::service::{Context, Service};
 
@@ -73,6 +73,7 @@ impl Service for SurgeFeed {
 
     async fn run(self, cx: Context) -> Result<(), PartitionedError> {
         let mut options = Options::new("bimride-api-surge", "api");
+        options.fetch = Fetch::Batched;
         options.assignment = Assignment::Everything { since: Millis(0) };
         Projection::new(self.0)
             .on(|book, u: &SurgeUpdated| book.apply(u))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bimride_events::{FareCharged, Millis, RideEvent, Topic};
 use bimride_kafka::partitioned::{
-    self, At, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
+    self, At, Fetch, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
 use rdkafka::Offset;
@@ -77,6 +77,7 @@ impl Service for BillingSettings {
     /// is settled first.
     async fn run(self, cx: Context) -> Result<(), BillingError> {
         let mut options = Options::new(self.group.clone(), "billing");
+        options.fetch = Fetch::Batched;
         options.tick = Some(FORGET_EVERY);
         if self.delivery == Guarantee::ExactlyOnce {
             options.delivery = partitioned::Delivery::Transactional {

@@ -20,7 +20,7 @@ use bimride_domain::City;
 use bimride_events::{
     DispatchEvent, EtaObserved, FareCharged, Millis, RideEvent, SupplyEvent, SurgeUpdated,
 };
-use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
+use bimride_kafka::partitioned::{Assignment, Fetch, Options, PartitionedError};
 use bimride_kafka::projection::Projection;
 use bimride_kafka::service::{Context, Service};
 use futures::Stream;
@@ -192,6 +192,7 @@ impl Service for Feeds {
         tokio::spawn(Arc::clone(&dashboard).publish(cx.shutdown.clone()));
         tokio::spawn(Arc::clone(&dashboard).follow_store(self.store, cx.shutdown.clone()));
         let mut options = Options::new("bimride-dashboard", "dashboard");
+        options.fetch = Fetch::Batched;
         options.assignment = Assignment::Everything {
             since: Millis(Millis::now().0 - WINDOW.as_millis() as i64),
         };

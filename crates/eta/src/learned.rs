@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bimride_domain::eta::{Learned, Leg};
 use bimride_events::{EtaLeg, EtaObserved, Millis};
-use bimride_kafka::partitioned::{Assignment, Options, PartitionedError};
+use bimride_kafka::partitioned::{Assignment, Fetch, Options, PartitionedError};
 use bimride_kafka::projection::Projection;
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::counter;
@@ -69,6 +69,7 @@ impl Service for LearnedFeed {
     async fn run(self, cx: Context) -> Result<(), PartitionedError> {
         let since = Millis(Millis::now().0 - self.since.as_millis() as i64);
         let mut options = Options::new("bimride-eta-learner", "eta-learner");
+        options.fetch = Fetch::Batched;
         options.assignment = Assignment::Everything { since };
         Projection::new(self.learned)
             .on(|learned, o: &EtaObserved| {

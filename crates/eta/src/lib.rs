@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bimride_events::{EtaLeg, EtaObserved, Millis, RideEvent};
 use bimride_kafka::partitioned::{
-    self, At, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
+    self, At, Fetch, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, measures};
@@ -222,6 +222,7 @@ impl Service for EtaSettings {
             OVERALL_BASELINE_MAE.with_label_values(&[leg]);
         }
         let mut options = Options::new(self.group.clone(), "eta");
+        options.fetch = Fetch::Batched;
         options.tick = Some(EXPIRE_EVERY);
         let eta = Eta {
             tracker: Tracker::new(cx.city, self.config()),

@@ -284,7 +284,24 @@ pub struct Options {
     /// co-partitioned inputs need.
     pub co_partitioned: bool,
     pub assignment: Assignment,
+    pub fetch: Fetch,
 }
+
+/// How a consumer trades latency for the brokers' work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Every record as soon as it lands: the path from a booking to its driver.
+    Prompt,
+    /// Records in batches, up to [`BATCHED_WAIT_MS`] late: a broker answers a fetch once it
+    /// holds [`BATCHED_BYTES`] or the wait is up. At a trickle, a prompt consumer costs every
+    /// broker a fetch per record, which made the brokers the larger CPU party at rest.
+    Batched,
+}
+
+/// Longest a batched consumer's fetch waits for its bytes.
+pub const BATCHED_WAIT_MS: u32 = 100;
+/// Bytes a batched consumer's fetch waits for.
+pub const BATCHED_BYTES: u32 = 64 * 1024;
 
 /// Which partitions a processor owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +330,7 @@ impl Options {
             tick: None,
             co_partitioned: false,
             assignment: Assignment::Group,
+            fetch: Fetch::Prompt,
         }
     }
 }
@@ -497,6 +515,11 @@ pub async fn run<P: Processor>(
     client.set("statistics.interval.ms", metrics::STATISTICS_INTERVAL_MS);
     if options.co_partitioned {
         client.set("partition.assignment.strategy", "range");
+    }
+    if options.fetch == Fetch::Batched {
+        client
+            .set("fetch.wait.max.ms", BATCHED_WAIT_MS.to_string())
+            .set("fetch.min.bytes", BATCHED_BYTES.to_string());
     }
     let probe_topic = inputs.first().cloned().unwrap_or_default();
     let transactional = matches!(options.delivery, Delivery::Transactional { .. });

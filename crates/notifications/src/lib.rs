@@ -21,7 +21,7 @@ use bimride_events::{FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
-    self, At, Either, Options, PartitionedError, Processor, Rejected,
+    self, At, Either, Fetch, Options, PartitionedError, Processor, Rejected,
 };
 use bimride_kafka::service::{Context, Service, SettingsError};
 use bimride_telemetry::counter;
@@ -238,7 +238,8 @@ impl Service for NotificationSettings {
             webhook = self.webhook_url.is_some(),
             "notifications started"
         );
-        let options = Options::new(self.group.clone(), "notifications");
+        let mut options = Options::new(self.group.clone(), "notifications");
+        options.fetch = Fetch::Batched;
         partitioned::run(&cx.kafka, cx.codec, notifier, options, cx.shutdown).await?;
         tracing::info!("notifications stopped");
         Ok(())

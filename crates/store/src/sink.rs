@@ -11,7 +11,7 @@ use std::time::Duration;
 use bimride_events::{DispatchEvent, FareCharged, Notification, RideEvent};
 use bimride_kafka::KafkaConfig;
 use bimride_kafka::partitioned::{
-    self, Assignment, At, Either, Nothing, Options, PartitionedError, Positions, Processor,
+    self, Assignment, At, Either, Fetch, Nothing, Options, PartitionedError, Positions, Processor,
     RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
@@ -198,6 +198,7 @@ impl Service for StoreSettings {
         };
         UNAVAILABLE.with_label_values(&[backend]);
         let mut options = Options::new(self.group, "store");
+        options.fetch = Fetch::Batched;
         options.assignment = Assignment::Positions(positions);
         let (records, queue) = mpsc::channel(QUEUE);
         let writer = Writer {

@@ -20,7 +20,7 @@ use bimride_domain::City;
 use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
-    self, Assignment, At, Either, Inputs, Options, PartitionedError, Processor, Rejected,
+    self, Assignment, At, Either, Fetch, Inputs, Options, PartitionedError, Processor, Rejected,
 };
 use bimride_kafka::replay::Point;
 use bimride_kafka::service::{Context, Service};
@@ -281,6 +281,7 @@ impl Service for SurgeSettings {
         let now = Millis::now();
         let since = Millis(now.0 - config.sliding_ms - config.lateness_ms - config.tumbling_ms);
         let mut options = Options::new(format!("bimride-surge-{}", uuid::Uuid::new_v4()), "surge");
+        options.fetch = Fetch::Batched;
         options.assignment = Assignment::Everything { since };
         options.tick = Some(Duration::from_millis(500));
         let detector = Detector {
