@@ -1,8 +1,9 @@
 //! Dead letters: the original record, with headers saying why, from where and when.
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
+use crate::client::ProducerClient;
 use crate::metrics;
 
 pub const REASON: &str = "bimride.dlq.reason";
@@ -90,7 +91,7 @@ impl DeadLetter {
 
 /// Writes `payload` to `dlq_topic` and waits for the brokers to acknowledge it.
 pub async fn publish(
-    producer: &FutureProducer,
+    producer: &ProducerClient,
     dlq_topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
@@ -104,10 +105,7 @@ pub async fn publish(
     if let Some(p) = payload {
         record = record.payload(p);
     }
-    producer
-        .send(record, rdkafka::util::Timeout::Never)
-        .await
-        .map_err(|(e, _)| e)?;
+    producer.send(record).await?;
     metrics::DEAD_LETTERED
         .with_label_values(&[letter.source_topic.as_str(), letter.reason.as_str()])
         .inc();
@@ -198,7 +196,7 @@ pub struct Replayed {
 /// source topic, once per source record, with a header naming the letter. Consumers are
 /// idempotent, so a record some group had already processed is ignored there.
 pub async fn replay(
-    producer: &FutureProducer,
+    producer: &ProducerClient,
     letters: &[Stored],
     select: impl Fn(&Stored, &DeadLetter) -> bool,
 ) -> Result<Replayed, DlqError> {
@@ -232,22 +230,15 @@ pub async fn replay(
         if let Some(p) = &stored.payload {
             record = record.payload(p.as_slice());
         }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(e, _)| DlqError::Kafka(e))?;
+        let delivery = producer.enqueue(record).await.map_err(DlqError::Kafka)?;
         pending.push((letter.source_topic.clone(), delivery));
     }
     for (topic, delivery) in pending {
-        match delivery.await {
-            Ok(Ok(_)) => {
-                metrics::DEAD_LETTERS_REPLAYED
-                    .with_label_values(&[topic.as_str()])
-                    .inc();
-                done.replayed += 1;
-            }
-            Ok(Err((e, _))) => return Err(DlqError::Kafka(e)),
-            Err(_) => return Err(DlqError::Kafka(rdkafka::error::KafkaError::Canceled)),
-        }
+        delivery.await.map_err(DlqError::Kafka)?;
+        metrics::DEAD_LETTERS_REPLAYED
+            .with_label_values(&[topic.as_str()])
+            .inc();
+        done.replayed += 1;
     }
     tracing::info!(
         replayed = done.replayed,

@@ -9,9 +9,9 @@ use bimride_codec::{Codec, CodecError};
 use bimride_events::{Topic, TopicValue, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{FutureRecord, Producer};
 
+use crate::client::{Delivery, ProducerClient};
 use crate::config::KafkaConfig;
 use crate::metrics;
 
@@ -36,7 +36,7 @@ pub struct Delivered {
 #[must_use = "a send that is never awaited may fail unnoticed"]
 pub struct InFlight {
     produced: prometheus::IntCounter,
-    future: DeliveryFuture,
+    delivery: Delivery,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -47,23 +47,20 @@ impl std::fmt::Debug for InFlight {
 
 impl InFlight {
     pub async fn wait(self) -> Result<Delivered, ProduceError> {
-        match self.future.await {
-            Ok(Ok(d)) => {
+        match self.delivery.await {
+            Ok(d) => {
                 self.produced.inc();
-                Ok(Delivered {
-                    partition: d.partition,
-                    offset: d.offset,
-                })
+                Ok(d)
             }
-            Ok(Err((e, _))) => Err(e.into()),
-            Err(_) => Err(ProduceError::Cancelled),
+            Err(KafkaError::Canceled) => Err(ProduceError::Cancelled),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: Arc<FutureProducer>,
+    producer: Arc<ProducerClient>,
     codec: Arc<Codec>,
     topics: Topics,
     /// Records produced, per topic, indexed by `Topic as usize`.
@@ -103,7 +100,7 @@ impl EventProducer {
         &self.topics
     }
 
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &Arc<ProducerClient> {
         &self.producer
     }
 
@@ -111,21 +108,10 @@ impl EventProducer {
     pub async fn send<T: TopicValue>(&self, value: &T) -> Result<InFlight, ProduceError> {
         let payload = self.codec.encode(value).await?;
         let topic = self.topics.name(T::TOPIC);
-        let mut record = FutureRecord::to(topic).key(value.key()).payload(&payload);
-        loop {
-            match self.producer.send_result(record) {
-                Ok(future) => {
-                    let produced = self.produced[T::TOPIC as usize].clone();
-                    return Ok(InFlight { produced, future });
-                }
-                // A full local queue is back-pressure, not failure: let it drain.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        let record = FutureRecord::to(topic).key(value.key()).payload(&payload);
+        let delivery = self.producer.enqueue(record).await?;
+        let produced = self.produced[T::TOPIC as usize].clone();
+        Ok(InFlight { produced, delivery })
     }
 
     /// Sends and waits until the brokers have acknowledged.
@@ -153,7 +139,7 @@ impl EventProducer {
     /// the other services' records too.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
         let producer = Arc::clone(&self.producer);
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        tokio::task::spawn_blocking(move || producer.base().flush(timeout))
             .await
             .map_err(|_| ProduceError::Cancelled)??;
         Ok(())
@@ -161,13 +147,13 @@ impl EventProducer {
 }
 
 /// Clients by their settings, alive while some producer holds them.
-type Clients = HashMap<Vec<(String, String)>, Weak<FutureProducer>>;
+type Clients = HashMap<Vec<(String, String)>, Weak<ProducerClient>>;
 
 static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Mutex::default);
 
-fn shared(client: &ClientConfig) -> Result<Arc<FutureProducer>, KafkaError> {
+fn shared(client: &ClientConfig) -> Result<Arc<ProducerClient>, KafkaError> {
     if client.get("transactional.id").is_some() {
-        return Ok(Arc::new(client.create()?));
+        return Ok(Arc::new(ProducerClient::create(client)?));
     }
     let settings: Vec<(String, String)> = client
         .config_map()
@@ -179,7 +165,7 @@ fn shared(client: &ClientConfig) -> Result<Arc<FutureProducer>, KafkaError> {
     if let Some(producer) = clients.get(&settings).and_then(Weak::upgrade) {
         return Ok(producer);
     }
-    let producer = Arc::new(client.create()?);
+    let producer = Arc::new(ProducerClient::create(client)?);
     clients.insert(settings, Arc::downgrade(&producer));
     Ok(producer)
 }
