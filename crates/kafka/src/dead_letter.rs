@@ -1,9 +1,8 @@
 //! Dead letters: the original record, with headers saying why, from where and when.
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::client::ProducerClient;
 use crate::metrics;
 
 pub const REASON: &str = "bimride.dlq.reason";
@@ -91,7 +90,7 @@ impl DeadLetter {
 
 /// Writes `payload` to `dlq_topic` and waits for the brokers to acknowledge it.
 pub async fn publish(
-    producer: &ProducerClient,
+    producer: &FutureProducer,
     dlq_topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
@@ -105,7 +104,10 @@ pub async fn publish(
     if let Some(p) = payload {
         record = record.payload(p);
     }
-    producer.send(record).await?;
+    producer
+        .send(record, rdkafka::util::Timeout::Never)
+        .await
+        .map_err(|(e, _)| e)?;
     metrics::DEAD_LETTERED
         .with_label_values(&[letter.source_topic.as_str(), letter.reason.as_str()])
         .inc();
@@ -196,7 +198,7 @@ pub struct Replayed {
 /// source topic, once per source record, with a header naming the letter. Consumers are
 /// idempotent, so a record some group had already processed is ignored there.
 pub async fn replay(
-    producer: &ProducerClient,
+    producer: &FutureProducer,
     letters: &[Stored],
     select: impl Fn(&Stored, &DeadLetter) -> bool,
 ) -> Result<Replayed, DlqError> {
@@ -230,15 +232,22 @@ pub async fn replay(
         if let Some(p) = &stored.payload {
             record = record.payload(p.as_slice());
         }
-        let delivery = producer.enqueue(record).await.map_err(DlqError::Kafka)?;
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| DlqError::Kafka(e))?;
         pending.push((letter.source_topic.clone(), delivery));
     }
     for (topic, delivery) in pending {
-        delivery.await.map_err(DlqError::Kafka)?;
-        metrics::DEAD_LETTERS_REPLAYED
-            .with_label_values(&[topic.as_str()])
-            .inc();
-        done.replayed += 1;
+        match delivery.await {
+            Ok(Ok(_)) => {
+                metrics::DEAD_LETTERS_REPLAYED
+                    .with_label_values(&[topic.as_str()])
+                    .inc();
+                done.replayed += 1;
+            }
+            Ok(Err((e, _))) => return Err(DlqError::Kafka(e)),
+            Err(_) => return Err(DlqError::Kafka(rdkafka::error::KafkaError::Canceled)),
+        }
     }
     tracing::info!(
         replayed = done.replayed,

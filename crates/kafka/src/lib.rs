@@ -5,14 +5,12 @@
 //! - [`provision`]: creates missing topics, by the Admin API or on the embedded cluster.
 //! - [`embedded`]: librdkafka's in-process mock cluster, reachable over loopback TCP.
 //! - [`history`]: reads a partition's recent past, to rebuild state on takeover.
-//! - [`client`]: the producer client under it, its delivery reports served by a thread.
 //! - [`producer`]: a typed producer that keeps many sends in flight.
 //! - [`partitioned`]: one way to own partitions: a service's state behind assignment, revoke,
 //!   record and timer hooks, at least once or in transactions.
 //! - [`projection`]: read models on the same driver: one consumer, a function per topic.
 //! - [`service`]: services as values, with one context and one settings error.
 
-pub mod client;
 pub mod config;
 pub mod dead_letter;
 pub mod embedded;

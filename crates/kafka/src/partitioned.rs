@@ -360,10 +360,7 @@ pub enum PartitionedError {
 const MAX_IN_FLIGHT: usize = 4096;
 /// Pause between decode attempts while the schema registry is away.
 const DECODE_RETRY: Duration = Duration::from_millis(200);
-/// How long the polling thread waits for a record. A record ends the wait at once; the wait
-/// bounds how soon a stopped consumer's thread ends. rdkafka spins through the last fraction of
-/// a millisecond of every wait (it rounds the time left down), so short waits cost CPU at rest.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(100);
 /// A timer that does not fire while anyone waits.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3_600);
 /// A revoke waits this long for every send to be acknowledged: past `message.timeout.ms`,
@@ -807,14 +804,13 @@ impl Start<'_> {
         let group = format!("{}-txn-probe", self.group);
         let probe: BaseConsumer = self.kafka.consumer(&group).create()?;
         blocking(move || {
-            p.base().init_transactions(PROBE_CALL)?;
+            p.init_transactions(PROBE_CALL)?;
             let metadata = probe.group_metadata().ok_or(KafkaError::Canceled)?;
             let mut offsets = TopicPartitionList::new();
             offsets.add_partition_offset(&any_topic, 0, Offset::Offset(0))?;
-            p.base().begin_transaction()?;
-            p.base()
-                .send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
-            p.base().abort_transaction(PROBE_CALL)
+            p.begin_transaction()?;
+            p.send_offsets_to_transaction(&offsets, &metadata, PROBE_CALL)?;
+            p.abort_transaction(PROBE_CALL)
         })
         .await
     }
@@ -1194,7 +1190,7 @@ impl<P: Processor> Driver<P> {
         let aborted = if fatal {
             Ok(())
         } else {
-            blocking(move || p.base().abort_transaction(TXN_CALL)).await
+            blocking(move || p.abort_transaction(TXN_CALL)).await
         };
         if fatal || aborted.is_err() {
             // A producer that cannot end its transaction is done for. A new one under the
@@ -1211,7 +1207,7 @@ impl<P: Processor> Driver<P> {
 
     async fn try_settle(&mut self, batch: &[OwnedMessage]) -> Result<(), PartitionedError> {
         let p = self.producer.inner().clone();
-        blocking(move || p.base().begin_transaction()).await?;
+        blocking(move || p.begin_transaction()).await?;
         // Timer decisions go first; if this transaction fails they are derived again.
         let mut all = std::mem::take(&mut self.ticked);
         let mut pending = self.send(&all).await?;
@@ -1242,10 +1238,9 @@ impl<P: Processor> Driver<P> {
         let committed = offsets.clone();
         blocking(move || {
             if let Some(group) = &group {
-                p.base()
-                    .send_offsets_to_transaction(&offsets, group, TXN_CALL)?;
+                p.send_offsets_to_transaction(&offsets, group, TXN_CALL)?;
             }
-            p.base().commit_transaction(TXN_CALL)
+            p.commit_transaction(TXN_CALL)
         })
         .await?;
         // The same offsets again, through the group: a no-op where the transaction already

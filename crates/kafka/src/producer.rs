@@ -9,9 +9,9 @@ use bimride_codec::{Codec, CodecError};
 use bimride_events::{Topic, TopicValue, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 
-use crate::client::{Delivery, ProducerClient};
 use crate::config::KafkaConfig;
 use crate::metrics;
 
@@ -36,7 +36,7 @@ pub struct Delivered {
 #[must_use = "a send that is never awaited may fail unnoticed"]
 pub struct InFlight {
     produced: prometheus::IntCounter,
-    delivery: Delivery,
+    future: DeliveryFuture,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -47,20 +47,23 @@ impl std::fmt::Debug for InFlight {
 
 impl InFlight {
     pub async fn wait(self) -> Result<Delivered, ProduceError> {
-        match self.delivery.await {
-            Ok(d) => {
+        match self.future.await {
+            Ok(Ok(d)) => {
                 self.produced.inc();
-                Ok(d)
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
             }
-            Err(KafkaError::Canceled) => Err(ProduceError::Cancelled),
-            Err(e) => Err(e.into()),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(ProduceError::Cancelled),
         }
     }
 }
 
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: Arc<ProducerClient>,
+    producer: Arc<FutureProducer>,
     codec: Arc<Codec>,
     topics: Topics,
     /// Records produced, per topic, indexed by `Topic as usize`.
@@ -100,7 +103,7 @@ impl EventProducer {
         &self.topics
     }
 
-    pub fn inner(&self) -> &Arc<ProducerClient> {
+    pub fn inner(&self) -> &FutureProducer {
         &self.producer
     }
 
@@ -108,10 +111,21 @@ impl EventProducer {
     pub async fn send<T: TopicValue>(&self, value: &T) -> Result<InFlight, ProduceError> {
         let payload = self.codec.encode(value).await?;
         let topic = self.topics.name(T::TOPIC);
-        let record = FutureRecord::to(topic).key(value.key()).payload(&payload);
-        let delivery = self.producer.enqueue(record).await?;
-        let produced = self.produced[T::TOPIC as usize].clone();
-        Ok(InFlight { produced, delivery })
+        let mut record = FutureRecord::to(topic).key(value.key()).payload(&payload);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => {
+                    let produced = self.produced[T::TOPIC as usize].clone();
+                    return Ok(InFlight { produced, future });
+                }
+                // A full local queue is back-pressure, not failure: let it drain.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
     }
 
     /// Sends and waits until the brokers have acknowledged.
@@ -139,7 +153,7 @@ impl EventProducer {
     /// the other services' records too.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
         let producer = Arc::clone(&self.producer);
-        tokio::task::spawn_blocking(move || producer.base().flush(timeout))
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|_| ProduceError::Cancelled)??;
         Ok(())
@@ -147,13 +161,13 @@ impl EventProducer {
 }
 
 /// Clients by their settings, alive while some producer holds them.
-type Clients = HashMap<Vec<(String, String)>, Weak<ProducerClient>>;
+type Clients = HashMap<Vec<(String, String)>, Weak<FutureProducer>>;
 
 static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Mutex::default);
 
-fn shared(client: &ClientConfig) -> Result<Arc<ProducerClient>, KafkaError> {
+fn shared(client: &ClientConfig) -> Result<Arc<FutureProducer>, KafkaError> {
     if client.get("transactional.id").is_some() {
-        return Ok(Arc::new(ProducerClient::create(client)?));
+        return Ok(Arc::new(client.create()?));
     }
     let settings: Vec<(String, String)> = client
         .config_map()
@@ -165,7 +179,7 @@ fn shared(client: &ClientConfig) -> Result<Arc<ProducerClient>, KafkaError> {
     if let Some(producer) = clients.get(&settings).and_then(Weak::upgrade) {
         return Ok(producer);
     }
-    let producer = Arc::new(ProducerClient::create(client)?);
+    let producer = Arc::new(client.create()?);
     clients.insert(settings, Arc::downgrade(&producer));
     Ok(producer)
 }
