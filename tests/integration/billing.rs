@@ -9,7 +9,7 @@ use bimride_billing::{BillingSettings, Guarantee};
 use bimride_events::{FareCharged, RideEvent, Topic};
 use bimride_kafka::service;
 use bimride_tests::{
-    Broker, Pipeline, completed_trip, decode_all, fare_charged, join_all, read_back,
+    Broker, Pipeline, completed_trip, counter_total, decode_all, fare_charged, join_all, read_back,
 };
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio_util::sync::CancellationToken;
@@ -172,13 +172,7 @@ async fn an_aborted_transaction_and_a_crash_charge_every_ride_exactly_once() {
 }
 
 fn aborted_transactions() -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == "bimride_transactions_total")
-        .flat_map(|f| f.get_metric())
-        .filter(|m| m.get_label().iter().any(|l| l.value() == "aborted"))
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
+    counter_total("bimride_transactions_total", Some("aborted")) as u64
 }
 
 /// Brokers that refuse transactions: exactly-once billing refuses to start, and says what to do.

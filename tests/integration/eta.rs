@@ -203,13 +203,7 @@ on_both_brokers!(
 
 /// ETA observations this process's learned-correction feeds have taken, all legs.
 fn learned_taken() -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == "bimride_eta_corrections_learned_total")
-        .flat_map(|f| f.get_metric())
-        .filter(|m| m.get_label().iter().any(|l| l.value() == "taken"))
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
+    counter_total("bimride_eta_corrections_learned_total", Some("taken")) as u64
 }
 
 /// Observations that say a leg beginning in `cell` took `times` its distance-only estimate,

@@ -502,6 +502,18 @@ pub fn notification(n: u32) -> Notification {
     }
 }
 
+/// The total of counter `name` in this process's registry, over the series that carry a label
+/// with value `label` (every series where `None`).
+pub fn counter_total(name: &str, label: Option<&str>) -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .filter(|m| label.is_none_or(|v| m.get_label().iter().any(|l| l.value() == v)))
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
 /// Sends `tracing` output to the test's stderr, once; for debugging a failing test.
 pub fn trace() {
     let _ = tracing_subscriber::fmt()

@@ -19,7 +19,7 @@ use bimride_kafka::replay::{self, Point};
 use bimride_notifications::NotificationSettings;
 use bimride_simulator::SimSettings;
 use bimride_surge::SurgeSettings;
-use bimride_tests::{Broker, Pipeline, book, charges_by_ride, join_all, read_back};
+use bimride_tests::{Broker, Pipeline, book, charges_by_ride, counter_total, join_all, read_back};
 use tokio_util::sync::CancellationToken;
 
 const SPEEDUP: f64 = 200.0;
@@ -95,12 +95,7 @@ async fn both_caught_up(p: &Pipeline, groups: [&String; 2]) {
 
 /// A counter of this process's, over all its labels.
 fn counted(name: &str) -> f64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    counter_total(name, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
