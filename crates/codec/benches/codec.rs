@@ -8,6 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tokio_util::sync::CancellationToken;
 
+// The allocator the `bimride` binary runs with: decoding allocates every string it reads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn sample_request() -> DispatchEvent {
     DispatchEvent::Requested(RideRequested {
         event_id: "0195f2a4-7c1e-7d3a-9a61-3c8a2f0e9b11".into(),
@@ -57,6 +61,21 @@ fn sample_assigned() -> RideEvent {
     .into()
 }
 
+/// The commonest record: a driver's app says where it is.
+fn sample_location() -> SupplyEvent {
+    SupplyEvent::Location(DriverLocationUpdated {
+        event_id: "0195f2a4-7c1e-7d3a-9a61-3c8a2f0e9b13".into(),
+        occurred_at: Millis(1_764_000_000_900),
+        driver_id: "driver-7".into(),
+        position: GeoPoint {
+            lat: 52.3702,
+            lng: 4.8952,
+        },
+        region: "851f1d4bfffffff".into(),
+        cell: "891f1d48a63ffff".into(),
+    })
+}
+
 fn codec(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -77,12 +96,15 @@ fn codec(c: &mut Criterion) {
     });
     let request = sample_request();
     let assigned = sample_assigned();
+    let location = sample_location();
     // Warm the decoder's cache so the loop measures codec work only.
     rt.block_on(async {
         let b = codec.encode(&request).await.expect("encode");
         codec.decode::<DispatchEvent>(&b).await.expect("decode");
         let b = codec.encode(&assigned).await.expect("encode");
         codec.decode::<RideEvent>(&b).await.expect("decode");
+        let b = codec.encode(&location).await.expect("encode");
+        codec.decode::<SupplyEvent>(&b).await.expect("decode");
     });
 
     let mut group = c.benchmark_group("encode+decode");
@@ -96,6 +118,12 @@ fn codec(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let bytes = codec.encode(black_box(&assigned)).await.expect("encode");
             black_box(codec.decode::<RideEvent>(&bytes).await.expect("decode"))
+        })
+    });
+    group.bench_function("avro_wire/driver_location", |b| {
+        b.to_async(&rt).iter(|| async {
+            let bytes = codec.encode(black_box(&location)).await.expect("encode");
+            black_box(codec.decode::<SupplyEvent>(&bytes).await.expect("decode"))
         })
     });
     // The reference implementation on the same path (schema compiled once, bytes straight to
@@ -113,7 +141,7 @@ fn codec(c: &mut Criterion) {
         .expect("reader");
     group.bench_function("baseline_apache_avro_datum/ride_requested", |b| {
         b.iter(|| {
-            let mut bytes = Vec::with_capacity(128);
+            let mut bytes = Vec::with_capacity(256);
             writer
                 .write_ser(&mut bytes, black_box(&request))
                 .expect("encode");
@@ -134,7 +162,7 @@ fn codec(c: &mut Criterion) {
             let mut config = serde_avro_fast::ser::SerializerConfig::new(&fast);
             let bytes = serde_avro_fast::to_datum(
                 black_box(&request),
-                Vec::with_capacity(128),
+                Vec::with_capacity(256),
                 &mut config,
             )
             .expect("encode");

@@ -4,6 +4,7 @@
 //! after warm-up no record costs a registry call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -128,16 +129,27 @@ enum WriterFit {
     Resolve,
 }
 
+/// One entry per topic, indexed by `Topic as usize`: the hot path looks topics up without
+/// hashing.
+type PerTopic<T> = [T; Topic::ALL.len()];
+
+/// An id slot not filled yet; registry ids are 32-bit, so it never collides with one.
+const NO_ID: u64 = u64::MAX;
+
+/// Room for the largest of this build's records, so that encoding never grows the buffer.
+const ENCODE_CAPACITY: usize = 256;
+
 /// Encodes and decodes topic values against a Confluent-compatible registry.
 pub struct Codec {
-    /// Value subjects, indexed by `Topic as usize`.
-    subjects: [String; Topic::ALL.len()],
+    subjects: PerTopic<String>,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    strategies: HashMap<Topic, SubjectNameStrategy>,
+    strategies: PerTopic<SubjectNameStrategy>,
+    /// How other schema versions met on each topic relate to this build's.
     fits: RwLock<HashMap<(Topic, u32), WriterFit>>,
-    /// Registered ids of this build's schemas; known ids skip the converter entirely.
-    ids: RwLock<HashMap<Topic, u32>>,
+    /// Registered ids of this build's schemas (`NO_ID` until registered); a known id skips
+    /// the converter entirely, and a record carrying it is read straight into the type.
+    ids: PerTopic<AtomicU64>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -154,70 +166,63 @@ struct Compiled {
     rewriter: apache_avro::writer::datum::GenericDatumWriter<'static>,
 }
 
-fn compiled() -> &'static HashMap<Topic, Compiled> {
-    static COMPILED: OnceLock<HashMap<Topic, Compiled>> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        Topic::ALL
-            .into_iter()
-            .map(|topic| {
-                let schema = topic
-                    .value_schema_json()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("value schema of {topic} does not compile: {e}"));
-                let reader: &'static Schema = &reader_schemas()[&topic];
-                let rewriter = apache_avro::writer::datum::GenericDatumWriter::builder(reader)
+fn compiled(topic: Topic) -> &'static Compiled {
+    static COMPILED: OnceLock<PerTopic<Compiled>> = OnceLock::new();
+    let all = COMPILED.get_or_init(|| {
+        Topic::ALL.map(|topic| {
+            let schema = topic
+                .value_schema_json()
+                .parse()
+                .unwrap_or_else(|e| panic!("value schema of {topic} does not compile: {e}"));
+            let rewriter =
+                apache_avro::writer::datum::GenericDatumWriter::builder(reader_schema(topic))
                     .build()
                     .unwrap_or_else(|e| panic!("writer for {topic}: {e}"));
-                (topic, Compiled { schema, rewriter })
-            })
-            .collect()
+            Compiled { schema, rewriter }
+        })
+    });
+    &all[topic as usize]
+}
+
+fn reader_schemas() -> &'static PerTopic<Arc<Schema>> {
+    static READERS: OnceLock<PerTopic<Arc<Schema>>> = OnceLock::new();
+    READERS.get_or_init(|| {
+        Topic::ALL.map(|t| {
+            let schema = Schema::parse_str(&t.value_schema_json())
+                .unwrap_or_else(|e| panic!("value schema of {t} does not parse: {e}"));
+            Arc::new(schema)
+        })
     })
 }
 
-fn reader_schemas() -> &'static HashMap<Topic, Arc<Schema>> {
-    static READERS: OnceLock<HashMap<Topic, Arc<Schema>>> = OnceLock::new();
-    READERS.get_or_init(|| {
-        Topic::ALL
-            .into_iter()
-            .map(|t| {
-                let schema = Schema::parse_str(&t.value_schema_json())
-                    .unwrap_or_else(|e| panic!("value schema of {t} does not parse: {e}"));
-                (t, Arc::new(schema))
-            })
-            .collect()
-    })
+fn reader_schema(topic: Topic) -> &'static Schema {
+    &reader_schemas()[topic as usize]
 }
 
 impl Codec {
     pub fn new(config: &RegistryConfig) -> Result<Self, CodecError> {
         let settings = sr_settings(config)?;
-        let strategies = Topic::ALL
-            .into_iter()
-            .map(|t| {
-                let supplied = SuppliedSchema::new(None, SchemaType::Avro, t.value_schema_json());
-                (
-                    t,
-                    SubjectNameStrategy::TopicNameStrategyWithSchema(
-                        config.topics.name(t).to_owned(),
-                        false,
-                        supplied,
-                    ),
-                )
-            })
-            .collect();
+        let strategies = Topic::ALL.map(|t| {
+            let supplied = SuppliedSchema::new(None, SchemaType::Avro, t.value_schema_json());
+            SubjectNameStrategy::TopicNameStrategyWithSchema(
+                config.topics.name(t).to_owned(),
+                false,
+                supplied,
+            )
+        });
         Ok(Self {
             subjects: Topic::ALL.map(|t| config.topics.value_subject(t)),
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             strategies,
             fits: RwLock::new(HashMap::new()),
-            ids: RwLock::new(HashMap::new()),
+            ids: Topic::ALL.map(|_| AtomicU64::new(NO_ID)),
         })
     }
 
     /// The reader (and writer) schema of a topic's values, as this build knows it.
     pub fn value_schema(topic: Topic) -> Arc<Schema> {
-        Arc::clone(&reader_schemas()[&topic])
+        Arc::clone(&reader_schemas()[topic as usize])
     }
 
     /// Registers every topic's value schema, so that start-up fails fast on an incompatible
@@ -233,61 +238,48 @@ impl Codec {
     /// Registers (or finds) this build's value schema of `topic` and returns its id.
     pub async fn register(&self, topic: Topic) -> Result<u32, CodecError> {
         let subject = &self.subjects[topic as usize];
-        let strategy = self.strategy(topic);
+        let strategy = self.strategies[topic as usize].clone();
         let schema = self
             .encoder
-            .get_schema_and_id(subject, strategy.clone())
+            .get_schema_and_id(subject, strategy)
             .await
             .map_err(|e| registry_error(e, subject))?;
-        if let Ok(mut ids) = self.ids.write() {
-            ids.insert(topic, schema.id);
-        }
+        self.ids[topic as usize].store(u64::from(schema.id), Ordering::Relaxed);
         Ok(schema.id)
     }
 
     fn known_id(&self, topic: Topic) -> Option<u32> {
-        self.ids
-            .read()
-            .ok()
-            .and_then(|ids| ids.get(&topic).copied())
-    }
-
-    fn strategy(&self, topic: Topic) -> &SubjectNameStrategy {
-        &self.strategies[&topic]
+        u32::try_from(self.ids[topic as usize].load(Ordering::Relaxed)).ok()
     }
 
     pub async fn encode<T: TopicValue>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         let id = match self.known_id(T::TOPIC) {
             Some(id) => id,
-            None => self.register(T::TOPIC).await?,
+            // Boxed, as every cold path here: the registry client's futures are large, and
+            // the hot path's future would carry (and move) their size on every record.
+            None => Box::pin(self.register(T::TOPIC)).await?,
         };
-        let mut bytes = Vec::with_capacity(128);
-        bytes.push(0);
-        bytes.extend_from_slice(&id.to_be_bytes());
-        let mut config = serde_avro_fast::ser::SerializerConfig::new(&compiled()[&T::TOPIC].schema);
-        serde_avro_fast::to_datum(value, bytes, &mut config).map_err(|e| CodecError::Encode {
-            topic: T::TOPIC,
-            message: e.to_string(),
-        })
+        encode_with(id, value)
     }
 
     pub async fn decode<T: TopicValue>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let header = WireHeader::parse(bytes)?;
-        let id = header.schema_id;
+        let id = WireHeader::parse(bytes)?.schema_id;
+        // The common case, settled without awaiting: written with this build's schema.
+        if self.known_id(T::TOPIC) == Some(id) {
+            return decode_own(id, bytes);
+        }
+        Box::pin(self.decode_other(id, bytes)).await
+    }
+
+    /// Reads a record whose schema id is not this build's registered one: another version,
+    /// or this build's schema before it was registered here.
+    async fn decode_other<T: TopicValue>(&self, id: u32, bytes: &[u8]) -> Result<T, CodecError> {
         match self.fit::<T>(id).await? {
-            // The common case: written with this build's schema, read straight into the type.
-            WriterFit::Same => serde_avro_fast::from_datum_slice::<T>(
-                &bytes[WireHeader::LEN..],
-                &compiled()[&T::TOPIC].schema,
-            )
-            .map_err(|e| CodecError::Undecodable {
-                id,
-                message: e.to_string(),
-            }),
+            WriterFit::Same => decode_own(id, bytes),
             // Another version: decode with the writer's schema, resolve, then read.
             WriterFit::Resolve => {
                 let value = self
-                    .decode_value(bytes, &reader_schemas()[&T::TOPIC])
+                    .decode_value(bytes, reader_schema(T::TOPIC))
                     .await
                     .map_err(|e| match e {
                         CodecError::Unresolvable { id, message } => mismatch::<T>(id, message),
@@ -296,7 +288,7 @@ impl Codec {
                 // Written again in this build's schema, it takes the common path: apache-avro's
                 // own `from_value` would pick a union's variant by position among serde's
                 // names, aliases included.
-                let compiled = &compiled()[&T::TOPIC];
+                let compiled = compiled(T::TOPIC);
                 let datum = compiled
                     .rewriter
                     .write_value_to_vec(value)
@@ -352,7 +344,7 @@ impl Codec {
             return Ok(fit);
         }
         let writer = self.writer_schema(id).await?;
-        let reader = &reader_schemas()[&T::TOPIC];
+        let reader = reader_schema(T::TOPIC);
         let fit = if writer.parsed.canonical_form() == reader.canonical_form() {
             WriterFit::Same
         } else {
@@ -400,6 +392,27 @@ fn resolve_union_by_name(
         }
         (value, _, reader) => value.resolve(reader).map_err(|e| e.to_string()),
     }
+}
+
+/// Writes `value` in this build's schema, framed with its registered `id`.
+fn encode_with<T: TopicValue>(id: u32, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
+    bytes.push(0);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&compiled(T::TOPIC).schema);
+    serde_avro_fast::to_datum(value, bytes, &mut config).map_err(|e| CodecError::Encode {
+        topic: T::TOPIC,
+        message: e.to_string(),
+    })
+}
+
+/// Reads a record written with this build's schema straight into the type.
+fn decode_own<T: TopicValue>(id: u32, bytes: &[u8]) -> Result<T, CodecError> {
+    serde_avro_fast::from_datum_slice::<T>(&bytes[WireHeader::LEN..], &compiled(T::TOPIC).schema)
+        .map_err(|e| CodecError::Undecodable {
+            id,
+            message: e.to_string(),
+        })
 }
 
 fn mismatch<T: TopicValue>(id: u32, e: impl std::fmt::Display) -> CodecError {

@@ -178,10 +178,10 @@ macro_rules! union_value {
         }
     ) => {
         $(#[$meta])*
-        // A union branch is read by its record's full name (serde_avro_fast), a variant by its
-        // own (JSON): each variant answers to both.
+        // Each variant is named by its union branch's full name, which serde_avro_fast reads
+        // a branch as and finds a branch to write by in one lookup.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(alias = $record)] $variant($ty)),* }
+        pub enum $name { $(#[serde(rename = $record)] $variant($ty)),* }
 
         impl $name {
             /// Name of the event type, for logs and metric labels.
