@@ -352,6 +352,7 @@ async fn run_step(
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = cpu::own_seconds();
     let brokers_before = brokers.seconds();
+    let cpu_since = Instant::now();
     let by_topic_before = produced_by_topic();
     let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
@@ -433,7 +434,7 @@ async fn run_step(
         outcomes,
         http,
         &latencies,
-        (cpu, broker_cpu),
+        (cpu_since.elapsed().as_secs_f64(), cpu, broker_cpu),
         produced / load_secs,
         records_per_ride,
     )

@@ -27,6 +27,10 @@ pub struct StageLatency {
 /// The share of bookings that must be accepted, and then assigned, for a step to hold.
 pub const HELD_SHARE: f64 = 0.999;
 
+/// Share of the machine's cores beyond which the brokers alone bound the rate (1.6 of 2):
+/// above it no pipeline change can raise the highest rate held on this machine.
+pub const BROKER_BOUND_SHARE: f64 = 0.8;
+
 /// One rate, held for the step's duration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -41,12 +45,17 @@ pub struct Step {
     /// How every accepted booking ended.
     pub outcomes: Outcomes,
     pub latency: StageLatency,
+    /// Wall time over which CPU was read: the load and its settling.
+    pub cpu_window_secs: f64,
     /// CPU of this process: BimRide's services, the load generator and the simulated fleet.
     pub cpu_seconds: f64,
     pub cpu_ms_per_ride: f64,
+    /// Cores this process used on average over the window.
+    pub cores: f64,
     /// CPU of the broker processes, where they run apart from this one.
     pub broker_cpu_seconds: Option<f64>,
     pub broker_cpu_ms_per_ride: Option<f64>,
+    pub broker_cores: Option<f64>,
     /// Records produced by every service per second of load.
     pub pipeline_records_per_s: f64,
     /// Records the services produced per accepted ride, by topic, over the step and its
@@ -66,7 +75,7 @@ impl Step {
         outcomes: Outcomes,
         http_202: Percentiles,
         latencies: &HashMap<Stage, Histogram<u64>>,
-        (cpu_seconds, broker_cpu_seconds): (f64, Option<f64>),
+        (cpu_window_secs, cpu_seconds, broker_cpu_seconds): (f64, f64, Option<f64>),
         pipeline_records_per_s: f64,
         records_per_ride: BTreeMap<String, f64>,
     ) -> Self {
@@ -74,6 +83,13 @@ impl Step {
         let per_ride = |cpu: f64| {
             if accepted > 0 {
                 cpu * 1000.0 / accepted as f64
+            } else {
+                0.0
+            }
+        };
+        let cores = |cpu: f64| {
+            if cpu_window_secs > 0.0 {
+                cpu / cpu_window_secs
             } else {
                 0.0
             }
@@ -97,10 +113,13 @@ impl Step {
                 charged: of(Stage::Charged),
                 notified: of(Stage::Notified),
             },
+            cpu_window_secs,
             cpu_seconds,
             cpu_ms_per_ride: per_ride(cpu_seconds),
+            cores: cores(cpu_seconds),
             broker_cpu_seconds,
             broker_cpu_ms_per_ride: broker_cpu_seconds.map(per_ride),
+            broker_cores: broker_cpu_seconds.map(cores),
             pipeline_records_per_s,
             records_per_ride,
         }
@@ -112,6 +131,12 @@ impl Step {
         let accepted = self.accepted as f64 >= HELD_SHARE * self.sent as f64;
         let assigned = self.assigned as f64 >= HELD_SHARE * self.accepted as f64;
         self.accepted > 0 && accepted && assigned && self.latency.assigned.p99_ms <= target_p99_ms
+    }
+
+    /// True when the brokers alone used more than [`BROKER_BOUND_SHARE`] of `cpus` cores.
+    pub fn brokers_bound(&self, cpus: usize) -> bool {
+        self.broker_cores
+            .is_some_and(|c| c > BROKER_BOUND_SHARE * cpus as f64)
     }
 }
 
@@ -212,7 +237,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>12}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>12} {:>6} {:>13}",
             "rate/s",
             "accepted",
             "assigned",
@@ -227,13 +252,15 @@ impl fmt::Display for Report {
             "charge p99",
             "notify p99",
             "cpu/ride",
-            "brokers/ride"
+            "brokers/ride",
+            "cores",
+            "brokers cores"
         )?;
         for s in &self.steps {
             let l = &s.latency;
             writeln!(
                 f,
-                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>12}",
+                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>12} {:>6.2} {:>13}",
                 s.rate,
                 s.accepted,
                 s.outcomes.assigned,
@@ -250,6 +277,9 @@ impl fmt::Display for Report {
                 s.cpu_ms_per_ride,
                 s.broker_cpu_ms_per_ride
                     .map_or_else(|| "in process".to_owned(), |ms| format!("{ms:.2}ms")),
+                s.cores,
+                s.broker_cores
+                    .map_or_else(|| "in process".to_owned(), |c| format!("{c:.2}")),
             )?;
         }
         writeln!(
@@ -277,6 +307,22 @@ impl fmt::Display for Report {
             )?,
             (Some(t), None) => writeln!(f, "no rate held (99.9% assigned, p99 ≤ {t} ms)")?,
             (None, _) => writeln!(f, "no target given: no rate is called held")?,
+        }
+        // Whether the brokers, not the pipeline, bound the highest rate tried.
+        if let Some(last) = self.steps.last()
+            && let Some(cores) = last.broker_cores
+        {
+            let cpus = self.machine.cpus;
+            let verdict = if last.brokers_bound(cpus) {
+                "more than 80% of the machine: at this rate the brokers alone bound it"
+            } else {
+                "the brokers do not bound it"
+            };
+            writeln!(
+                f,
+                "at {:.0}/s, the highest rate tried, the brokers used {cores:.2} of {cpus} cores over the load and its settling: {verdict}",
+                last.rate
+            )?;
         }
         writeln!(
             f,
@@ -374,6 +420,16 @@ mod tests {
     use super::*;
 
     fn step(sent: u64, accepted: u64, assigned: u64, assigned_p99_us: u64) -> Step {
+        measured(sent, accepted, assigned, assigned_p99_us, None)
+    }
+
+    fn measured(
+        sent: u64,
+        accepted: u64,
+        assigned: u64,
+        assigned_p99_us: u64,
+        broker_cpu_seconds: Option<f64>,
+    ) -> Step {
         let mut h = crate::track::histogram();
         for _ in 0..assigned {
             h.record(assigned_p99_us).expect("in range");
@@ -396,7 +452,7 @@ mod tests {
             outcomes,
             Percentiles::default(),
             &latencies,
-            (1.0, None),
+            (20.0, 1.0, broker_cpu_seconds),
             0.0,
             BTreeMap::new(),
         )
@@ -413,5 +469,18 @@ mod tests {
         // Bookings refused count too.
         assert!(!step(10_000, 9_980, 9_980, 1_000).holds(25.0));
         assert!(!step(0, 0, 0, 1_000).holds(25.0));
+    }
+
+    #[test]
+    fn the_brokers_bound_the_rate_only_beyond_four_fifths_of_the_cores() {
+        // 20 s of window: 33 CPU seconds are 1.65 cores, 31 are 1.55.
+        let busy = measured(100, 100, 100, 1_000, Some(33.0));
+        assert!((busy.broker_cores.expect("apart") - 1.65).abs() < 1e-9);
+        assert!((busy.cores - 0.05).abs() < 1e-9);
+        assert!(busy.brokers_bound(2));
+        assert!(!busy.brokers_bound(4));
+        assert!(!measured(100, 100, 100, 1_000, Some(31.0)).brokers_bound(2));
+        // Brokers in this process cannot be told apart, so they never bound it.
+        assert!(!step(100, 100, 100, 1_000).brokers_bound(2));
     }
 }

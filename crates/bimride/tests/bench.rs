@@ -77,6 +77,20 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
         step["cpu_ms_per_ride"].as_f64().is_some_and(|c| c > 0.0),
         "{step}"
     );
+    // Cores are the CPU seconds over the window they were read in.
+    let (cpu, window) = (
+        step["cpu_seconds"].as_f64(),
+        step["cpu_window_secs"].as_f64(),
+    );
+    let cores = step["cores"].as_f64().expect("cores");
+    assert!(
+        window.is_some_and(|w| w >= 1.0)
+            && cpu
+                .zip(window)
+                .is_some_and(|(c, w)| (c / w - cores).abs() < 1e-9)
+            && cores > 0.0,
+        "{step}"
+    );
     // Each ride writes its request, its lifecycle, its charge and its messages.
     let per_ride = step["records_per_ride"]
         .as_object()
@@ -109,6 +123,7 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
     assert_eq!(b["kafka_pass_through"]["trials"][0]["records"], 200_000);
     // The embedded cluster runs in the process: its CPU is not told apart.
     assert!(step["broker_cpu_ms_per_ride"].is_null(), "{step}");
+    assert!(step["broker_cores"].is_null(), "{step}");
     assert!(json["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(
