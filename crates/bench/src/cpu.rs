@@ -3,7 +3,7 @@
 //! servers' ports. An embedded cluster listens in this process, so its brokers cannot be told
 //! apart from the rest and are reported as such.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use procfs::net::TcpState;
 use procfs::process::{FDTarget, Process};
@@ -12,6 +12,11 @@ use procfs::process::{FDTarget, Process};
 fn seconds_of(process: &Process) -> Option<f64> {
     let stat = process.stat().ok()?;
     Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// CPU seconds process `pid` has used, if it can be read.
+pub fn seconds_of_pid(pid: i32) -> Option<f64> {
+    seconds_of(&Process::new(pid).ok()?)
 }
 
 /// CPU seconds this process has used.
@@ -67,18 +72,73 @@ impl Brokers {
         self.pids.len()
     }
 
-    /// CPU seconds the brokers have used, or `None` where none run outside this process.
-    pub fn seconds(&self) -> Option<f64> {
+    /// CPU the brokers have used, in all and by the role of their threads, or `None` where
+    /// none run outside this process.
+    pub fn usage(&self) -> Option<BrokerCpu> {
         if self.pids.is_empty() {
             return None;
         }
-        let total = self
-            .pids
+        let mut usage = BrokerCpu::default();
+        for process in self.pids.iter().filter_map(|pid| Process::new(*pid).ok()) {
+            usage.total += seconds_of(&process).unwrap_or(0.0);
+            let Ok(tasks) = process.tasks() else { continue };
+            for stat in tasks.flatten().filter_map(|t| t.stat().ok()) {
+                let seconds = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+                *usage.by_role.entry(role_of(&stat.comm)).or_default() += seconds;
+            }
+        }
+        Some(usage)
+    }
+}
+
+/// CPU seconds of the broker processes, in all and by thread role.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BrokerCpu {
+    pub total: f64,
+    pub by_role: BTreeMap<&'static str, f64>,
+}
+
+impl BrokerCpu {
+    /// What was used between `before` and this reading. A thread that ended in between took its
+    /// time out of its role's sum; what no live thread accounts for counts as `other`.
+    pub fn since(&self, before: &Self) -> Self {
+        let mut by_role: BTreeMap<&'static str, f64> = self
+            .by_role
             .iter()
-            .filter_map(|pid| Process::new(*pid).ok())
-            .filter_map(|p| seconds_of(&p))
+            .map(|(role, s)| {
+                (
+                    *role,
+                    (s - before.by_role.get(role).unwrap_or(&0.0)).max(0.0),
+                )
+            })
+            .collect();
+        let total = (self.total - before.total).max(0.0);
+        let named: f64 = by_role
+            .iter()
+            .filter(|(r, _)| **r != OTHER)
+            .map(|(_, s)| s)
             .sum();
-        Some(total)
+        by_role.insert(OTHER, (total - named).max(0.0));
+        Self { total, by_role }
+    }
+}
+
+const OTHER: &str = "other";
+
+/// What a broker thread does, from its name as the kernel keeps it (15 bytes): Kafka's request
+/// path (network threads and request handlers), followers replicating, the JVM compiling hot
+/// code (warm-up), and garbage collection.
+pub fn role_of(thread: &str) -> &'static str {
+    if thread.starts_with("data-plane-kafk") || thread.starts_with("kafka-request-h") {
+        "requests"
+    } else if thread.starts_with("ReplicaFetcher") {
+        "replication"
+    } else if thread.contains("CompilerThre") {
+        "jit"
+    } else if thread.starts_with("GC Thread") || thread.starts_with("G1 ") {
+        "gc"
+    } else {
+        OTHER
     }
 }
 
@@ -92,7 +152,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("addr").port();
         assert_eq!(Brokers::find(&format!("127.0.0.1:{port}")).processes(), 0);
-        assert_eq!(Brokers::default().seconds(), None);
+        assert_eq!(Brokers::default().usage(), None);
 
         // A child process that listens is.
         let mut child = std::process::Command::new("python3")
@@ -111,11 +171,49 @@ mod tests {
         .expect("port");
         let brokers = Brokers::find(&format!("localhost:9,127.0.0.1:{}", line.trim()));
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let busy = brokers.seconds();
+        let busy = brokers.usage().expect("a broker apart");
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(brokers.processes(), 1);
-        assert!(busy.is_some_and(|s| s > 0.0), "{busy:?}");
+        assert!(busy.total > 0.0, "{busy:?}");
+        // python3's one thread is none of a broker's roles.
+        let since = busy.since(&BrokerCpu::default());
+        assert_eq!(since.by_role.keys().copied().collect::<Vec<_>>(), [OTHER]);
+        assert!(
+            (since.by_role[OTHER] - busy.total).abs() < 0.02,
+            "{since:?}"
+        );
         assert!(own_seconds() > 0.0);
+    }
+
+    #[test]
+    fn broker_threads_are_told_apart_by_their_names() {
+        for (thread, role) in [
+            ("data-plane-kafk", "requests"),
+            ("ReplicaFetcherT", "replication"),
+            ("C2 CompilerThre", "jit"),
+            ("C1 CompilerThre", "jit"),
+            ("GC Thread#0", "gc"),
+            ("G1 Conc#0", "gc"),
+            ("kafka-1-raft-io", OTHER),
+        ] {
+            assert_eq!(role_of(thread), role, "{thread}");
+        }
+    }
+
+    #[test]
+    fn a_reading_since_another_keeps_every_second_of_the_total() {
+        let at = |total: f64, roles: &[(&'static str, f64)]| BrokerCpu {
+            total,
+            by_role: roles.iter().copied().collect(),
+        };
+        let before = at(10.0, &[("requests", 4.0), ("jit", 3.0), (OTHER, 3.0)]);
+        // A JIT thread ended in between: its seconds left the role's sum.
+        let after = at(16.0, &[("requests", 8.0), ("jit", 2.0), (OTHER, 4.0)]);
+        let since = after.since(&before);
+        assert_eq!(since.total, 6.0);
+        assert_eq!(since.by_role["requests"], 4.0);
+        assert_eq!(since.by_role["jit"], 0.0);
+        assert_eq!(since.by_role[OTHER], 2.0);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod baseline;
 pub mod cpu;
+pub mod fleet;
 pub mod report;
 pub mod track;
 
@@ -28,6 +29,7 @@ use rand::rngs::SmallRng;
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::Trials;
+use crate::fleet::{FleetError, FleetProcess};
 use crate::report::{Baselines, Report, Step};
 use crate::track::{Percentiles, Stage, Tracker, histogram};
 
@@ -76,6 +78,8 @@ pub enum BenchError {
     Plot(String),
     #[error("warm-up: {0}")]
     WarmUp(&'static str),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     #[error("the bare HTTP baseline could not listen: {0}")]
     Listen(std::io::Error),
 }
@@ -116,10 +120,12 @@ pub struct Target {
     pub passthrough_topic: String,
 }
 
-/// Runs the steps, then the baselines, and writes the report.
+/// Runs the baselines, then the steps, and writes the report. The simulated fleet runs in
+/// `fleet`'s process, so that its CPU is measured apart.
 pub async fn run(
     target: Target,
     settings: BenchSettings,
+    mut fleet: FleetProcess,
     shutdown: CancellationToken,
 ) -> Result<Report, BenchError> {
     settings.validate()?;
@@ -155,7 +161,11 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let step = run_step(&target, &settings, &client, &tracker, &brokers, rate, n).await;
+        let parties = Parties {
+            brokers: &brokers,
+            fleet: &mut fleet,
+        };
+        let step = run_step(&target, &settings, &client, &tracker, parties, rate, n).await?;
         // Without a target nothing is held: a rate is only ever held against one.
         let held = settings.target_p99_ms.is_some_and(|t| step.holds(t));
         tracing::info!(
@@ -187,6 +197,7 @@ pub async fn run(
     let baselines = measured.map(|b| b.with_pipeline(best));
     shutdown.cancel();
     let _ = feeds.await;
+    fleet.stop().await;
 
     let report = Report::new(&target, &settings, steps, sustained, baselines);
     if let Some(path) = &settings.report {
@@ -297,17 +308,27 @@ fn produced_by_topic() -> BTreeMap<String, f64> {
     by_topic
 }
 
-/// Records produced by every service of this process so far.
-fn produced_total() -> f64 {
-    produced_by_topic().values().sum()
+/// Records produced so far by every service of this process and by the fleet, by topic.
+async fn produced_everywhere(
+    fleet: &mut FleetProcess,
+) -> Result<BTreeMap<String, f64>, FleetError> {
+    let mut by_topic = produced_by_topic();
+    for (topic, n) in fleet.produced().await? {
+        *by_topic.entry(topic).or_default() += n;
+    }
+    Ok(by_topic)
 }
 
-/// Records produced since `before`, per accepted ride, by topic.
-fn per_ride(before: &BTreeMap<String, f64>, rides: u64) -> BTreeMap<String, f64> {
+/// Records produced between `before` and `after`, per accepted ride, by topic.
+fn per_ride(
+    before: &BTreeMap<String, f64>,
+    after: BTreeMap<String, f64>,
+    rides: u64,
+) -> BTreeMap<String, f64> {
     if rides == 0 {
         return BTreeMap::new();
     }
-    produced_by_topic()
+    after
         .into_iter()
         .map(|(topic, n)| {
             let made = n - before.get(&topic).copied().unwrap_or(0.0);
@@ -341,19 +362,21 @@ async fn run_step(
     settings: &BenchSettings,
     client: &reqwest::Client,
     tracker: &Arc<Tracker>,
-    brokers: &cpu::Brokers,
+    parties: Parties<'_>,
     rate: f64,
     step: u32,
-) -> Step {
+) -> Result<Step, BenchError> {
+    let Parties { brokers, fleet } = parties;
     tracker.clear();
     let total = (rate * settings.duration as f64).round() as u64;
     let url = format!("{}/v1/rides", target.api_url);
     let http = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = cpu::own_seconds();
-    let brokers_before = brokers.seconds();
+    let brokers_before = brokers.usage();
+    let fleet_before = fleet.seconds();
     let cpu_since = Instant::now();
-    let by_topic_before = produced_by_topic();
+    let by_topic_before = produced_everywhere(fleet).await?;
     let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
     let started = Instant::now();
@@ -405,7 +428,7 @@ async fn run_step(
         let _ = r.await;
     }
     let load_secs = started.elapsed().as_secs_f64();
-    let produced = produced_total() - produced_before;
+    let produced = produced_everywhere(fleet).await?.values().sum::<f64>() - produced_before;
     // Rides still driving finish within the settle time; stop early once all are told.
     let settle_until = Instant::now() + Duration::from_secs(settings.settle);
     while Instant::now() < settle_until {
@@ -417,15 +440,23 @@ async fn run_step(
         progress(tracker.as_ref(), rate, total, total, started);
     }
     let cpu = cpu::own_seconds() - cpu_before;
-    let broker_cpu = brokers.seconds().zip(brokers_before).map(|(a, b)| a - b);
+    let fleet_cpu = fleet.seconds().zip(fleet_before).map(|(a, b)| a - b);
+    let broker_cpu = brokers
+        .usage()
+        .zip(brokers_before)
+        .map(|(after, before)| after.since(&before));
     let (accepted, _) = tracker.counts();
     // Over the load and its settling: a ride's later records (completion, charge, receipt)
     // come after the load ends.
-    let records_per_ride = per_ride(&by_topic_before, accepted);
+    let records_per_ride = per_ride(
+        &by_topic_before,
+        produced_everywhere(fleet).await?,
+        accepted,
+    );
     let outcomes = tracker.outcomes();
     let latencies = tracker.latencies();
     let http = Percentiles::of(&http.lock().unwrap_or_else(|p| p.into_inner()));
-    Step::new(
+    Ok(Step::new(
         rate,
         load_secs,
         total,
@@ -434,10 +465,21 @@ async fn run_step(
         outcomes,
         http,
         &latencies,
-        (cpu_since.elapsed().as_secs_f64(), cpu, broker_cpu),
+        report::Cpu {
+            window_secs: cpu_since.elapsed().as_secs_f64(),
+            services_and_load: cpu,
+            fleet: fleet_cpu,
+            brokers: broker_cpu,
+        },
         produced / load_secs,
         records_per_ride,
-    )
+    ))
+}
+
+/// The processes besides this one whose CPU a step reads.
+struct Parties<'a> {
+    brokers: &'a cpu::Brokers,
+    fleet: &'a mut FleetProcess,
 }
 
 #[allow(clippy::print_stderr)]

@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::baseline::{HttpRate, PassThrough, Trials};
+use crate::cpu::BrokerCpu;
 use crate::track::{Outcomes, Percentiles, Stage};
 use crate::{BenchError, BenchSettings, Target};
 
@@ -31,6 +32,18 @@ pub const HELD_SHARE: f64 = 0.999;
 /// above it no pipeline change can raise the highest rate held on this machine.
 pub const BROKER_BOUND_SHARE: f64 = 0.8;
 
+/// CPU seconds a step read, by party, over a window of wall time.
+#[derive(Debug, Clone, Default)]
+pub struct Cpu {
+    pub window_secs: f64,
+    /// This process: BimRide's services and the load generator.
+    pub services_and_load: f64,
+    /// The simulated fleet's process.
+    pub fleet: Option<f64>,
+    /// The brokers' processes, where they run apart.
+    pub brokers: Option<BrokerCpu>,
+}
+
 /// One rate, held for the step's duration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -47,15 +60,23 @@ pub struct Step {
     pub latency: StageLatency,
     /// Wall time over which CPU was read: the load and its settling.
     pub cpu_window_secs: f64,
-    /// CPU of this process: BimRide's services, the load generator and the simulated fleet.
+    /// CPU of this process: BimRide's services and the load generator (its HTTP client and the
+    /// consumers that time each stage).
     pub cpu_seconds: f64,
     pub cpu_ms_per_ride: f64,
     /// Cores this process used on average over the window.
     pub cores: f64,
+    /// CPU of the simulated fleet's process.
+    pub fleet_cpu_seconds: Option<f64>,
+    pub fleet_cpu_ms_per_ride: Option<f64>,
+    pub fleet_cores: Option<f64>,
     /// CPU of the broker processes, where they run apart from this one.
     pub broker_cpu_seconds: Option<f64>,
     pub broker_cpu_ms_per_ride: Option<f64>,
     pub broker_cores: Option<f64>,
+    /// The brokers' cores by what their threads did: serving requests, replicating, compiling
+    /// (the JVM's warm-up), collecting garbage, and the rest.
+    pub broker_cores_by_role: Option<BTreeMap<String, f64>>,
     /// Records produced by every service per second of load.
     pub pipeline_records_per_s: f64,
     /// Records the services produced per accepted ride, by topic, over the step and its
@@ -75,10 +96,16 @@ impl Step {
         outcomes: Outcomes,
         http_202: Percentiles,
         latencies: &HashMap<Stage, Histogram<u64>>,
-        (cpu_window_secs, cpu_seconds, broker_cpu_seconds): (f64, f64, Option<f64>),
+        cpu: Cpu,
         pipeline_records_per_s: f64,
         records_per_ride: BTreeMap<String, f64>,
     ) -> Self {
+        let Cpu {
+            window_secs: cpu_window_secs,
+            services_and_load: cpu_seconds,
+            fleet: fleet_cpu_seconds,
+            brokers: broker_cpu,
+        } = cpu;
         let of = |s: Stage| latencies.get(&s).map(Percentiles::of).unwrap_or_default();
         let per_ride = |cpu: f64| {
             if accepted > 0 {
@@ -95,6 +122,7 @@ impl Step {
             }
         };
         let assigned = outcomes.assigned;
+        let broker_cpu_seconds = broker_cpu.as_ref().map(|b| b.total);
         Self {
             rate,
             seconds,
@@ -117,9 +145,18 @@ impl Step {
             cpu_seconds,
             cpu_ms_per_ride: per_ride(cpu_seconds),
             cores: cores(cpu_seconds),
+            fleet_cpu_seconds,
+            fleet_cpu_ms_per_ride: fleet_cpu_seconds.map(per_ride),
+            fleet_cores: fleet_cpu_seconds.map(cores),
             broker_cpu_seconds,
             broker_cpu_ms_per_ride: broker_cpu_seconds.map(per_ride),
             broker_cores: broker_cpu_seconds.map(cores),
+            broker_cores_by_role: broker_cpu.map(|b| {
+                b.by_role
+                    .into_iter()
+                    .map(|(role, s)| (role.to_owned(), cores(s)))
+                    .collect()
+            }),
             pipeline_records_per_s,
             records_per_ride,
         }
@@ -237,7 +274,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>12} {:>6} {:>13}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>10} {:>12} {:>6} {:>11} {:>13}",
             "rate/s",
             "accepted",
             "assigned",
@@ -252,15 +289,17 @@ impl fmt::Display for Report {
             "charge p99",
             "notify p99",
             "cpu/ride",
+            "fleet/ride",
             "brokers/ride",
             "cores",
+            "fleet cores",
             "brokers cores"
         )?;
         for s in &self.steps {
             let l = &s.latency;
             writeln!(
                 f,
-                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>12} {:>6.2} {:>13}",
+                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>10} {:>12} {:>6.2} {:>11} {:>13}",
                 s.rate,
                 s.accepted,
                 s.outcomes.assigned,
@@ -275,9 +314,13 @@ impl fmt::Display for Report {
                 l.charged.p99_ms,
                 l.notified.p99_ms,
                 s.cpu_ms_per_ride,
+                s.fleet_cpu_ms_per_ride
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms")),
                 s.broker_cpu_ms_per_ride
                     .map_or_else(|| "in process".to_owned(), |ms| format!("{ms:.2}ms")),
                 s.cores,
+                s.fleet_cores
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                 s.broker_cores
                     .map_or_else(|| "in process".to_owned(), |c| format!("{c:.2}")),
             )?;
@@ -323,10 +366,21 @@ impl fmt::Display for Report {
                 "at {:.0}/s, the highest rate tried, the brokers used {cores:.2} of {cpus} cores over the load and its settling: {verdict}",
                 last.rate
             )?;
+            if let Some(roles) = &last.broker_cores_by_role {
+                let roles: Vec<String> = roles
+                    .iter()
+                    .map(|(role, cores)| format!("{role} {cores:.2}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "the brokers' cores by thread: {} (jit is the JVM compiling: it falls as the brokers warm up)",
+                    roles.join(" · ")
+                )?;
+            }
         }
         writeln!(
             f,
-            "cpu/ride is this process (services, load generator, fleet); brokers/ride their own processes"
+            "cpu/ride is this process (BimRide's services and the load generator); fleet/ride the simulated drivers' process; brokers/ride their own processes"
         )?;
         if let Some(b) = &self.baselines {
             fn range<T>(t: &Trials<T>) -> String {
@@ -430,6 +484,10 @@ mod tests {
         assigned_p99_us: u64,
         broker_cpu_seconds: Option<f64>,
     ) -> Step {
+        let broker_cpu = broker_cpu_seconds.map(|total| BrokerCpu {
+            total,
+            by_role: BTreeMap::from([("requests", total * 0.75), ("jit", total * 0.25)]),
+        });
         let mut h = crate::track::histogram();
         for _ in 0..assigned {
             h.record(assigned_p99_us).expect("in range");
@@ -452,7 +510,12 @@ mod tests {
             outcomes,
             Percentiles::default(),
             &latencies,
-            (20.0, 1.0, broker_cpu_seconds),
+            Cpu {
+                window_secs: 20.0,
+                services_and_load: 1.0,
+                fleet: Some(2.0),
+                brokers: broker_cpu,
+            },
             0.0,
             BTreeMap::new(),
         )
@@ -477,8 +540,13 @@ mod tests {
         let busy = measured(100, 100, 100, 1_000, Some(33.0));
         assert!((busy.broker_cores.expect("apart") - 1.65).abs() < 1e-9);
         assert!((busy.cores - 0.05).abs() < 1e-9);
+        assert!((busy.fleet_cores.expect("apart") - 0.1).abs() < 1e-9);
+        assert!((busy.fleet_cpu_ms_per_ride.expect("apart") - 20.0).abs() < 1e-9);
         assert!(busy.brokers_bound(2));
         assert!(!busy.brokers_bound(4));
+        let roles = busy.broker_cores_by_role.as_ref().expect("apart");
+        assert!((roles["requests"] - 1.2375).abs() < 1e-9, "{roles:?}");
+        assert!((roles["jit"] - 0.4125).abs() < 1e-9, "{roles:?}");
         assert!(!measured(100, 100, 100, 1_000, Some(31.0)).brokers_bound(2));
         // Brokers in this process cannot be told apart, so they never bound it.
         assert!(!step(100, 100, 100, 1_000).brokers_bound(2));

@@ -1,22 +1,36 @@
-//! `bimride bench`: starts the city as `up` does, without simulated riders, and drives it.
+//! `bimride bench`: starts the city as `up` does, without simulated riders, and its simulated
+//! fleet in a process of its own (this binary again, with the same flags), then drives them.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
+use bimride_bench::fleet::FleetProcess;
+use bimride_kafka::service::{self, Context};
 use bimride_kafka::{Cleanup, TopicSpec};
+use bimride_simulator::SimSettings;
 
-use crate::cli::BenchArgs;
-use crate::{shutdown, up};
+use crate::cli::{BenchArgs, UpArgs};
+use crate::{api, shutdown, up};
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { mut up, bench } = args;
+    let BenchArgs {
+        mut up,
+        bench,
+        fleet_brokers,
+        fleet_registry,
+    } = args;
+    if let (Some(brokers), Some(registry)) = (fleet_brokers, fleet_registry) {
+        return fleet(up, brokers, &registry).await;
+    }
     let bench = bimride_bench::BenchSettings::from(bench);
     bench.validate()?;
     // The benchmark is the only rider, and it runs beside anything else on free ports.
     up.sim.booking_rate = 0.0;
     up.http = "127.0.0.1:0".parse()?;
     up.registry_listen = "127.0.0.1:0".parse()?;
-    let drivers = up.sim.drivers;
+    // The fleet's process drives the drivers.
+    let drivers = std::mem::take(&mut up.sim.drivers);
     let city_model = up.city.city()?;
     let replication = up.kafka.replication_factor.unwrap_or(3);
     let passthrough_topic =
@@ -31,6 +45,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         retention_ms: Some(10 * 60 * 1000),
     })
     .await?;
+    let fleet = FleetProcess::spawn(
+        &std::env::current_exe()?,
+        fleet_args(
+            city.kafka.bootstrap_servers(),
+            &city.info.schema_registry_url,
+        ),
+    )?;
     wait_for_drivers(drivers).await;
 
     let target = bimride_bench::Target {
@@ -43,11 +64,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         passthrough_topic,
     };
     // The benchmark cancels `shutdown` when it is done, which stops the city.
-    let report = bimride_bench::run(target, bench, shutdown).await;
+    let report = bimride_bench::run(target, bench, fleet, shutdown).await;
     city.stopped().await?;
     let report = report?;
     println!("{report}");
     Ok(())
+}
+
+/// This process's own arguments, and where its fleet finds the city.
+fn fleet_args(brokers: &str, registry: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    args.extend(["--fleet-brokers", brokers, "--fleet-registry", registry].map(OsString::from));
+    args
+}
+
+/// The fleet's process: the simulated drivers of the parent's city, on its brokers and
+/// registry, until the parent closes the pipe.
+async fn fleet(up: UpArgs, brokers: String, registry: &str) -> anyhow::Result<()> {
+    let embedded = up.kafka.brokers.is_none();
+    let mut flags = up.kafka;
+    flags.brokers = Some(brokers);
+    let mut kafka = flags.validated()?;
+    if embedded {
+        up::on_embedded_brokers(&mut kafka);
+    }
+    let codec = api::registered_codec(registry, up.registry_credential.pair()?, &kafka).await?;
+    let mut sim = SimSettings::from(up.sim);
+    sim.booking_rate = 0.0;
+    let cx = Context {
+        kafka,
+        codec,
+        city: up.city.city()?,
+        shutdown: shutdown::on_signal(),
+    };
+    let stop = cx.shutdown.clone();
+    let pipe = tokio::spawn(bimride_bench::fleet::serve(stop.clone()));
+    let ran = service::run(Box::new(sim), cx).await;
+    stop.cancel();
+    pipe.await??;
+    Ok(ran?)
 }
 
 /// Waits until dispatch knows most drivers, so that the first bookings find a fleet online.

@@ -94,6 +94,15 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub bench: BenchFlags,
+
+    /// Run only the simulated fleet on these brokers: how a benchmark starts its fleet's
+    /// process, never typed by hand.
+    #[arg(long, hide = true, requires = "fleet_registry")]
+    pub fleet_brokers: Option<String>,
+
+    /// The schema registry of the benchmark's city, for its fleet's process.
+    #[arg(long, hide = true, requires = "fleet_brokers")]
+    pub fleet_registry: Option<String>,
 }
 
 /// Where a service without an HTTP API of its own serves `/metrics` and `/healthz`.

@@ -58,6 +58,21 @@ impl Running {
     }
 }
 
+/// Fits a client's settings to the embedded brokers, unless the fetch wait was given.
+pub fn on_embedded_brokers(kafka: &mut bimride_kafka::KafkaConfig) {
+    let wait_given = kafka
+        .properties
+        .iter()
+        .any(|p| p.starts_with("fetch.wait.max.ms"));
+    if !wait_given {
+        // The mock brokers answer a fetch only when its wait runs out, not when data
+        // arrives, so every hop would cost the whole wait (500 ms by default). Each consumer
+        // fetches from each broker once per wait, so shorter costs CPU at rest: 25 ms keeps
+        // a ride's few hops well under a second.
+        kafka.fetch_wait_max_ms = Some(25);
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let city = start(args, shutdown::on_signal()).await?;
     announce(&city.info, &format!("http://{}", city.http));
@@ -101,16 +116,8 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         }
     };
     let mut kafka = args.kafka.validated()?;
-    let wait_given = kafka
-        .properties
-        .iter()
-        .any(|p| p.starts_with("fetch.wait.max.ms"));
-    if cluster.is_some() && !wait_given {
-        // The mock brokers answer a fetch only when its wait runs out, not when data
-        // arrives, so every hop would cost the whole wait (500 ms by default). Each consumer
-        // fetches from each broker once per wait, so shorter costs CPU at rest: 25 ms keeps
-        // a ride's few hops well under a second.
-        kafka.fetch_wait_max_ms = Some(25);
+    if cluster.is_some() {
+        on_embedded_brokers(&mut kafka);
     }
 
     let created = Provisioner::of(cluster.as_ref(), &kafka)
@@ -180,7 +187,11 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         city,
         shutdown: shutdown.clone(),
     };
-    services.push(Box::new(sim));
+    // A city without drivers or riders (a benchmark's, whose fleet runs apart) needs no
+    // simulator reading the ride events.
+    if sim.drivers > 0 || sim.booking_rate > 0.0 {
+        services.push(Box::new(sim));
+    }
     services.push(Box::new(front.feeds));
     services.push(Box::new(front.learner));
     services.push(Box::new(bimride_dashboard::Feeds {

@@ -91,11 +91,31 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
             && cores > 0.0,
         "{step}"
     );
-    // Each ride writes its request, its lifecycle, its charge and its messages.
+    // The fleet runs in a process of its own, and its CPU is read apart.
+    let fleet = (
+        step["fleet_cpu_seconds"].as_f64(),
+        step["fleet_cores"].as_f64(),
+    );
+    assert!(
+        fleet
+            .0
+            .zip(window)
+            .zip(fleet.1)
+            .is_some_and(|((c, w), cores)| c > 0.0 && (c / w - cores).abs() < 1e-9),
+        "{step}"
+    );
+    // Each ride writes its request, its lifecycle, its charge and its messages; the fleet's
+    // process, the driver supply, counted over the pipe.
     let per_ride = step["records_per_ride"]
         .as_object()
         .expect("records per ride");
-    for topic in ["ride-requests", "ride-events", "payments", "notifications"] {
+    for topic in [
+        "ride-requests",
+        "ride-events",
+        "payments",
+        "notifications",
+        "driver-supply",
+    ] {
         let n = per_ride
             .iter()
             .find(|(name, _)| name.ends_with(&format!(".{topic}")))
