@@ -113,7 +113,10 @@ pub struct Target {
     pub kafka: KafkaConfig,
     pub codec: Arc<Codec>,
     pub city: City,
+    /// The fewest drivers the fleet has; it grows beyond for rates that need more.
     pub drivers: usize,
+    /// Simulated seconds per real second.
+    pub speedup: f64,
     /// Signs the riders' tokens.
     pub authority: bimride_auth::Authority,
     /// A one-partition topic, created by the caller, for the pass-through baseline.
@@ -308,15 +311,30 @@ fn produced_by_topic() -> BTreeMap<String, f64> {
     by_topic
 }
 
-/// Records produced so far by every service of this process and by the fleet, by topic.
+/// Records produced so far by every service of this process and by the fleet, by topic, and
+/// the fewest drivers idle since the previous reading.
 async fn produced_everywhere(
     fleet: &mut FleetProcess,
-) -> Result<BTreeMap<String, f64>, FleetError> {
+) -> Result<(BTreeMap<String, f64>, Option<u64>), FleetError> {
     let mut by_topic = produced_by_topic();
-    for (topic, n) in fleet.produced().await? {
+    let reading = fleet.reading().await?;
+    for (topic, n) in reading.produced {
         *by_topic.entry(topic).or_default() += n;
     }
-    Ok(by_topic)
+    Ok((by_topic, reading.fewest_idle))
+}
+
+/// Simulated seconds a ride holds its driver: the drive to the pickup, boarding and the trip.
+const RIDE_HOLD_SIM_SECS: f64 = 1_800.0;
+/// Real seconds a ride holds its driver besides: the offer, its answer and the assignment.
+const RIDE_HOLD_REAL_SECS: f64 = 0.5;
+/// Drivers per driver that rides hold at once: spread over the city, a pickup needs one near.
+const FLEET_HEADROOM: f64 = 3.0;
+
+/// Drivers a fleet needs so that bookings at `rate` a second never run out of them, at
+/// `speedup` simulated seconds per real second.
+pub fn fleet_for(rate: f64, speedup: f64) -> usize {
+    (rate * (RIDE_HOLD_SIM_SECS / speedup + RIDE_HOLD_REAL_SECS) * FLEET_HEADROOM).ceil() as usize
 }
 
 /// Records produced between `before` and `after`, per accepted ride, by topic.
@@ -372,11 +390,18 @@ async fn run_step(
     let url = format!("{}/v1/rides", target.api_url);
     let http = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The fleet grows before the load, so that drivers never run out at this rate.
+    let drivers = fleet_for(rate, target.speedup).max(target.drivers);
+    if drivers > fleet.drivers() {
+        fleet.grow(drivers).await?;
+        tracing::info!(rate, drivers, "the fleet grew for this rate");
+        tokio::time::sleep(FLEET_ONLINE).await;
+    }
     let cpu_before = cpu::own_seconds();
     let brokers_before = brokers.usage();
     let fleet_before = fleet.seconds();
     let cpu_since = Instant::now();
-    let by_topic_before = produced_everywhere(fleet).await?;
+    let (by_topic_before, _) = produced_everywhere(fleet).await?;
     let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
     let started = Instant::now();
@@ -428,7 +453,8 @@ async fn run_step(
         let _ = r.await;
     }
     let load_secs = started.elapsed().as_secs_f64();
-    let produced = produced_everywhere(fleet).await?.values().sum::<f64>() - produced_before;
+    let (produced_by_now, fewest_idle) = produced_everywhere(fleet).await?;
+    let produced = produced_by_now.values().sum::<f64>() - produced_before;
     // Rides still driving finish within the settle time; stop early once all are told.
     let settle_until = Instant::now() + Duration::from_secs(settings.settle);
     while Instant::now() < settle_until {
@@ -448,11 +474,8 @@ async fn run_step(
     let (accepted, _) = tracker.counts();
     // Over the load and its settling: a ride's later records (completion, charge, receipt)
     // come after the load ends.
-    let records_per_ride = per_ride(
-        &by_topic_before,
-        produced_everywhere(fleet).await?,
-        accepted,
-    );
+    let (produced_after, _) = produced_everywhere(fleet).await?;
+    let records_per_ride = per_ride(&by_topic_before, produced_after, accepted);
     let outcomes = tracker.outcomes();
     let latencies = tracker.latencies();
     let http = Percentiles::of(&http.lock().unwrap_or_else(|p| p.into_inner()));
@@ -473,8 +496,15 @@ async fn run_step(
         },
         produced / load_secs,
         records_per_ride,
+        report::FleetUse {
+            drivers: fleet.drivers(),
+            fewest_idle,
+        },
     ))
 }
+
+/// Time for new drivers to come online and reach dispatch.
+const FLEET_ONLINE: Duration = Duration::from_secs(2);
 
 /// The processes besides this one whose CPU a step reads.
 struct Parties<'a> {
@@ -623,5 +653,20 @@ async fn quieten(tracker: &Tracker, settle: u64) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_grows_with_the_rate_and_with_slower_trips() {
+        // At 1000 simulated seconds a second a ride holds a driver 2.3 s: three times the
+        // drivers those rides hold at once.
+        assert_eq!(fleet_for(25.0, 1_000.0), 173);
+        assert_eq!(fleet_for(100.0, 1_000.0), 690);
+        assert!(fleet_for(25.0, 100.0) > 5 * fleet_for(25.0, 1_000.0));
+        assert_eq!(fleet_for(0.5, 1_000.0), 4);
     }
 }

@@ -44,6 +44,22 @@ pub struct Cpu {
     pub brokers: Option<BrokerCpu>,
 }
 
+/// The fleet over a step's load.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FleetUse {
+    /// Drivers in the fleet.
+    pub drivers: usize,
+    /// The fewest of them idle at once; 0 means the fleet ran out.
+    pub fewest_idle: Option<u64>,
+}
+
+impl FleetUse {
+    /// True when every driver was busy or offline at some moment of the load.
+    pub fn ran_out(&self) -> bool {
+        self.fewest_idle == Some(0)
+    }
+}
+
 /// One rate, held for the step's duration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -83,6 +99,8 @@ pub struct Step {
     /// settling (telemetry and driver supply included: they are the load a ride puts on the
     /// brokers).
     pub records_per_ride: BTreeMap<String, f64>,
+    /// The simulated fleet over the load.
+    pub fleet: FleetUse,
 }
 
 impl Step {
@@ -99,6 +117,7 @@ impl Step {
         cpu: Cpu,
         pipeline_records_per_s: f64,
         records_per_ride: BTreeMap<String, f64>,
+        fleet: FleetUse,
     ) -> Self {
         let Cpu {
             window_secs: cpu_window_secs,
@@ -159,6 +178,7 @@ impl Step {
             }),
             pipeline_records_per_s,
             records_per_ride,
+            fleet,
         }
     }
 
@@ -342,6 +362,21 @@ impl fmt::Display for Report {
                 topics.join(" · "),
                 s.records_per_ride.values().sum::<f64>()
             )?;
+            let fewest = s
+                .fleet
+                .fewest_idle
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+            writeln!(
+                f,
+                "fleet at {:.0}/s: {} drivers, fewest idle at once {fewest}{}",
+                s.rate,
+                s.fleet.drivers,
+                if s.fleet.ran_out() {
+                    ": the fleet ran out, so this step measured the drivers, not the pipeline"
+                } else {
+                    ""
+                }
+            )?;
         }
         match (self.target_p99_ms, self.max_sustainable_rate) {
             (Some(t), Some(rate)) => writeln!(
@@ -518,6 +553,10 @@ mod tests {
             },
             0.0,
             BTreeMap::new(),
+            FleetUse {
+                drivers: 10,
+                fewest_idle: Some(3),
+            },
         )
     }
 

@@ -2,6 +2,8 @@
 //! fleet in a process of its own (this binary again, with the same flags), then drives them.
 
 use std::ffi::OsString;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bimride_bench::fleet::FleetProcess;
@@ -31,6 +33,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     up.registry_listen = "127.0.0.1:0".parse()?;
     // The fleet's process drives the drivers.
     let drivers = std::mem::take(&mut up.sim.drivers);
+    let speedup = up.sim.speedup;
     let city_model = up.city.city()?;
     let replication = up.kafka.replication_factor.unwrap_or(3);
     let passthrough_topic =
@@ -51,6 +54,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             city.kafka.bootstrap_servers(),
             &city.info.schema_registry_url,
         ),
+        drivers,
     )?;
     wait_for_drivers(drivers).await;
 
@@ -60,6 +64,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         codec: std::sync::Arc::clone(&city.codec),
         city: city_model,
         drivers,
+        speedup,
         authority: city.authority.clone(),
         passthrough_topic,
     };
@@ -91,6 +96,8 @@ async fn fleet(up: UpArgs, brokers: String, registry: &str) -> anyhow::Result<()
     let codec = api::registered_codec(registry, up.registry_credential.pair()?, &kafka).await?;
     let mut sim = SimSettings::from(up.sim);
     sim.booking_rate = 0.0;
+    let size = Arc::new(AtomicUsize::new(sim.drivers));
+    sim.resize = Some(Arc::clone(&size));
     let cx = Context {
         kafka,
         codec,
@@ -98,7 +105,7 @@ async fn fleet(up: UpArgs, brokers: String, registry: &str) -> anyhow::Result<()
         shutdown: shutdown::on_signal(),
     };
     let stop = cx.shutdown.clone();
-    let pipe = tokio::spawn(bimride_bench::fleet::serve(stop.clone()));
+    let pipe = tokio::spawn(bimride_bench::fleet::serve(size, stop.clone()));
     let ran = service::run(Box::new(sim), cx).await;
     stop.cancel();
     pipe.await??;

@@ -104,6 +104,13 @@ fn bench_drives_the_city_and_reports_every_stage_and_baseline() {
             .is_some_and(|((c, w), cores)| c > 0.0 && (c / w - cores).abs() < 1e-9),
         "{step}"
     );
+    // The fleet grew from its 60 drivers to what 10 bookings a second need at this speed-up
+    // (10 × (1800 / 300 + 0.5) × 3), and some were idle throughout.
+    assert_eq!(step["fleet"]["drivers"], 195, "{step}");
+    assert!(
+        step["fleet"]["fewest_idle"].as_u64().is_some_and(|n| n > 0),
+        "{step}"
+    );
     // Each ride writes its request, its lifecycle, its charge and its messages; the fleet's
     // process, the driver supply, counted over the pipe.
     let per_ride = step["records_per_ride"]

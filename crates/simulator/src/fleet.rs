@@ -89,6 +89,8 @@ pub struct Fleet {
     drivers: Vec<SimDriver>,
     index: HashMap<String, usize>,
     rng: SmallRng,
+    /// Prefix of the drivers' ids.
+    prefix: String,
     /// Real seconds since the fleet started.
     clock: f64,
     /// Ride events already handled, newest last: a redelivered one is ignored, as an app
@@ -146,48 +148,66 @@ fn offset(from: (f64, f64), metres: f64, heading: f64) -> (f64, f64) {
 
 impl Fleet {
     pub fn new(city: City, settings: FleetSettings, prefix: &str) -> Self {
-        let mut rng = SmallRng::seed_from_u64(settings.seed);
-        let models = ["Toyota Prius", "Skoda Octavia", "Tesla Model 3", "Kia Niro"];
-        let colours = ["white", "black", "grey", "blue"];
-        let drivers: Vec<SimDriver> = (0..settings.drivers)
-            .map(|i| {
-                let product = match i % 10 {
-                    0 => Product::Xl,
-                    1 | 2 => Product::Comfort,
-                    _ => Product::Economy,
-                };
-                SimDriver {
-                    id: format!("{prefix}-driver-{i:04}"),
-                    vehicle: Vehicle {
-                        plate: format!("BR-{:03}-{}", i % 1000, (b'A' + (i % 26) as u8) as char),
-                        model: models[i % models.len()].into(),
-                        colour: colours[(i / 4) % colours.len()].into(),
-                    },
-                    product,
-                    at: random_point(&city, &mut rng, 0.8),
-                    phase: Phase::Offline { until: 0.0 },
-                    offers: HashMap::new(),
-                    next_beat: rng.random_range(0.0..BEAT_SECS),
-                    beats: 0,
-                    told: None,
-                }
-            })
-            .collect();
-        let index = drivers
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.id.clone(), i))
-            .collect();
-        Self {
+        let mut fleet = Self {
             traffic: Traffic::of(&city),
             city,
             settings,
-            drivers,
-            index,
-            rng,
+            drivers: Vec::with_capacity(settings.drivers),
+            index: HashMap::new(),
+            rng: SmallRng::seed_from_u64(settings.seed),
+            prefix: prefix.to_owned(),
             clock: 0.0,
             handled: LruCache::new(HANDLED_CAPACITY),
+        };
+        fleet.grow(settings.drivers);
+        fleet
+    }
+
+    /// Drivers in the fleet, whatever they are doing.
+    pub fn len(&self) -> usize {
+        self.drivers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.drivers.is_empty()
+    }
+
+    /// Adds drivers until there are `drivers`; each comes online at the next tick.
+    pub fn grow(&mut self, drivers: usize) {
+        const MODELS: [&str; 4] = ["Toyota Prius", "Skoda Octavia", "Tesla Model 3", "Kia Niro"];
+        const COLOURS: [&str; 4] = ["white", "black", "grey", "blue"];
+        for i in self.drivers.len()..drivers {
+            let product = match i % 10 {
+                0 => Product::Xl,
+                1 | 2 => Product::Comfort,
+                _ => Product::Economy,
+            };
+            let driver = SimDriver {
+                id: format!("{}-driver-{i:04}", self.prefix),
+                vehicle: Vehicle {
+                    plate: format!("BR-{:03}-{}", i % 1000, (b'A' + (i % 26) as u8) as char),
+                    model: MODELS[i % MODELS.len()].into(),
+                    colour: COLOURS[(i / 4) % COLOURS.len()].into(),
+                },
+                product,
+                at: random_point(&self.city, &mut self.rng, 0.8),
+                phase: Phase::Offline { until: 0.0 },
+                offers: HashMap::new(),
+                next_beat: self.clock + self.rng.random_range(0.0..BEAT_SECS),
+                beats: 0,
+                told: None,
+            };
+            self.index.insert(driver.id.clone(), i);
+            self.drivers.push(driver);
         }
+    }
+
+    /// Drivers online and free to take an offer.
+    pub fn idle(&self) -> usize {
+        self.drivers
+            .iter()
+            .filter(|d| matches!(d.phase, Phase::Idle { .. }))
+            .count()
     }
 
     /// Drivers by status, for logs and tests.
@@ -610,6 +630,32 @@ mod tests {
             .flat_map(|_| kinds(&f.tick(Duration::from_millis(250))))
             .collect();
         assert!(!again.contains(&"TripCompleted"), "{again:?}");
+    }
+
+    #[test]
+    fn a_grown_fleet_brings_its_new_drivers_online_at_the_next_tick() {
+        let mut f = fleet(2, 1.0);
+        f.tick(Duration::from_millis(100));
+        assert_eq!((f.len(), f.idle()), (2, 2));
+        f.grow(5);
+        assert_eq!((f.len(), f.idle()), (5, 2));
+        let online = f.tick(Duration::from_millis(100));
+        assert_eq!(f.idle(), 5);
+        // Each new driver says it is available, under an id of its own.
+        let came: std::collections::BTreeSet<&str> = online
+            .iter()
+            .filter_map(|o| match o {
+                Out::Supply(SupplyEvent::Status(s)) => Some(s.driver_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            came.into_iter().collect::<Vec<_>>(),
+            ["t-driver-0002", "t-driver-0003", "t-driver-0004"]
+        );
+        // Never shrinks.
+        f.grow(3);
+        assert_eq!(f.len(), 5);
     }
 
     #[test]

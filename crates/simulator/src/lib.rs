@@ -6,7 +6,8 @@
 
 pub mod fleet;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bimride_domain::City;
@@ -43,7 +44,20 @@ pub struct SimSettings {
     pub seed: u64,
     pub id: String,
     pub authority: Option<bimride_auth::Authority>,
+    /// The fleet's size while it runs, set by another part of the process (a benchmark grows
+    /// its fleet between steps); the fleet grows to it at each tick and never shrinks.
+    pub resize: Option<Arc<AtomicUsize>>,
 }
+
+/// Drivers of the simulated fleet by what they are doing: `idle` (free to take an offer),
+/// `busy` and `offline`.
+pub static DRIVERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    bimride_telemetry::gauges(
+        "bimride_sim_drivers",
+        "Drivers of the simulated fleet, by state: idle (free to take an offer), busy, offline.",
+        &["state"],
+    )
+});
 
 impl Default for SimSettings {
     fn default() -> Self {
@@ -56,6 +70,7 @@ impl Default for SimSettings {
             seed: 7,
             id: "sim".into(),
             authority: None,
+            resize: None,
         }
     }
 }
@@ -209,6 +224,7 @@ impl Service for SimSettings {
         let clock = {
             let (fleet, producer, shutdown) =
                 (Arc::clone(&fleet), producer.clone(), shutdown.clone());
+            let resize = self.resize.clone();
             async move {
                 let step = Duration::from_millis(250);
                 let mut ticker = tokio::time::interval(step);
@@ -218,7 +234,20 @@ impl Service for SimSettings {
                         () = shutdown.cancelled() => break,
                         _ = ticker.tick() => {}
                     }
-                    let out = fleet.lock().unwrap_or_else(|p| p.into_inner()).tick(step);
+                    let out = {
+                        let mut fleet = fleet.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(size) = &resize {
+                            fleet.grow(size.load(Ordering::Relaxed));
+                        }
+                        let out = fleet.tick(step);
+                        let (idle, busy) = (fleet.idle(), fleet.busy());
+                        DRIVERS.with_label_values(&["idle"]).set(idle as i64);
+                        DRIVERS.with_label_values(&["busy"]).set(busy as i64);
+                        DRIVERS
+                            .with_label_values(&["offline"])
+                            .set((fleet.len() - idle - busy) as i64);
+                        out
+                    };
                     publish(&producer, out).await;
                 }
             }
