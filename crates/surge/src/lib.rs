@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use bimride_codec::Codec;
 use bimride_domain::City;
-use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated};
+use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
-    self, Assignment, At, Either, Fetch, Inputs, Options, PartitionedError, Processor, Rejected,
+    self, Assignment, At, Either, Fetch, Inputs, Options, PartitionedError, Processor,
+    RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::replay::Point;
 use bimride_kafka::service::{Context, Service};
@@ -29,7 +30,7 @@ use bimride_telemetry::{counter, gauge};
 use h3o::CellIndex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
+use crate::engine::{CellSurge, Engine, Input, NO_SURGE, Source, SurgeConfig};
 
 /// Surge settings. Each is a flag of `bimride` with an environment fallback, described by
 /// `--help`; the defaults here are the flags' defaults, taken from [`SurgeConfig::default`]
@@ -178,7 +179,21 @@ struct Detector {
     started: Instant,
 }
 
+/// The engine's name for a partition of an input topic.
+fn source(topic: Topic, partition: i32) -> Source {
+    (topic as u8, partition)
+}
+
 impl Detector {
+    /// Counts what is about to be published; the levels change only when a window closes.
+    fn published(&self, updates: Vec<SurgeUpdated>) -> Vec<SurgeUpdated> {
+        if !updates.is_empty() {
+            updates.iter().for_each(count);
+            set_levels(&self.engine);
+        }
+        updates
+    }
+
     fn go_live(&mut self) {
         if let Some(seeds) = self.seeds.take() {
             let restored = seeds.len();
@@ -194,9 +209,24 @@ impl Processor for Detector {
     type Input = Either<DispatchEvent, SupplyEvent>;
     type Output = SurgeUpdated;
 
+    /// Every partition read holds the watermark until it is heard from, or idle.
+    async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
+        let topics = takeover.kafka.topics();
+        let now = Millis::now();
+        for e in takeover.committed.elements() {
+            let topic = <Either<DispatchEvent, SupplyEvent> as Inputs>::topics()
+                .into_iter()
+                .find(|t| topics.name(*t) == e.topic());
+            if let Some(topic) = topic {
+                self.engine.expect(source(topic, e.partition()), now);
+            }
+        }
+        Ok(())
+    }
+
     async fn record(
         &mut self,
-        _: At,
+        at: At,
         input: Either<DispatchEvent, SupplyEvent>,
     ) -> Result<Vec<SurgeUpdated>, Rejected> {
         let live = input.occurred_at().is_some_and(|t| t >= self.live_from);
@@ -205,26 +235,29 @@ impl Processor for Detector {
         }
         let mut published = Vec::new();
         let late = self.engine.late();
+        let now = Millis::now();
         for input in inputs(&self.city, input) {
-            let updates = self.engine.apply(input);
+            let updates = self
+                .engine
+                .apply_from(source(at.topic, at.partition), input, now);
             if live {
                 published.extend(updates);
             }
         }
         LATE.inc_by(self.engine.late() - late);
-        // The levels change only when a window closes, not with every record.
-        if !published.is_empty() {
-            published.iter().for_each(count);
-            set_levels(&self.engine);
-        }
-        Ok(published)
+        Ok(self.published(published))
     }
 
-    fn tick(&mut self, _: Millis) -> Vec<SurgeUpdated> {
+    fn tick(&mut self, now: Millis) -> Vec<SurgeUpdated> {
         if self.seeds.is_some() && self.started.elapsed() > IDLE_REPLAY {
             self.go_live();
         }
-        Vec::new()
+        // Windows that partitions gone quiet held open; replayed ones were published before.
+        let closed = self.engine.advance(now);
+        if self.seeds.is_some() {
+            return Vec::new();
+        }
+        self.published(closed)
     }
 
     /// Bad records are dispatch's to dead-letter; surge only counts them.
