@@ -2,20 +2,16 @@
 //!
 //! - Demand (requests, plus requests that found no driver) and supply (distinct available
 //!   drivers seen) are counted per H3 cell in tumbling windows of `tumbling_ms`.
-//! - The watermark is the event time every input source has reached, less `lateness_ms`. A
-//!   source is a partition, read in order; each moves on its own, so one read far ahead of
-//!   another (a backlog fetched partition by partition) does not make the other's records
-//!   late. A source heard from for `idle_ms` of processing time stops holding it back, as in
-//!   Flink's idle sources; given no sources, the latest event time seen leads. When the
-//!   watermark passes the end of a tumbling window, that window closes, and every cell's
-//!   multiplier is computed over the sliding window of the last `sliding_ms` that ends there.
+//! - The watermark is the latest event time seen less `lateness_ms`. When it passes the end
+//!   of a tumbling window, that window closes, and every cell's multiplier is computed over
+//!   the sliding window of the last `sliding_ms` that ends there.
 //! - An event for a window already closed is late: it is counted, not applied.
 //! - A cell's raw multiplier grows with its demand-to-supply ratio. It is then blended with
 //!   its neighbours' (so that two adjacent cells never differ by a cliff), smoothed over time
 //!   (so that it never flaps), capped, and published only when it moves by `step_milli`.
 //!
-//! Nothing here reads a clock (processing time, for idleness, is given), so the same events
-//! give the same multipliers, in any order within the lateness bound.
+//! Nothing here reads a clock, so the same events give the same multipliers, in any order
+//! within the lateness bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -31,8 +27,6 @@ pub struct SurgeConfig {
     /// A whole number of tumbling windows.
     pub sliding_ms: i64,
     pub lateness_ms: i64,
-    /// Processing time after which a silent source stops holding the watermark back.
-    pub idle_ms: i64,
     pub cap_milli: i32,
     /// How strongly the demand-to-supply ratio moves the multiplier, in thousandths:
     /// 500 turns a ratio of 3 into x2.0.
@@ -51,7 +45,6 @@ impl Default for SurgeConfig {
             tumbling_ms: 30_000,
             sliding_ms: 120_000,
             lateness_ms: 5_000,
-            idle_ms: 10_000,
             cap_milli: 3_000,
             sensitivity_milli: 500,
             neighbour_milli: 400,
@@ -98,18 +91,6 @@ impl Input {
     }
 }
 
-/// An input source: a topic's partition, by any numbering the caller keeps.
-pub type Source = (u8, i32);
-
-/// How far one source has got.
-#[derive(Debug, Clone, Copy)]
-struct Progress {
-    /// The latest event time it gave; none yet.
-    event: Option<i64>,
-    /// Processing time it was last heard from, or expected.
-    heard: i64,
-}
-
 #[derive(Debug, Default, Clone)]
 struct Bucket {
     demand: u32,
@@ -134,7 +115,6 @@ pub struct Engine {
     /// Window start → cell → counts.
     windows: BTreeMap<i64, HashMap<CellIndex, Bucket>>,
     max_seen: Option<i64>,
-    sources: HashMap<Source, Progress>,
     /// Every window ending at or before this is closed.
     closed_until: Option<i64>,
     smoothed: HashMap<CellIndex, i32>,
@@ -182,56 +162,8 @@ impl Engine {
         at.div_euclid(self.config.tumbling_ms) * self.config.tumbling_ms
     }
 
-    /// Expects input from `source`: until it is heard from, or idle, it holds the watermark.
-    pub fn expect(&mut self, source: Source, now: Millis) {
-        self.sources.entry(source).or_insert(Progress {
-            event: None,
-            heard: now.0,
-        });
-    }
-
-    /// Applies one input of `source`, heard at processing time `now`; returns the updates of
-    /// the windows it closed.
-    pub fn apply_from(&mut self, source: Source, input: Input, now: Millis) -> Vec<SurgeUpdated> {
-        let at = input.at().0;
-        let progress = self.sources.entry(source).or_insert(Progress {
-            event: None,
-            heard: now.0,
-        });
-        progress.event = Some(progress.event.map_or(at, |e| e.max(at)));
-        progress.heard = now.0;
-        self.add(input);
-        self.close_ready(now)
-    }
-
-    /// Closes the windows that sources gone idle by `now` no longer hold open.
-    pub fn advance(&mut self, now: Millis) -> Vec<SurgeUpdated> {
-        self.close_ready(now)
-    }
-
-    /// Applies one input of the only source, read in event-time order (a recomputation);
-    /// returns the updates of the windows it closed.
+    /// Applies one input; returns the updates of the windows it closed.
     pub fn apply(&mut self, input: Input) -> Vec<SurgeUpdated> {
-        self.add(input);
-        self.close_ready(Millis(i64::MIN))
-    }
-
-    /// The event time every source has reached: the least of those heard within `idle_ms`
-    /// of `now`, none while one of them is yet to be heard; the latest seen when none holds.
-    fn reached(&self, now: Millis) -> Option<i64> {
-        let mut least: Option<i64> = None;
-        let holding = self
-            .sources
-            .values()
-            .filter(|p| now.0.saturating_sub(p.heard) < self.config.idle_ms);
-        for progress in holding {
-            let event = progress.event?;
-            least = Some(least.map_or(event, |l| l.min(event)));
-        }
-        least.or(self.max_seen)
-    }
-
-    fn add(&mut self, input: Input) {
         let at = input.at().0;
         let start = self.window_of(at);
         if self
@@ -239,7 +171,7 @@ impl Engine {
             .is_some_and(|c| start + self.config.tumbling_ms <= c)
         {
             self.late += 1;
-            return;
+            return Vec::new();
         }
         let cell_and_counts = match input {
             // A request written twice (a producer retrying after a broker failure) is one
@@ -293,14 +225,15 @@ impl Engine {
             }
         }
         self.max_seen = Some(self.max_seen.map_or(at, |m| m.max(at)));
+        self.close_ready()
     }
 
     /// Closes every window the watermark has passed, oldest first.
-    fn close_ready(&mut self, now: Millis) -> Vec<SurgeUpdated> {
-        let Some(reached) = self.reached(now) else {
+    fn close_ready(&mut self) -> Vec<SurgeUpdated> {
+        let Some(max_seen) = self.max_seen else {
             return Vec::new();
         };
-        let watermark = reached - self.config.lateness_ms;
+        let watermark = max_seen - self.config.lateness_ms;
         let mut out = Vec::new();
         loop {
             let next_end = match self.closed_until {
@@ -655,69 +588,6 @@ mod tests {
         let b = sorted(run(&mut Engine::new(SurgeConfig::default()), shuffled));
         assert!(!a.is_empty());
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn a_partition_read_ahead_of_another_does_not_make_the_others_records_late() {
-        let (ahead, behind) = ((0, 1), (0, 2));
-        let now = Millis(0);
-        let mut split = Engine::new(SurgeConfig::default());
-        split.expect(ahead, now);
-        split.expect(behind, now);
-        // One partition's backlog, five minutes of it, fetched before the other's.
-        let mut closed = Vec::new();
-        for t in (0..300_000).step_by(1_000) {
-            closed.extend(split.apply_from(ahead, tick(t), now));
-        }
-        assert!(
-            closed.is_empty(),
-            "no window closes while a partition is unheard"
-        );
-        for n in 0..6 {
-            closed.extend(split.apply_from(
-                behind,
-                request(n, centre(), 10_000 + i64::from(n)),
-                now,
-            ));
-        }
-        closed.extend(split.apply_from(behind, tick(300_000), now));
-        assert_eq!(split.late(), 0);
-        // The same events in event-time order through one source give the same multipliers.
-        let mut ordered = Engine::new(SurgeConfig::default());
-        let mut inputs: Vec<Input> = (0..300_000).step_by(1_000).map(tick).collect();
-        inputs.extend((0..6).map(|n| request(n, centre(), 10_000 + i64::from(n))));
-        inputs.push(tick(300_000));
-        inputs.sort_by_key(Input::at);
-        let expected = run(&mut ordered, inputs);
-        assert!(expected.iter().any(|u| u.multiplier_milli > NO_SURGE));
-        let key = |u: &SurgeUpdated| (u.window_end, u.cell.clone(), u.multiplier_milli);
-        let mut got: Vec<_> = closed.iter().map(key).collect();
-        let mut want: Vec<_> = expected.iter().map(key).collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn a_silent_partition_holds_the_watermark_only_until_it_is_idle() {
-        let config = SurgeConfig::default();
-        let mut engine = Engine::new(config);
-        engine.expect((0, 1), Millis(0));
-        engine.expect((0, 2), Millis(0));
-        let mut inputs: Vec<Input> = (0..6).map(|n| request(n, centre(), 1_000)).collect();
-        inputs.extend((0..120_000).step_by(1_000).map(tick));
-        for input in inputs {
-            assert!(engine.apply_from((0, 1), input, Millis(1_000)).is_empty());
-        }
-        assert!(engine.advance(Millis(config.idle_ms - 1)).is_empty());
-        // Silent for the idle time: the partition heard from leads, and its windows close,
-        // up to the last that 119 s less 5 s of lateness has passed.
-        let closed = engine.advance(Millis(config.idle_ms));
-        let ends: BTreeSet<i64> = closed.iter().map(|u| u.window_end.0).collect();
-        assert!(
-            ends.first() == Some(&30_000) && ends.iter().all(|e| *e <= 90_000),
-            "{ends:?}"
-        );
     }
 
     #[test]

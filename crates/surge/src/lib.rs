@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 
 use bimride_codec::Codec;
 use bimride_domain::City;
-use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated, Topic};
+use bimride_events::{CancelledBy, DispatchEvent, Millis, SupplyEvent, SurgeUpdated};
 use bimride_kafka::history::{self, HistoryError};
 use bimride_kafka::partitioned::{
-    self, Assignment, At, Either, Fetch, Inputs, Options, PartitionedError, Processor,
-    RebuildError, Rejected, Takeover,
+    self, Assignment, At, Either, Fetch, Inputs, Options, PartitionedError, Processor, Rejected,
 };
 use bimride_kafka::replay::Point;
 use bimride_kafka::service::{Context, Service};
@@ -30,7 +29,7 @@ use bimride_telemetry::{counter, gauge};
 use h3o::CellIndex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::engine::{CellSurge, Engine, Input, NO_SURGE, Source, SurgeConfig};
+use crate::engine::{CellSurge, Engine, Input, NO_SURGE, SurgeConfig};
 
 /// Surge settings. Each is a flag of `bimride` with an environment fallback, described by
 /// `--help`; the defaults here are the flags' defaults, taken from [`SurgeConfig::default`]
@@ -179,21 +178,7 @@ struct Detector {
     started: Instant,
 }
 
-/// The engine's name for a partition of an input topic.
-fn source(topic: Topic, partition: i32) -> Source {
-    (topic as u8, partition)
-}
-
 impl Detector {
-    /// Counts what is about to be published; the levels change only when a window closes.
-    fn published(&self, updates: Vec<SurgeUpdated>) -> Vec<SurgeUpdated> {
-        if !updates.is_empty() {
-            updates.iter().for_each(count);
-            set_levels(&self.engine);
-        }
-        updates
-    }
-
     fn go_live(&mut self) {
         if let Some(seeds) = self.seeds.take() {
             let restored = seeds.len();
@@ -209,24 +194,9 @@ impl Processor for Detector {
     type Input = Either<DispatchEvent, SupplyEvent>;
     type Output = SurgeUpdated;
 
-    /// Every partition read holds the watermark until it is heard from, or idle.
-    async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
-        let topics = takeover.kafka.topics();
-        let now = Millis::now();
-        for e in takeover.committed.elements() {
-            let topic = <Either<DispatchEvent, SupplyEvent> as Inputs>::topics()
-                .into_iter()
-                .find(|t| topics.name(*t) == e.topic());
-            if let Some(topic) = topic {
-                self.engine.expect(source(topic, e.partition()), now);
-            }
-        }
-        Ok(())
-    }
-
     async fn record(
         &mut self,
-        at: At,
+        _: At,
         input: Either<DispatchEvent, SupplyEvent>,
     ) -> Result<Vec<SurgeUpdated>, Rejected> {
         let live = input.occurred_at().is_some_and(|t| t >= self.live_from);
@@ -235,29 +205,26 @@ impl Processor for Detector {
         }
         let mut published = Vec::new();
         let late = self.engine.late();
-        let now = Millis::now();
         for input in inputs(&self.city, input) {
-            let updates = self
-                .engine
-                .apply_from(source(at.topic, at.partition), input, now);
+            let updates = self.engine.apply(input);
             if live {
                 published.extend(updates);
             }
         }
         LATE.inc_by(self.engine.late() - late);
-        Ok(self.published(published))
+        // The levels change only when a window closes, not with every record.
+        if !published.is_empty() {
+            published.iter().for_each(count);
+            set_levels(&self.engine);
+        }
+        Ok(published)
     }
 
-    fn tick(&mut self, now: Millis) -> Vec<SurgeUpdated> {
+    fn tick(&mut self, _: Millis) -> Vec<SurgeUpdated> {
         if self.seeds.is_some() && self.started.elapsed() > IDLE_REPLAY {
             self.go_live();
         }
-        // Windows that partitions gone quiet held open; replayed ones were published before.
-        let closed = self.engine.advance(now);
-        if self.seeds.is_some() {
-            return Vec::new();
-        }
-        self.published(closed)
+        Vec::new()
     }
 
     /// Bad records are dispatch's to dead-letter; surge only counts them.
