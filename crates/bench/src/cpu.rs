@@ -10,8 +10,12 @@ use procfs::process::{FDTarget, Process};
 
 /// User plus system CPU seconds of one process, if it can be read.
 fn seconds_of(process: &Process) -> Option<f64> {
-    let stat = process.stat().ok()?;
-    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    Some(seconds_in(&process.stat().ok()?))
+}
+
+/// User plus system CPU seconds of a process's or a thread's stat.
+fn seconds_in(stat: &procfs::process::Stat) -> f64 {
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
 
 /// CPU seconds process `pid` has used, if it can be read.
@@ -83,8 +87,7 @@ impl Brokers {
             usage.total += seconds_of(&process).unwrap_or(0.0);
             let Ok(tasks) = process.tasks() else { continue };
             for stat in tasks.flatten().filter_map(|t| t.stat().ok()) {
-                let seconds = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
-                *usage.by_role.entry(role_of(&stat.comm)).or_default() += seconds;
+                *usage.by_role.entry(role_of(&stat.comm)).or_default() += seconds_in(&stat);
             }
         }
         Some(usage)

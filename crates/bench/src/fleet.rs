@@ -26,6 +26,10 @@ const READING: &str = "reading";
 const DRIVERS: &str = "drivers";
 /// How often the fleet's process looks at how many drivers are idle.
 const IDLE_EVERY: Duration = Duration::from_millis(100);
+/// How long the fleet may take to answer a reading.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// How long the fleet may take to stop once its pipe closes.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// What the fleet reports when asked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,19 +39,22 @@ pub struct Reading {
     /// The fewest drivers idle at once since the previous reading; none before the first look.
     pub fewest_idle: Option<u64>,
 }
-/// How long the fleet may take to stop once its pipe closes.
-const STOP_GRACE: Duration = Duration::from_secs(15);
-
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error("starting the fleet's process: {0}")]
     Spawn(std::io::Error),
     #[error("talking to the fleet's process: {0}")]
     Pipe(#[from] std::io::Error),
-    #[error("the fleet's process ended")]
-    Ended,
-    #[error("the fleet's process answered {0:?}")]
-    Answer(String),
+    #[error("the fleet's process ended ({0:?})")]
+    Ended(Option<std::process::ExitStatus>),
+    #[error("the fleet's process did not answer within {0:?}")]
+    Silent(Duration),
+    #[error("the fleet's process answered {line:?}")]
+    Answer {
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The fleet's process, as its parent sees it.
@@ -73,10 +80,13 @@ impl FleetProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C reaches the benchmark, which reports what it
+            // measured and then closes the pipe.
+            .process_group(0)
             .spawn()
             .map_err(FleetError::Spawn)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(FleetError::Ended);
+            return Err(FleetError::Ended(None));
         };
         Ok(Self {
             drivers,
@@ -89,8 +99,21 @@ impl FleetProcess {
     /// The fleet's records so far, and the fewest drivers idle since the previous reading.
     pub async fn reading(&mut self) -> Result<Reading, FleetError> {
         self.send(READING).await?;
-        let line = self.answers.next_line().await?.ok_or(FleetError::Ended)?;
-        serde_json::from_str(&line).map_err(|_| FleetError::Answer(line))
+        let line = tokio::time::timeout(ANSWER_WITHIN, self.answers.next_line())
+            .await
+            .map_err(|_| FleetError::Silent(ANSWER_WITHIN))??;
+        let Some(line) = line else {
+            return Err(FleetError::Ended(self.child.try_wait()?));
+        };
+        serde_json::from_str(&line).map_err(|source| FleetError::Answer { line, source })
+    }
+
+    /// Fails if the fleet's process has ended.
+    pub fn alive(&mut self) -> Result<(), FleetError> {
+        match self.child.try_wait()? {
+            Some(status) => Err(FleetError::Ended(Some(status))),
+            None => Ok(()),
+        }
     }
 
     /// Grows the fleet to `drivers`, if it is smaller; the new ones come online within a tick.
@@ -108,6 +131,7 @@ impl FleetProcess {
     }
 
     async fn send(&mut self, request: &str) -> Result<(), FleetError> {
+        self.alive()?;
         self.stdin
             .write_all(format!("{request}\n").as_bytes())
             .await?;

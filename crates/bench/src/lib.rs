@@ -332,9 +332,11 @@ const RIDE_HOLD_REAL_SECS: f64 = 0.5;
 const FLEET_HEADROOM: f64 = 3.0;
 
 /// Drivers a fleet needs so that bookings at `rate` a second never run out of them, at
-/// `speedup` simulated seconds per real second.
+/// `speedup` simulated seconds per real second; at most the simulator's largest fleet, which
+/// the step then reports running out.
 pub fn fleet_for(rate: f64, speedup: f64) -> usize {
-    (rate * (RIDE_HOLD_SIM_SECS / speedup + RIDE_HOLD_REAL_SECS) * FLEET_HEADROOM).ceil() as usize
+    let drivers = rate * (RIDE_HOLD_SIM_SECS / speedup + RIDE_HOLD_REAL_SECS) * FLEET_HEADROOM;
+    (drivers.ceil() as usize).min(bimride_simulator::MAX_DRIVERS)
 }
 
 /// Records produced between `before` and `after`, per accepted ride, by topic.
@@ -668,5 +670,6 @@ mod tests {
         assert_eq!(fleet_for(100.0, 1_000.0), 690);
         assert!(fleet_for(25.0, 100.0) > 5 * fleet_for(25.0, 1_000.0));
         assert_eq!(fleet_for(0.5, 1_000.0), 4);
+        assert_eq!(fleet_for(10_000.0, 30.0), bimride_simulator::MAX_DRIVERS);
     }
 }

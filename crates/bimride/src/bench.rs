@@ -48,7 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         retention_ms: Some(10 * 60 * 1000),
     })
     .await?;
-    let fleet = FleetProcess::spawn(
+    let mut fleet = FleetProcess::spawn(
         &std::env::current_exe()?,
         fleet_args(
             city.kafka.bootstrap_servers(),
@@ -56,7 +56,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         drivers,
     )?;
-    wait_for_drivers(drivers).await;
+    wait_for_drivers(&mut fleet, drivers).await?;
 
     let target = bimride_bench::Target {
         api_url: format!("http://{}", city.http),
@@ -68,8 +68,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         authority: city.authority.clone(),
         passthrough_topic,
     };
-    // The benchmark cancels `shutdown` when it is done, which stops the city.
-    let report = bimride_bench::run(target, bench, fleet, shutdown).await;
+    // The benchmark cancels `shutdown` when it is done; one that failed early has not.
+    let report = bimride_bench::run(target, bench, fleet, shutdown.clone()).await;
+    shutdown.cancel();
     city.stopped().await?;
     let report = report?;
     println!("{report}");
@@ -108,14 +109,17 @@ async fn fleet(up: UpArgs, brokers: String, registry: &str) -> anyhow::Result<()
     let pipe = tokio::spawn(bimride_bench::fleet::serve(size, stop.clone()));
     let ran = service::run(Box::new(sim), cx).await;
     stop.cancel();
-    pipe.await??;
-    Ok(ran?)
+    let piped = pipe.await;
+    ran?;
+    Ok(piped??)
 }
 
-/// Waits until dispatch knows most drivers, so that the first bookings find a fleet online.
-async fn wait_for_drivers(drivers: usize) {
+/// Waits until dispatch knows most drivers, so that the first bookings find a fleet online;
+/// fails at once if the fleet's process ends.
+async fn wait_for_drivers(fleet: &mut FleetProcess, drivers: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < deadline {
+        fleet.alive()?;
         let known: i64 = prometheus::gather()
             .iter()
             .filter(|f| f.name() == "bimride_dispatch_known_drivers")
@@ -126,7 +130,7 @@ async fn wait_for_drivers(drivers: usize) {
             })
             .sum();
         if known as usize * 10 >= drivers * 9 {
-            return;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -134,4 +138,5 @@ async fn wait_for_drivers(drivers: usize) {
         drivers,
         "not every driver is online after 30 s; starting anyway"
     );
+    Ok(())
 }

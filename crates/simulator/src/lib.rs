@@ -49,6 +49,9 @@ pub struct SimSettings {
     pub resize: Option<Arc<AtomicUsize>>,
 }
 
+/// The largest fleet a simulator runs.
+pub const MAX_DRIVERS: usize = 100_000;
+
 /// Drivers of the simulated fleet by what they are doing: `idle` (free to take an offer),
 /// `busy` and `offline`.
 pub static DRIVERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
@@ -152,7 +155,7 @@ impl Service for SimSettings {
     type Error = SimError;
 
     fn check(&self) -> Result<(), &'static str> {
-        if self.drivers > 100_000 {
+        if self.drivers > MAX_DRIVERS {
             return Err("at most 100000 drivers");
         }
         if !(self.booking_rate.is_finite() && (0.0..=100_000.0).contains(&self.booking_rate)) {

@@ -539,9 +539,8 @@ impl Store {
     }
 }
 
-/// Rows per multi-row statement. SQLite looks each `$n` parameter up by name through a list of
-/// all of them, so binding a statement costs the square of its parameters: 256 rows of 13 took
-/// a twentieth of the process at 100 bookings a second; 32 take an eighth of that per row.
+/// Rows per multi-row statement: SQLite finds each `$n` parameter by walking the list of all
+/// of them, so binding a statement costs the square of its parameters.
 const ROWS: usize = 32;
 
 /// `items` in runs of a power of two rows, the longest first, at most [`ROWS`] each. A
