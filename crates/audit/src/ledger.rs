@@ -1,10 +1,12 @@
 //! The ride log folded by ride and checked. No I/O: records go in decoded, a report comes out.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bimride_events::{
-    ChargeKind, DispatchEvent, DriverAssigned, FareCharged, Millis, Notification, Product,
-    RecipientKind, RideCancelled, RideEvent, RideRequested, TopicValue, TripCompleted,
+    ChargeKind, DispatchEvent, DriverAssigned, EtaLeg, EtaObserved, FareCharged, Millis,
+    Notification, OfferAnswer, Product, RecipientKind, RideCancelled, RideEvent, RideRequested,
+    SupplyEvent, SurgeUpdated, Topic, TopicValue, TripCompleted,
 };
 use bimride_pricing::Cancellation;
 
@@ -68,6 +70,14 @@ pub struct Ledger {
     notification_ids: BTreeMap<String, usize>,
     /// The newest event time read: the log's "now".
     through: Option<Millis>,
+    /// Records read of each topic.
+    read: BTreeMap<Topic, usize>,
+    /// ETA observations by ride and leg, each distinct record once.
+    observed: BTreeMap<(String, EtaLeg), Vec<EtaObserved>>,
+    /// Surge updates by cell and window end, each distinct record once.
+    surges: BTreeMap<(String, Millis), Vec<SurgeUpdated>>,
+    /// The drivers who accepted an offer of each ride.
+    accepted: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Ledger {
@@ -92,6 +102,10 @@ impl Ledger {
         ride
     }
 
+    fn tally<T: TopicValue>(&mut self) {
+        *self.read.entry(T::TOPIC).or_default() += 1;
+    }
+
     /// Every ride read, by id.
     pub fn rides(&self) -> &BTreeMap<String, Ride> {
         &self.rides
@@ -103,6 +117,7 @@ impl Ledger {
     }
 
     pub fn request(&mut self, e: DispatchEvent) {
+        self.tally::<DispatchEvent>();
         if let DispatchEvent::Requested(r) = e
             && self.first(&r.event_id, r.occurred_at)
         {
@@ -112,6 +127,7 @@ impl Ledger {
     }
 
     pub fn ride_event(&mut self, e: RideEvent) {
+        self.tally::<RideEvent>();
         let (id, at) = (e.event_id().to_owned(), e.occurred_at());
         if !self.first(&id, at) {
             return;
@@ -129,6 +145,7 @@ impl Ledger {
     }
 
     pub fn charge(&mut self, c: FareCharged) {
+        self.tally::<FareCharged>();
         if self.first(&c.event_id, c.occurred_at) {
             let (id, event) = (c.ride_id.clone(), c.event_id.clone());
             self.ride(&id, Some(&event), c.occurred_at).charges.push(c);
@@ -136,6 +153,7 @@ impl Ledger {
     }
 
     pub fn message(&mut self, n: Notification) {
+        self.tally::<Notification>();
         if !self.first(&n.event_id, n.occurred_at) {
             return;
         }
@@ -149,16 +167,54 @@ impl Ledger {
         }
     }
 
+    // ETA, surge and supply records leave the log's "now" to the records that tell rides,
+    // which hold a ride to its outcome: drivers' apps and surge's windows run on other clocks.
+
+    /// An ETA observation: its event id is its ride and leg, so a tracker that observes a leg
+    /// again writes the very same record, which counts as written twice.
+    pub fn eta(&mut self, o: EtaObserved) {
+        self.tally::<EtaObserved>();
+        let key = (o.ride_id.clone(), o.leg);
+        self.redelivered += usize::from(!distinct(&mut self.observed, key, o));
+    }
+
+    /// A surge update: a recompute publishes each window again, alike and under its id.
+    pub fn surge(&mut self, u: SurgeUpdated) {
+        self.tally::<SurgeUpdated>();
+        let key = (u.cell.clone(), u.window_end);
+        self.redelivered += usize::from(!distinct(&mut self.surges, key, u));
+    }
+
+    /// A driver supply record; of them only accepted offers are kept, to check assignments.
+    pub fn supply(&mut self, e: SupplyEvent) {
+        self.tally::<SupplyEvent>();
+        if let SupplyEvent::Answer(a) = e
+            && a.answer == OfferAnswer::Accepted
+        {
+            self.accepted
+                .entry(a.ride_id)
+                .or_default()
+                .insert(a.driver_id);
+        }
+    }
+
     /// Reconciles every ride. A ride is held to its outcome only once `settle_ms` of the
     /// log's own time has passed since it was requested or completed; younger rides may
     /// still be on their way. `from_beginning` says whether a record about a ride with no
-    /// request is a discrepancy, or merely a ride requested before the window.
+    /// request (an ETA observation too) is a discrepancy, or merely a ride requested before
+    /// the window.
     pub fn audit(&self, settle_ms: i64, from_beginning: bool) -> Report {
         let through = self.through();
         let settled = |at: Millis| through.0 - at.0 >= settle_ms;
         let mut checks = Checks::default();
         let mut undecided = 0;
         for (id, ride) in &self.rides {
+            // A ride requested before the window may have been completed before it too.
+            if !ride.charges.is_empty() && (from_beginning || !ride.requests.is_empty()) {
+                let trips_done = ride.charges.iter().all(|c| c.kind != ChargeKind::Trip)
+                    || !ride.completions.is_empty();
+                checks.judge("trip charges only for completed rides", id, trips_done);
+            }
             let Some(request) = ride.requests.first() else {
                 if from_beginning {
                     checks.fail("requested once", id);
@@ -171,6 +227,15 @@ impl Ledger {
                 undecided += 1;
             } else {
                 checks.judge("decided once", id, decisions == 1);
+            }
+            // Dispatch assigns a driver only on their accept, read from driver supply.
+            let accepted = self.accepted.get(id);
+            for a in &ride.assignments {
+                checks.judge(
+                    "drivers assigned only on their accept",
+                    &format!("{id}: {}", a.driver_id),
+                    accepted.is_some_and(|drivers| drivers.contains(&a.driver_id)),
+                );
             }
             checks.judge("completed at most once", id, ride.completions.len() <= 1);
             checks.judge("charged at most once", id, ride.charges.len() <= 1);
@@ -231,12 +296,50 @@ impl Ledger {
                 overlap.is_none(),
             );
         }
+        for ((ride_id, leg), records) in &self.observed {
+            let subject = format!("{ride_id}/{}", leg_name(*leg));
+            let ride = self.rides.get(ride_id);
+            let requested = ride.is_some_and(|r| !r.requests.is_empty());
+            checks.judge(
+                "each leg observed once",
+                &subject,
+                records.len() == 1 && (requested || !from_beginning),
+            );
+            if *leg == EtaLeg::Trip
+                && let Some(ride) = ride
+                && (requested || from_beginning)
+            {
+                checks.judge(
+                    "trip legs observed only of completed rides",
+                    &subject,
+                    !ride.completions.is_empty(),
+                );
+            }
+        }
+        for ((cell, window_end), records) in &self.surges {
+            let multipliers: BTreeSet<i32> = records.iter().map(|u| u.multiplier_milli).collect();
+            let subject = format!(
+                "{cell} until {}: {}",
+                time(*window_end),
+                Vec::from_iter(multipliers.iter().map(i32::to_string)).join(", ")
+            );
+            checks.judge(
+                "surge windows published alike",
+                &subject,
+                multipliers.len() == 1,
+            );
+        }
+        let records = Topic::ALL
+            .iter()
+            .map(|t| (t.suffix(), self.read.get(t).copied().unwrap_or(0)))
+            .collect();
         Report::new(
             checks.0.into_values().collect(),
             self.rides.len(),
             undecided,
             self.redelivered,
             through,
+            records,
         )
     }
 
@@ -267,6 +370,30 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// Puts `record` under `key` unless the very same record is there: whether it was new.
+fn distinct<K: Ord, T: PartialEq>(map: &mut BTreeMap<K, Vec<T>>, key: K, record: T) -> bool {
+    let records = map.entry(key).or_default();
+    let new = !records.contains(&record);
+    if new {
+        records.push(record);
+    }
+    new
+}
+
+/// The leg's name, as the tracker writes it in the observation's event id.
+fn leg_name(leg: EtaLeg) -> &'static str {
+    match leg {
+        EtaLeg::Pickup => "pickup",
+        EtaLeg::Trip => "trip",
+    }
+}
+
+/// An event time in RFC 3339, for a report.
+fn time(at: Millis) -> String {
+    let since_epoch = Duration::from_millis(u64::try_from(at.0).unwrap_or_default());
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }
 
 /// A driver's ride: when it was assigned, which, and when it ended, if it has.
@@ -347,7 +474,9 @@ impl Checks {
 
 #[cfg(test)]
 mod tests {
-    use bimride_events::{CancelledBy, GeoPoint, Money, Vehicle};
+    use bimride_events::{
+        CancelledBy, DriverLocationUpdated, GeoPoint, Money, OfferAnswered, Vehicle,
+    };
 
     use super::*;
 
@@ -408,6 +537,25 @@ mod tests {
             distance_eta_secs: None,
             quoted_duration_secs: None,
         })
+    }
+
+    /// A driver's answer to an offer of `ride`, as their app writes it to driver supply.
+    fn answered(ride: &str, driver: &str, answer: OfferAnswer, minutes: i64) -> SupplyEvent {
+        SupplyEvent::Answer(OfferAnswered {
+            event_id: format!("{ride}-answer-{driver}"),
+            occurred_at: at(minutes),
+            ride_id: ride.into(),
+            offer_id: format!("{ride}-offer-{driver}"),
+            driver_id: driver.into(),
+            answer,
+            region: "r".into(),
+        })
+    }
+
+    /// `driver` accepts `ride` and dispatch assigns it to them.
+    fn assign(ledger: &mut Ledger, ride: &str, driver: &str, minutes: i64) {
+        ledger.supply(answered(ride, driver, OfferAnswer::Accepted, minutes));
+        ledger.ride_event(assigned(ride, driver, minutes));
     }
 
     fn completed(ride: &str, driver: &str, minutes: i64) -> RideEvent {
@@ -490,10 +638,39 @@ mod tests {
     /// A ride booked at minute 0, driven by `driver`, completed at 20, charged and messaged.
     fn completed_ride(ledger: &mut Ledger, ride: &str, driver: &str) {
         ledger.request(requested(ride, 0));
-        ledger.ride_event(assigned(ride, driver, 1));
+        assign(ledger, ride, driver, 1);
         ledger.ride_event(completed(ride, driver, 20));
         ledger.charge(charge(ride, driver, ChargeKind::Trip, tariff(), 0));
         messages(ledger, ride, driver);
+    }
+
+    /// What the ETA tracker observes of a leg of `ride`, which took `actual_secs`.
+    fn observed(ride: &str, leg: EtaLeg, actual_secs: i64) -> EtaObserved {
+        EtaObserved {
+            event_id: format!("{ride}/{}", leg_name(leg)),
+            occurred_at: at(20),
+            ride_id: ride.into(),
+            leg,
+            region: "r".into(),
+            pickup_cell: "c".into(),
+            hour: 8,
+            predicted_secs: 600,
+            actual_secs,
+            baseline_secs: Some(660),
+        }
+    }
+
+    /// Surge's update of `cell` for the window ending at `minutes`.
+    fn surge(cell: &str, minutes: i64, multiplier_milli: i32) -> SurgeUpdated {
+        SurgeUpdated {
+            event_id: format!("{cell}-{minutes}"),
+            occurred_at: at(minutes),
+            cell: cell.into(),
+            multiplier_milli,
+            demand: 13,
+            supply: 10,
+            window_end: at(minutes),
+        }
     }
 
     fn failed<'a>(report: &'a Report, check: &str) -> &'a [String] {
@@ -547,7 +724,7 @@ mod tests {
         ledger.request(requested("ride-3", 5));
         ledger.ride_event(cancelled("ride-3", None, CancelledBy::System, 6));
         ledger.request(requested("ride-4", 5));
-        ledger.ride_event(assigned("ride-4", "driver-3", 6));
+        assign(&mut ledger, "ride-4", "driver-3", 6);
         ledger.ride_event(cancelled("ride-4", Some("driver-3"), CancelledBy::Rider, 6));
         // The same record twice, as a producer's retry writes it: one event.
         ledger.charge(charge("ride-1", "driver-1", ChargeKind::Trip, tariff(), 0));
@@ -561,6 +738,18 @@ mod tests {
                 .check("completed rides charged at their quote")
                 .map(|c| c.checked),
             Some(2)
+        );
+        assert_eq!(
+            report
+                .check("trip charges only for completed rides")
+                .map(|c| c.checked),
+            Some(2)
+        );
+        assert_eq!(
+            report
+                .check("drivers assigned only on their accept")
+                .map(|c| c.checked),
+            Some(3)
         );
     }
 
@@ -661,5 +850,311 @@ mod tests {
             failed(&ledger.audit(SETTLE, true), "requested once"),
             ["ride-old"]
         );
+    }
+
+    #[test]
+    fn a_charge_whose_commission_and_payout_are_not_the_fare_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-fair", "driver-1");
+        ledger.request(requested("ride-split", 0));
+        assign(&mut ledger, "ride-split", "driver-2", 1);
+        ledger.ride_event(completed("ride-split", "driver-2", 20));
+        let mut split = charge("ride-split", "driver-2", ChargeKind::Trip, tariff(), 0);
+        split.payout.amount_minor += 1;
+        ledger.charge(split);
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "commission plus payout is the fare"),
+            ["ride-split"]
+        );
+        assert_eq!(
+            report
+                .check("commission plus payout is the fare")
+                .map(|c| c.checked),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_ride_completed_twice_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-once", "driver-1");
+        completed_ride(&mut ledger, "ride-twice", "driver-2");
+        let RideEvent::TripCompleted(mut again) = completed("ride-twice", "driver-2", 21) else {
+            unreachable!("a completion")
+        };
+        again.event_id = "ride-twice-completed-again".into();
+        ledger.ride_event(RideEvent::TripCompleted(again));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(failed(&report, "completed at most once"), ["ride-twice"]);
+        assert_eq!(
+            report.redelivered, 0,
+            "another event, not the same one again"
+        );
+    }
+
+    #[test]
+    fn a_ride_requested_twice_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-once", "driver-1");
+        completed_ride(&mut ledger, "ride-twice", "driver-2");
+        let DispatchEvent::Requested(mut again) = requested("ride-twice", 1) else {
+            unreachable!("a request")
+        };
+        again.event_id = "ride-twice-requested-again".into();
+        ledger.request(DispatchEvent::Requested(again));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(failed(&report, "requested once"), ["ride-twice"]);
+    }
+
+    #[test]
+    fn a_ride_assigned_twice_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-once", "driver-1");
+        completed_ride(&mut ledger, "ride-twice", "driver-2");
+        assign(&mut ledger, "ride-twice", "driver-3", 2);
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(failed(&report, "decided once"), ["ride-twice"]);
+        assert!(failed(&report, "drivers assigned only on their accept").is_empty());
+    }
+
+    #[test]
+    fn a_trip_charged_at_a_surge_other_than_quoted_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-quoted", "driver-1");
+        ledger.request(requested("ride-surged", 0));
+        assign(&mut ledger, "ride-surged", "driver-2", 1);
+        ledger.ride_event(completed("ride-surged", "driver-2", 20));
+        // The fare of the quote, but a surge that was not quoted.
+        let mut surged = charge("ride-surged", "driver-2", ChargeKind::Trip, tariff(), 0);
+        surged.surge_milli = 1_500;
+        ledger.charge(surged);
+        messages(&mut ledger, "ride-surged", "driver-2");
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "completed rides charged at their quote"),
+            ["ride-surged"]
+        );
+    }
+
+    #[test]
+    fn a_trip_charge_of_a_ride_never_completed_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-done", "driver-1");
+        // Cancelled by the rider after assignment, and charged a trip fare for it.
+        ledger.request(requested("ride-cancelled", 0));
+        assign(&mut ledger, "ride-cancelled", "driver-2", 1);
+        ledger.ride_event(cancelled(
+            "ride-cancelled",
+            Some("driver-2"),
+            CancelledBy::Rider,
+            11,
+        ));
+        ledger.charge(charge(
+            "ride-cancelled",
+            "driver-2",
+            ChargeKind::Trip,
+            tariff(),
+            0,
+        ));
+        // Still on its way, and charged already.
+        ledger.request(requested("ride-running", 25));
+        assign(&mut ledger, "ride-running", "driver-3", 26);
+        ledger.charge(charge(
+            "ride-running",
+            "driver-3",
+            ChargeKind::Trip,
+            tariff(),
+            0,
+        ));
+        // A cancellation fee needs no completion.
+        ledger.request(requested("ride-fee", 0));
+        assign(&mut ledger, "ride-fee", "driver-4", 1);
+        ledger.ride_event(cancelled(
+            "ride-fee",
+            Some("driver-4"),
+            CancelledBy::Rider,
+            11,
+        ));
+        let fee = cancellation_fee(
+            Product::Economy,
+            &ledger.rides()["ride-fee"],
+            &ledger.rides()["ride-fee"].cancellations[0],
+        )
+        .expect("a fee is due");
+        ledger.charge(charge(
+            "ride-fee",
+            "driver-4",
+            ChargeKind::CancellationFee,
+            fee,
+            0,
+        ));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "trip charges only for completed rides"),
+            ["ride-cancelled", "ride-running"]
+        );
+        assert_eq!(
+            report
+                .check("trip charges only for completed rides")
+                .map(|c| c.checked),
+            Some(4)
+        );
+        assert!(
+            failed(&report, "cancellations charged by the rule").contains(&"ride-cancelled".into())
+        );
+        assert!(!failed(&report, "cancellations charged by the rule").contains(&"ride-fee".into()));
+    }
+
+    #[test]
+    fn an_assignment_no_driver_accepted_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-accepted", "driver-1");
+        // Declined by one driver, accepted by another, and given to the one who declined.
+        ledger.request(requested("ride-imposed", 0));
+        ledger.supply(answered(
+            "ride-imposed",
+            "driver-2",
+            OfferAnswer::Declined,
+            1,
+        ));
+        ledger.supply(answered(
+            "ride-imposed",
+            "driver-3",
+            OfferAnswer::Accepted,
+            1,
+        ));
+        ledger.ride_event(assigned("ride-imposed", "driver-2", 1));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "drivers assigned only on their accept"),
+            ["ride-imposed: driver-2"]
+        );
+    }
+
+    #[test]
+    fn each_leg_observed_once_of_a_requested_ride_and_a_repeat_is_one() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-1", "driver-1");
+        ledger.eta(observed("ride-1", EtaLeg::Pickup, 100));
+        ledger.eta(observed("ride-1", EtaLeg::Trip, 540));
+        // The tracker observing the trip again, as after a replay: the same record.
+        ledger.eta(observed("ride-1", EtaLeg::Trip, 540));
+        let report = ledger.audit(SETTLE, true);
+        assert!(report.clean, "{}", report.table());
+        assert_eq!(report.redelivered, 1);
+        assert_eq!(
+            report.check("each leg observed once").map(|c| c.checked),
+            Some(2)
+        );
+        assert_eq!(
+            report
+                .check("trip legs observed only of completed rides")
+                .map(|c| c.checked),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_leg_observed_twice_unlike_of_no_ride_or_of_a_ride_not_completed_is_named() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-1", "driver-1");
+        ledger.eta(observed("ride-1", EtaLeg::Pickup, 100));
+        // The same leg under the same id with another figure.
+        ledger.eta(observed("ride-1", EtaLeg::Pickup, 130));
+        // And under another id.
+        ledger.eta(observed("ride-1", EtaLeg::Trip, 540));
+        let mut other = observed("ride-1", EtaLeg::Trip, 540);
+        other.event_id = "ride-1/trip-again".into();
+        ledger.eta(other);
+        // A ride never requested in the log.
+        ledger.eta(observed("ride-ghost", EtaLeg::Pickup, 100));
+        // A trip observed of a ride still under way.
+        ledger.request(requested("ride-running", 5));
+        assign(&mut ledger, "ride-running", "driver-2", 6);
+        ledger.eta(observed("ride-running", EtaLeg::Trip, 300));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "each leg observed once"),
+            ["ride-1/pickup", "ride-1/trip", "ride-ghost/pickup"]
+        );
+        assert_eq!(
+            failed(&report, "trip legs observed only of completed rides"),
+            ["ride-running/trip"]
+        );
+        assert_eq!(report.redelivered, 0);
+        // Within a window, the ghost may have been requested before it.
+        assert_eq!(
+            failed(&ledger.audit(SETTLE, false), "each leg observed once"),
+            ["ride-1/pickup", "ride-1/trip"]
+        );
+    }
+
+    #[test]
+    fn surge_windows_republished_alike_are_clean_and_unlike_are_named() {
+        let mut ledger = Ledger::default();
+        ledger.surge(surge("cell-a", 0, 1_300));
+        ledger.surge(surge("cell-a", 10, 1_500));
+        ledger.surge(surge("cell-b", 0, 1_200));
+        // A recompute publishes the same windows again, alike and under their ids.
+        ledger.surge(surge("cell-a", 0, 1_300));
+        ledger.surge(surge("cell-b", 0, 1_200));
+        let report = ledger.audit(SETTLE, true);
+        assert!(report.clean, "{}", report.table());
+        assert_eq!(report.redelivered, 2);
+        assert_eq!(
+            report
+                .check("surge windows published alike")
+                .map(|c| c.checked),
+            Some(3)
+        );
+        // One that recomputed another multiplier for a window.
+        ledger.surge(surge("cell-a", 10, 1_700));
+        let report = ledger.audit(SETTLE, true);
+        assert_eq!(
+            failed(&report, "surge windows published alike"),
+            ["cell-a until 2027-01-15T08:10:00.000Z: 1500, 1700"]
+        );
+    }
+
+    #[test]
+    fn the_report_counts_the_records_read_of_every_topic() {
+        let mut ledger = Ledger::default();
+        completed_ride(&mut ledger, "ride-1", "driver-1");
+        // Written twice: both read, one taken.
+        ledger.charge(charge("ride-1", "driver-1", ChargeKind::Trip, tariff(), 0));
+        ledger.supply(SupplyEvent::Location(DriverLocationUpdated {
+            event_id: "driver-1-moved".into(),
+            occurred_at: at(21),
+            driver_id: "driver-1".into(),
+            position: GeoPoint {
+                lat: 52.36,
+                lng: 4.88,
+            },
+            region: "r".into(),
+            cell: "c".into(),
+        }));
+        ledger.eta(observed("ride-1", EtaLeg::Trip, 540));
+        ledger.surge(surge("cell-a", 0, 1_300));
+        let report = ledger.audit(SETTLE, true);
+        let read = |topic: &str| report.records.get(topic).copied();
+        assert_eq!(read("ride-requests"), Some(1));
+        assert_eq!(read("driver-supply"), Some(2));
+        assert_eq!(read("ride-events"), Some(2));
+        assert_eq!(read("surge"), Some(1));
+        assert_eq!(read("payments"), Some(2));
+        assert_eq!(read("notifications"), Some(6));
+        assert_eq!(read("eta"), Some(1));
+        assert_eq!(report.records.len(), Topic::ALL.len());
+        assert!(
+            report.table().contains(
+                "records read: 1 ride-requests, 2 driver-supply, 2 ride-events, 1 surge, \
+                 2 payments, 6 notifications, 1 eta"
+            ),
+            "{}",
+            report.table()
+        );
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!(json["records"]["driver-supply"], 2);
     }
 }

@@ -1,8 +1,9 @@
 //! What an audit found: each check, how many it held for, and the rides it failed for.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use bimride_events::Millis;
+use bimride_events::{Millis, Topic};
 use serde::Serialize;
 
 /// Rides named per check in the table; the JSON report names them all.
@@ -32,10 +33,12 @@ pub struct Report {
     pub rides: usize,
     /// Rides too young to be held to a decision yet.
     pub undecided_recent: usize,
-    /// Records written twice (a producer's retry), taken once.
+    /// Records written twice (a producer's retry, a recompute), taken once.
     pub redelivered: usize,
     /// The newest event time read, ms since the epoch.
     pub through_ms: i64,
+    /// Records read of each topic, by its name in the namespace (`ride-events`).
+    pub records: BTreeMap<&'static str, usize>,
     pub checks: Vec<Check>,
     pub clean: bool,
 }
@@ -47,6 +50,7 @@ impl Report {
         undecided_recent: usize,
         redelivered: usize,
         through: Millis,
+        records: BTreeMap<&'static str, usize>,
     ) -> Self {
         let clean = checks.iter().all(|c| c.failed.is_empty());
         Self {
@@ -54,6 +58,7 @@ impl Report {
             undecided_recent,
             redelivered,
             through_ms: through.0,
+            records,
             checks,
             clean,
         }
@@ -102,6 +107,14 @@ impl Report {
                 c.failed.len(),
                 named.join(", ")
             );
+        }
+        // In the catalogue's order, which follows a ride through the city.
+        let read: Vec<String> = Topic::ALL
+            .iter()
+            .filter_map(|t| Some(format!("{} {}", self.records.get(t.suffix())?, t.suffix())))
+            .collect();
+        if !read.is_empty() {
+            let _ = writeln!(out, "records read: {}", read.join(", "));
         }
         let _ = writeln!(
             out,

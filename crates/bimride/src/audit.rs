@@ -1,4 +1,4 @@
-//! `bimride audit`: the ride topics read back and reconciled, a table and a JSON report.
+//! `bimride audit`: every topic read back and reconciled, a table and a JSON report.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,16 +14,15 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     registry.basic_auth = args.registry_credential.pair()?;
     // Decoding only fetches schemas by id: an audit registers nothing.
     let codec = Codec::new(&registry)?;
+    let now = SystemTime::now();
     let window = match args.since {
-        Some(since) => since,
+        Some(since) => since.window(now),
         // Back to the epoch: every partition from its first retained record.
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO),
+        None => now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO),
     };
     let ledger = bimride_audit::read_ledger(&kafka, &codec, window)
         .await
-        .context("reading the ride topics")?;
+        .context("reading the topics")?;
     let settle_ms = i64::try_from(args.settle.as_millis()).unwrap_or(i64::MAX);
     let mut report = ledger.audit(settle_ms, args.since.is_none());
     let database = bimride_store::Database::from(args.database);

@@ -361,6 +361,11 @@ pub struct ReplayArgs {
     /// runs with it: billing is not moved further back, where it would charge rides again.
     #[arg(long, env = "BIMRIDE_BILLING_REPLAY_SECS", default_value_t = bimride_billing::BillingSettings::default().billing_replay_secs)]
     pub billing_replay_secs: u64,
+
+    /// How far back the ETA tracker reads its own observations when it starts, in seconds, as
+    /// it runs with it: it is not moved further back, where it would publish legs again.
+    #[arg(long, env = "BIMRIDE_ETA_REPLAY_SECS", default_value_t = bimride_eta::EtaSettings::default().eta_replay_secs)]
+    pub eta_replay_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -375,10 +380,11 @@ pub struct AuditArgs {
     #[command(flatten)]
     pub registry_credential: RegistryCredential,
 
-    /// Audit what happened this long ago and since (`90m`, `2h`, `7d`): rides requested
-    /// before it are left out. Without it, everything the topics retain.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub since: Option<std::time::Duration>,
+    /// Audit what happened since this long ago (`90m`, `2h`, `7d`) or since this time (RFC
+    /// 3339, `2026-12-01T06:00:00Z`): rides requested before it are left out. Without it,
+    /// everything the topics retain.
+    #[arg(long)]
+    pub since: Option<bimride_audit::Since>,
 
     /// How long after its request a ride must be decided, and after its completion charged,
     /// before its absence counts: younger rides may still be on their way.

@@ -22,10 +22,35 @@ impl Replayable {
     fn inputs(self) -> Vec<Topic> {
         <RideEvent as Inputs>::topics()
     }
+
+    /// How far back the service reads its own outputs when it starts, and what it would do
+    /// again, moved further back.
+    fn memory(self, args: &ReplayArgs) -> Memory {
+        match self {
+            Replayable::Billing => Memory {
+                window: Duration::from_secs(args.billing_replay_secs),
+                flag: "--billing-replay-secs",
+                again: "rides completed before then would be charged again",
+            },
+            Replayable::Eta => Memory {
+                window: Duration::from_secs(args.eta_replay_secs),
+                flag: "--eta-replay-secs",
+                again: "legs observed before then would be published again",
+            },
+        }
+    }
+}
+
+/// What a service remembers of its own outputs: it reads back `window` of them when it starts.
+struct Memory {
+    window: Duration,
+    flag: &'static str,
+    again: &'static str,
 }
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let memory = args.service.memory(&args);
     let kafka = args.kafka.validated()?;
     let group = args.group.clone().unwrap_or_else(|| args.service.group());
     let moves = blocking({
@@ -39,10 +64,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         moves.iter().any(|m| m.committed.is_some()),
         "the group {group} has committed nothing on these topics: is it the service's group?"
     );
-    if args.service == Replayable::Billing {
-        let window = Duration::from_secs(args.billing_replay_secs);
-        refuse_beyond(&kafka, &group, &moves, window).await?;
-    }
+    refuse_beyond(&kafka, &group, &moves, memory).await?;
     if !args.execute {
         println!("nothing moved (a dry run): add --execute to move the group");
         return Ok(());
@@ -52,14 +74,19 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Billing knows what it charged from its own charges of the last `window`: moved further
-/// back, it would charge the rides completed before that again.
+/// Billing knows what it charged, and the tracker what it observed, from their own outputs of
+/// the last window: moved further back, they would make again what they made before that.
 async fn refuse_beyond(
     kafka: &KafkaConfig,
     group: &str,
     moves: &[Move],
-    window: Duration,
+    memory: Memory,
 ) -> anyhow::Result<()> {
+    let Memory {
+        window,
+        flag,
+        again,
+    } = memory;
     let since = Millis(Millis::now().0 - i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
     let floor = blocking({
         let (kafka, group) = (kafka.clone(), group.to_owned());
@@ -73,9 +100,9 @@ async fn refuse_beyond(
             .map_or(m.to, |f| f.to);
         anyhow::ensure!(
             m.to >= limit,
-            "{} partition {} would go back to {}, before billing's {} s of remembered charges \
-             (offset {limit}): rides completed before then would be charged again; run billing \
-             and this with a longer --billing-replay-secs",
+            "{} partition {} would go back to {}, before the {} s the service remembers of \
+             its outputs (offset {limit}): {again}; run the service and this with a longer \
+             {flag}",
             m.topic,
             m.partition,
             m.to,

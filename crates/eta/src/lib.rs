@@ -8,24 +8,26 @@
 //!   events (keyed by ride, so a ride's records share a partition), publishes each observation
 //!   to the ETA topic, and exports the figures. On assignment it rebuilds the partial joins of
 //!   its new partitions from the log's last replay window, up to the committed offset, without
-//!   publishing. An observation's id is its ride and leg, so one made twice (redelivery, or a
-//!   replay) is recognised downstream.
+//!   publishing, and reads back the observations its partitions of the ETA topic hold from that
+//!   window: a leg observed again (redelivery, or a replay) counts in the figures and is not
+//!   published twice, so the learners downstream learn each leg once.
 
 pub mod figures;
 pub mod learned;
 pub mod tracker;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use bimride_events::{EtaLeg, EtaObserved, Millis, RideEvent};
+use bimride_events::{EtaLeg, EtaObserved, Millis, RideEvent, Topic};
 use bimride_kafka::partitioned::{
     self, At, Fetch, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, measures};
 use prometheus::{GaugeVec, IntCounterVec};
+use rdkafka::Offset;
 
 use crate::figures::Figures;
 use crate::tracker::{Tracker, TrackerConfig, leg_name};
@@ -68,6 +70,14 @@ static OBSERVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bimride_eta_observations_total",
         "Predictions set against what happened, by leg (pickup or trip).",
+        &["leg"],
+    )
+});
+
+static ALREADY_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bimride_eta_already_published_total",
+        "Legs observed again (a redelivery, or a replay) whose observation the ETA topic already held: counted in the figures, not published twice.",
         &["leg"],
     )
 });
@@ -121,9 +131,27 @@ struct Eta {
     tracker: Tracker,
     figures: Figures,
     window: Duration,
+    /// Read back on takeover: the observations already on the ETA topic, by id, with their
+    /// partition and event time.
+    published: HashMap<String, (i32, Millis)>,
+    eta_topic: String,
 }
 
 impl Eta {
+    /// The observations not published yet; those already published count in the figures now.
+    fn unpublished(&mut self, observed: Vec<EtaObserved>) -> Vec<EtaObserved> {
+        let (again, new): (Vec<_>, Vec<_>) = observed
+            .into_iter()
+            .partition(|o| self.published.remove(&o.event_id).is_some());
+        for o in &again {
+            ALREADY_PUBLISHED
+                .with_label_values(&[leg_name(o.leg)])
+                .inc();
+        }
+        self.export(&again);
+        new
+    }
+
     fn export(&mut self, observed: &[EtaObserved]) {
         for o in observed {
             let ((_, region, hour), figure) = self.figures.add(o);
@@ -152,32 +180,53 @@ impl Processor for Eta {
     type Output = EtaObserved;
 
     /// The partial joins of the new partitions, from the records the group already took:
-    /// what they observed was published then.
+    /// what they observed was published then. The observations on the ETA topic's same
+    /// partitions are read too, so that a leg observed again is not published again.
     async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
-        let history = takeover
-            .read(takeover.committed.clone(), self.window)
-            .await?;
-        let mut replayed = 0;
-        for h in history.iter().filter(|h| h.before_mark) {
-            if let Some(event) = takeover.decode::<RideEvent>(h).await {
+        let mut marks = takeover.committed.clone();
+        for p in takeover.partitions {
+            // Ride events and observations are co-partitioned by ride.
+            marks
+                .add_partition_offset(&self.eta_topic, *p, Offset::End)
+                .map_err(|e| RebuildError(e.to_string()))?;
+        }
+        let history = takeover.read(marks, self.window).await?;
+        let (mut replayed, mut published) = (0, 0);
+        for h in &history {
+            if h.topic == self.eta_topic {
+                if let Some(o) = takeover.decode::<EtaObserved>(h).await {
+                    self.published
+                        .insert(o.event_id, (h.partition, o.occurred_at));
+                    published += 1;
+                }
+            } else if h.before_mark
+                && let Some(event) = takeover.decode::<RideEvent>(h).await
+            {
                 let _ = self.tracker.apply(h.partition, &event);
                 replayed += 1;
             }
         }
-        tracing::info!(partitions = ?takeover.partitions, replayed, open = self.tracker.open(), "eta partitions taken over");
+        tracing::info!(partitions = ?takeover.partitions, replayed, published, open = self.tracker.open(), "eta partitions taken over");
         Ok(())
     }
 
     fn revoked(&mut self, partitions: &BTreeSet<i32>) {
         self.tracker.revoke(partitions);
+        self.published.retain(|_, (p, _)| !partitions.contains(p));
     }
 
     async fn record(&mut self, at: At, event: RideEvent) -> Result<Vec<EtaObserved>, Rejected> {
-        Ok(self.tracker.apply(at.partition, &event))
+        let observed = self.tracker.apply(at.partition, &event);
+        Ok(self.unpublished(observed))
     }
 
     fn tick(&mut self, now: Millis) -> Vec<EtaObserved> {
         self.tracker.expire(now);
+        // A leg is observed again only from the records of the replay window, whose legs end
+        // within the lateness after them; the lateness is at most the window.
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let horizon = Millis(now.0.saturating_sub(window.saturating_mul(2)));
+        self.published.retain(|_, (_, at)| *at >= horizon);
         Vec::new()
     }
 
@@ -220,7 +269,12 @@ impl Service for EtaSettings {
             OVERALL_MAE.with_label_values(&[leg]);
             OVERALL_BIAS.with_label_values(&[leg]);
             OVERALL_BASELINE_MAE.with_label_values(&[leg]);
+            ALREADY_PUBLISHED.with_label_values(&[leg]);
         }
+        // The figures start afresh with the tracker: no zone and hour of an earlier run's
+        // stays behind in the gauges.
+        MAE.reset();
+        BIAS.reset();
         let mut options = Options::new(self.group.clone(), "eta");
         options.fetch = Fetch::Batched;
         options.tick = Some(EXPIRE_EVERY);
@@ -228,6 +282,8 @@ impl Service for EtaSettings {
             tracker: Tracker::new(cx.city, self.config()),
             figures: Figures::default(),
             window: Duration::from_secs(self.eta_replay_secs),
+            published: HashMap::new(),
+            eta_topic: cx.kafka.topics().name(Topic::Eta).to_owned(),
         };
         tracing::info!(
             time_scale = self.eta_time_scale,
