@@ -473,7 +473,7 @@ impl Checks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bimride_events::{
         CancelledBy, DriverLocationUpdated, GeoPoint, Money, OfferAnswered, Vehicle,
     };
@@ -481,7 +481,7 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
-    const SETTLE: i64 = 2 * MIN;
+    pub(crate) const SETTLE: i64 = 2 * MIN;
 
     fn eur(amount_minor: i64) -> Money {
         Money {
@@ -494,7 +494,7 @@ mod tests {
         Millis(1_800_000_000_000 + minutes * MIN)
     }
 
-    fn requested(ride: &str, minutes: i64) -> DispatchEvent {
+    pub(crate) fn requested(ride: &str, minutes: i64) -> DispatchEvent {
         DispatchEvent::Requested(RideRequested {
             event_id: format!("{ride}-requested"),
             occurred_at: at(minutes),
@@ -636,7 +636,7 @@ mod tests {
     }
 
     /// A ride booked at minute 0, driven by `driver`, completed at 20, charged and messaged.
-    fn completed_ride(ledger: &mut Ledger, ride: &str, driver: &str) {
+    pub(crate) fn completed_ride(ledger: &mut Ledger, ride: &str, driver: &str) {
         ledger.request(requested(ride, 0));
         assign(ledger, ride, driver, 1);
         ledger.ride_event(completed(ride, driver, 20));

@@ -87,3 +87,111 @@ async fn difference(id: &str, ride: &Ride, store: &Store) -> Result<Option<Strin
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use bimride_events::{DriverArrived, Millis, RideEvent, Topic, TripStarted};
+    use bimride_kafka::partitioned::At;
+    use bimride_store::Change;
+
+    use super::*;
+    use crate::ledger::tests::{SETTLE, completed_ride, requested};
+
+    /// A completed ride's arrival and start, which the store needs to follow it to the end.
+    fn drove(ledger: &mut Ledger, ride: &str, driver: &str) -> Vec<RideEvent> {
+        let at = |minutes: i64| {
+            Millis(ledger.rides()[ride].requests[0].occurred_at.0 + minutes * 60_000)
+        };
+        let (ride_id, driver_id, rider_id) = (ride.to_owned(), driver.to_owned(), String::new());
+        let events = vec![
+            RideEvent::DriverArrived(DriverArrived {
+                event_id: format!("{ride}-arrived"),
+                occurred_at: at(5),
+                ride_id: ride_id.clone(),
+                driver_id: driver_id.clone(),
+                rider_id: rider_id.clone(),
+            }),
+            RideEvent::TripStarted(TripStarted {
+                event_id: format!("{ride}-started"),
+                occurred_at: at(6),
+                ride_id,
+                driver_id,
+                rider_id,
+            }),
+        ];
+        for e in &events {
+            ledger.ride_event(e.clone());
+        }
+        events
+    }
+
+    /// A ride's records in the order they happened, as the store's sink applies them.
+    fn changes(ledger: &Ledger, ride: &str, drove: Vec<RideEvent>, completed: bool) -> Vec<Change> {
+        let r = &ledger.rides()[ride];
+        let mut events: Vec<RideEvent> = r
+            .assignments
+            .iter()
+            .cloned()
+            .map(RideEvent::DriverAssigned)
+            .collect();
+        events.extend(drove);
+        if completed {
+            events.extend(r.completions.iter().cloned().map(RideEvent::TripCompleted));
+        }
+        let requests = r.requests.iter().cloned().map(Change::Requested);
+        let charges = r.charges.iter().cloned().map(Change::Charged);
+        let sent = r.messages.iter().cloned().map(Change::Sent);
+        requests
+            .chain(events.into_iter().map(Change::Event))
+            .chain(charges)
+            .chain(sent)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rides_the_store_lacks_or_tells_otherwise_are_named() {
+        let file = std::env::temp_dir().join(format!("bimride-audit-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let store = Store::connect(&format!("sqlite:{}?mode=rwc", file.display()))
+            .await
+            .expect("a store");
+        let mut ledger = Ledger::default();
+        let mut records = Vec::new();
+        for (ride, driver, completed) in [
+            ("ride-kept", "driver-1", true),
+            ("ride-unfinished", "driver-2", false),
+        ] {
+            completed_ride(&mut ledger, ride, driver);
+            let drove = drove(&mut ledger, ride, driver);
+            records.extend(changes(&ledger, ride, drove, completed));
+        }
+        completed_ride(&mut ledger, "ride-missing", "driver-3");
+        // Booked at the log's end: too young to be held to the store.
+        ledger.request(requested("ride-young", 40));
+        let records: Vec<(At, Option<Change>)> = records
+            .into_iter()
+            .enumerate()
+            .map(|(offset, change)| {
+                let at = At {
+                    topic: Topic::RideEvents,
+                    partition: 0,
+                    offset: offset as i64,
+                };
+                (at, Some(change))
+            })
+            .collect();
+        store.apply_all("audit", &records).await.expect("applied");
+
+        let check = check_store(&ledger, &store, SETTLE).await.expect("read");
+        store.close().await;
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(check.checked, 3, "{check:?}");
+        assert_eq!(
+            check.failed,
+            [
+                "ride-missing: not in the store".to_owned(),
+                "ride-unfinished: the store says in_progress, the topics completed".to_owned(),
+            ]
+        );
+    }
+}

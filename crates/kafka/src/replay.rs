@@ -213,3 +213,36 @@ fn refuse_live(consumer: &BaseConsumer, group: &str) -> Result<(), ReplayError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_is_earliest_or_a_time_and_prints_as_it_is_read() {
+        assert_eq!("earliest".parse(), Ok(Point::Earliest));
+        let at: Point = "2026-12-01T09:00:00Z".parse().expect("a time");
+        assert_eq!(at, Point::At(Millis(1_796_115_600_000)));
+        assert_eq!(at.to_string(), "2026-12-01T09:00:00.000Z");
+        assert_eq!(at.to_string().parse(), Ok(at));
+        // Without a zone, a time is UTC.
+        assert_eq!("2026-12-01 09:00:00".parse(), Ok(at));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_what_is_wanted() {
+        for text in [
+            "",
+            "latest",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let refused = text.parse::<Point>().expect_err(text);
+            assert!(
+                refused.contains("RFC 3339") || refused.contains("after 1970"),
+                "{text}: {refused}"
+            );
+        }
+    }
+}
