@@ -1,7 +1,6 @@
 //! The ride log folded by ride and checked. No I/O: records go in decoded, a report comes out.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
 
 use bimride_events::{
     ChargeKind, DispatchEvent, DriverAssigned, EtaLeg, EtaObserved, FareCharged, Millis,
@@ -74,8 +73,6 @@ pub struct Ledger {
     read: BTreeMap<Topic, usize>,
     /// ETA observations by ride and leg, each distinct record once.
     observed: BTreeMap<(String, EtaLeg), Vec<EtaObserved>>,
-    /// Surge updates by cell and window end, each distinct record once.
-    surges: BTreeMap<(String, Millis), Vec<SurgeUpdated>>,
     /// The drivers who accepted an offer of each ride.
     accepted: BTreeMap<String, BTreeSet<String>>,
 }
@@ -178,11 +175,10 @@ impl Ledger {
         self.redelivered += usize::from(!distinct(&mut self.observed, key, o));
     }
 
-    /// A surge update: a recompute publishes each window again, alike and under its id.
-    pub fn surge(&mut self, u: SurgeUpdated) {
+    /// A surge update, counted only: a recompute after a fix to the engine publishes other
+    /// multipliers for the same windows, as it is meant to.
+    pub fn surge(&mut self, _: SurgeUpdated) {
         self.tally::<SurgeUpdated>();
-        let key = (u.cell.clone(), u.window_end);
-        self.redelivered += usize::from(!distinct(&mut self.surges, key, u));
     }
 
     /// A driver supply record; of them only accepted offers are kept, to check assignments.
@@ -316,19 +312,6 @@ impl Ledger {
                 );
             }
         }
-        for ((cell, window_end), records) in &self.surges {
-            let multipliers: BTreeSet<i32> = records.iter().map(|u| u.multiplier_milli).collect();
-            let subject = format!(
-                "{cell} until {}: {}",
-                time(*window_end),
-                Vec::from_iter(multipliers.iter().map(i32::to_string)).join(", ")
-            );
-            checks.judge(
-                "surge windows published alike",
-                &subject,
-                multipliers.len() == 1,
-            );
-        }
         let records = Topic::ALL
             .iter()
             .map(|t| (t.suffix(), self.read.get(t).copied().unwrap_or(0)))
@@ -388,12 +371,6 @@ fn leg_name(leg: EtaLeg) -> &'static str {
         EtaLeg::Pickup => "pickup",
         EtaLeg::Trip => "trip",
     }
-}
-
-/// An event time in RFC 3339, for a report.
-fn time(at: Millis) -> String {
-    let since_epoch = Duration::from_millis(u64::try_from(at.0).unwrap_or_default());
-    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }
 
 /// A driver's ride: when it was assigned, which, and when it ended, if it has.
@@ -1087,33 +1064,6 @@ pub(crate) mod tests {
         assert_eq!(
             failed(&ledger.audit(SETTLE, false), "each leg observed once"),
             ["ride-1/pickup", "ride-1/trip"]
-        );
-    }
-
-    #[test]
-    fn surge_windows_republished_alike_are_clean_and_unlike_are_named() {
-        let mut ledger = Ledger::default();
-        ledger.surge(surge("cell-a", 0, 1_300));
-        ledger.surge(surge("cell-a", 10, 1_500));
-        ledger.surge(surge("cell-b", 0, 1_200));
-        // A recompute publishes the same windows again, alike and under their ids.
-        ledger.surge(surge("cell-a", 0, 1_300));
-        ledger.surge(surge("cell-b", 0, 1_200));
-        let report = ledger.audit(SETTLE, true);
-        assert!(report.clean, "{}", report.table());
-        assert_eq!(report.redelivered, 2);
-        assert_eq!(
-            report
-                .check("surge windows published alike")
-                .map(|c| c.checked),
-            Some(3)
-        );
-        // One that recomputed another multiplier for a window.
-        ledger.surge(surge("cell-a", 10, 1_700));
-        let report = ledger.audit(SETTLE, true);
-        assert_eq!(
-            failed(&report, "surge windows published alike"),
-            ["cell-a until 2027-01-15T08:10:00.000Z: 1500, 1700"]
         );
     }
 

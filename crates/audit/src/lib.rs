@@ -11,10 +11,9 @@
 //!   two rides at once*;
 //! - ETA: *each leg observed once*, and of a requested ride; *trip legs observed only of
 //!   completed rides*;
-//! - surge: *surge windows published alike* (one multiplier per cell and window);
 //! - where the ride store exists, *ride store agrees with the topics*.
 //!
-//! The report also counts the records read of each topic.
+//! The report also counts the records read of each topic, surge's and driver supply's included.
 
 pub mod ledger;
 pub mod read;
