@@ -1,5 +1,6 @@
 // Opens the live dashboard of a running `bimride up` in headless Chromium and waits for it to
-// come alive: counters above zero that change without a reload, and a map with drivers drawn.
+// come alive: counters above zero that change without a reload, a map with drivers drawn, and
+// the pickup ETA's accuracy.
 // Usage: node dashboard.mjs URL SCREENSHOT.png. Exits non-zero, saying why, when it does not.
 import { chromium } from "playwright-core";
 
@@ -76,9 +77,16 @@ const pixels = await page.$eval("#map", (canvas) => {
 });
 if (pixels.width < 200 || pixels.height < 200) await fail(`the map is ${pixels.width}x${pixels.height}`);
 if (pixels.available + pixels.busy < 50) await fail(`only ${pixels.available + pixels.busy} driver pixels drawn`);
+// ETA accuracy: the pickup ETA's mean error and bias, once the tracker has observed legs.
+await page.waitForFunction(
+  () => /\d s$/.test(document.getElementById("pickup-eta").textContent)
+    && /^bias [+-]?\d/.test(document.getElementById("pickup-eta-bias").textContent),
+  null, { timeout: 90000 },
+).catch(() => fail("no pickup ETA accuracy within 90 s"));
+const eta = await page.$eval("#pickup-eta", (e) => `${e.textContent} (${e.nextElementSibling.textContent})`);
 if (external.length) await fail(`the page fetched from outside: ${external.join(", ")}`);
 if (broken.length) await fail(`the page's requests failed: ${broken.join(", ")}`);
 
 await page.screenshot({ path: screenshot });
-console.log(JSON.stringify({ first, second: await read(), pixels, screenshot }));
+console.log(JSON.stringify({ first, second: await read(), pixels, eta, screenshot }));
 await browser.close();
