@@ -434,7 +434,7 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
     std::fs::create_dir_all(&dir).expect("a directory for the report");
     let report = dir.join("audit.json");
     let audit = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
-        .args(["audit", "--brokers", &p.config.bootstrap_servers()])
+        .args(["audit", "--brokers", p.config.bootstrap_servers()])
         .args(["--schema-registry", &p.registry.url(), "--settle", "0s"])
         .arg("--data-dir")
         .arg(&dir)
@@ -464,10 +464,10 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
             .filter_map(|r| r.as_str().map(str::to_owned))
             .collect()
     };
-    assert_eq!(failed("charged at most once"), [ride.clone()], "{json}");
+    assert_eq!(failed("charged at most once"), [ride.as_str()], "{json}");
     assert_eq!(
         failed("commission plus payout is the fare"),
-        [ride.clone()],
+        [ride.as_str()],
         "{json}"
     );
     std::fs::remove_dir_all(&dir).expect("remove the report");
