@@ -9,8 +9,8 @@
 //!   sent once* to its rider and driver;
 //! - across rides: *notification ids unique*; *idempotency keys book one ride*; *no driver on
 //!   two rides at once*;
-//! - ETA: *each leg observed once*, and of a requested ride; *trip legs observed only of
-//!   completed rides*;
+//! - ETA: *each leg observed once*; *legs observed only of requested rides* (from the
+//!   beginning); *trip legs observed only of completed rides*;
 //! - where the ride store exists, *ride store agrees with the topics*.
 //!
 //! The report also counts the records read of each topic, surge's and driver supply's included.

@@ -13,15 +13,24 @@ pub enum Since {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is neither a duration (`90m`, `2h`) nor an RFC 3339 time (`2026-12-01T06:00:00Z`)")]
-pub struct BadSince(String);
+pub enum BadSince {
+    #[error(
+        "`{0}` is neither a duration (`90m`, `2h`) nor an RFC 3339 time (`2026-12-01T06:00:00Z`)"
+    )]
+    Unreadable(String),
+    /// An audit from then would read nothing and pass: a mistyped year must not.
+    #[error("{0} is still to come: an audit reads what has happened")]
+    Future(String),
+}
 
 impl Since {
-    /// How far back from `now` to read. A moment still to come reads nothing of the past.
-    pub fn window(self, now: SystemTime) -> Duration {
+    /// How far back from `now` to read.
+    pub fn window(self, now: SystemTime) -> Result<Duration, BadSince> {
         match self {
-            Since::Ago(ago) => ago,
-            Since::At(at) => now.duration_since(at).unwrap_or(Duration::ZERO),
+            Since::Ago(ago) => Ok(ago),
+            Since::At(at) => now
+                .duration_since(at)
+                .map_err(|_| BadSince::Future(humantime::format_rfc3339(at).to_string())),
         }
     }
 }
@@ -37,7 +46,7 @@ impl FromStr for Since {
         }
         humantime::parse_rfc3339_weak(text)
             .map(Since::At)
-            .map_err(|_| BadSince(text.to_owned()))
+            .map_err(|_| BadSince::Unreadable(text.to_owned()))
     }
 }
 
@@ -59,7 +68,7 @@ mod tests {
             Ok(Since::Ago(Duration::from_secs(5_400)))
         );
         let since: Since = "2h".parse().expect("a duration");
-        assert_eq!(since.window(now()), Duration::from_secs(7_200));
+        assert_eq!(since.window(now()), Ok(Duration::from_secs(7_200)));
     }
 
     #[test]
@@ -69,12 +78,15 @@ mod tests {
             since,
             Since::At(UNIX_EPOCH + Duration::from_secs(1_796_104_800))
         );
-        assert_eq!(since.window(now()), Duration::from_secs(7_200));
+        assert_eq!(since.window(now()), Ok(Duration::from_secs(7_200)));
         // Weak RFC 3339: a space for the `T`, and no zone (UTC).
         assert_eq!("2026-12-01 06:00:00".parse::<Since>(), Ok(since));
-        // A time still to come: nothing of the past.
+        // A time still to come is refused, not read as an empty, clean window.
         let later: Since = "2026-12-02T00:00:00Z".parse().expect("a time");
-        assert_eq!(later.window(now()), Duration::ZERO);
+        assert_eq!(
+            later.window(now()),
+            Err(BadSince::Future("2026-12-02T00:00:00Z".into()))
+        );
     }
 
     #[test]

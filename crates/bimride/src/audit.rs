@@ -16,7 +16,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     let codec = Codec::new(&registry)?;
     let now = SystemTime::now();
     let window = match args.since {
-        Some(since) => since.window(now),
+        Some(since) => since.window(now)?,
         // Back to the epoch: every partition from its first retained record.
         None => now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO),
     };

@@ -75,7 +75,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Serve the live dashboard: the city map, counters and event feed, pushed as events flow.
     Dashboard(DashboardArgs),
-    /// Read the ride topics back and reconcile them: every ride requested, decided and
+    /// Read every topic back and reconcile it: every ride requested, decided and
     /// charged once, at its quote. Exits non-zero on any discrepancy.
     Audit(AuditArgs),
     /// Move a stopped service's consumer group to a point in time, so that it recomputes its

@@ -207,7 +207,8 @@ flags! {
         /// record, in seconds of event time.
         #[arg(long, env = "BIMRIDE_ETA_LATENESS_SECS")]
         eta_lateness_secs: u64 = default,
-        /// How far back a new owner of a partition reads, in seconds, to rebuild its joins.
+        /// How far back a new owner of a partition reads, in seconds, to rebuild its joins and
+        /// find the legs already published; `bimride replay` moves the tracker no further back.
         #[arg(long, env = "BIMRIDE_ETA_REPLAY_SECS")]
         eta_replay_secs: u64 = default,
     }

@@ -64,13 +64,19 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         moves.iter().any(|m| m.committed.is_some()),
         "the group {group} has committed nothing on these topics: is it the service's group?"
     );
+    let remembered = memory.window;
     refuse_beyond(&kafka, &group, &moves, memory).await?;
     if !args.execute {
         println!("nothing moved (a dry run): add --execute to move the group");
         return Ok(());
     }
     blocking(move || replay::execute(&kafka, &group, &moves)).await?;
-    println!("moved: start the service to recompute from here");
+    // The service's memory of its outputs counts back from its own start, not from now.
+    println!(
+        "moved: start the service to recompute from here, soon: it reads back {} s of its \
+         outputs from when it starts, and what it made before that it would make again",
+        remembered.as_secs()
+    );
     Ok(())
 }
 

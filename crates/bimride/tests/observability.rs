@@ -120,10 +120,12 @@ async fn dashboards_and_alerts_query_only_exported_metrics_and_the_live_page_mov
         .arg(browser.join("dashboard.mjs"))
         .arg(format!("{}/", up.http))
         .arg(&screenshot)
+        .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
+    // Longer than the script's own waits together, which name what did not happen.
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
         .await
-        .expect("the browser check ends within 3 minutes")
+        .expect("the browser check ends within 5 minutes")
         .expect("node runs (install Node.js)");
     assert!(
         output.status.success(),

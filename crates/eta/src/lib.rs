@@ -16,7 +16,7 @@ pub mod figures;
 pub mod learned;
 pub mod tracker;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -131,18 +131,31 @@ struct Eta {
     tracker: Tracker,
     figures: Figures,
     window: Duration,
-    /// Read back on takeover: the observations already on the ETA topic, by id, with their
-    /// partition and event time.
-    published: HashMap<String, (i32, Millis)>,
+    /// Read back on takeover, by partition: the observations already on the ETA topic.
+    published: HashMap<i32, Published>,
     eta_topic: String,
 }
 
+/// What the ETA topic held of one partition at takeover. Only the ride events held then can
+/// complete those legs again, so the ids are forgotten once the tracker has read past them.
+#[derive(Debug, Default)]
+struct Published {
+    ids: HashSet<String>,
+    /// The last ride event of the partition at takeover, where the window held any.
+    through: Option<i64>,
+}
+
 impl Eta {
-    /// The observations not published yet; those already published count in the figures now.
-    fn unpublished(&mut self, observed: Vec<EtaObserved>) -> Vec<EtaObserved> {
-        let (again, new): (Vec<_>, Vec<_>) = observed
-            .into_iter()
-            .partition(|o| self.published.remove(&o.event_id).is_some());
+    /// The observations of `partition` not published yet; those already published count in
+    /// the figures now.
+    fn unpublished(&mut self, partition: i32, observed: Vec<EtaObserved>) -> Vec<EtaObserved> {
+        let published = self.published.get_mut(&partition);
+        let (again, new): (Vec<_>, Vec<_>) = match published {
+            Some(p) => observed
+                .into_iter()
+                .partition(|o| p.ids.remove(&o.event_id)),
+            None => (Vec::new(), observed),
+        };
         for o in &again {
             ALREADY_PUBLISHED
                 .with_label_values(&[leg_name(o.leg)])
@@ -193,40 +206,47 @@ impl Processor for Eta {
         let history = takeover.read(marks, self.window).await?;
         let (mut replayed, mut published) = (0, 0);
         for h in &history {
+            let of = self.published.entry(h.partition).or_default();
             if h.topic == self.eta_topic {
                 if let Some(o) = takeover.decode::<EtaObserved>(h).await {
-                    self.published
-                        .insert(o.event_id, (h.partition, o.occurred_at));
+                    of.ids.insert(o.event_id);
                     published += 1;
                 }
-            } else if h.before_mark
-                && let Some(event) = takeover.decode::<RideEvent>(h).await
-            {
-                let _ = self.tracker.apply(h.partition, &event);
-                replayed += 1;
+            } else {
+                of.through = of.through.max(Some(h.offset));
+                if h.before_mark
+                    && let Some(event) = takeover.decode::<RideEvent>(h).await
+                {
+                    let _ = self.tracker.apply(h.partition, &event);
+                    replayed += 1;
+                }
             }
         }
+        self.published.retain(|_, p| !p.ids.is_empty());
         tracing::info!(partitions = ?takeover.partitions, replayed, published, open = self.tracker.open(), "eta partitions taken over");
         Ok(())
     }
 
     fn revoked(&mut self, partitions: &BTreeSet<i32>) {
         self.tracker.revoke(partitions);
-        self.published.retain(|_, (p, _)| !partitions.contains(p));
+        self.published.retain(|p, _| !partitions.contains(p));
     }
 
     async fn record(&mut self, at: At, event: RideEvent) -> Result<Vec<EtaObserved>, Rejected> {
         let observed = self.tracker.apply(at.partition, &event);
-        Ok(self.unpublished(observed))
+        let new = self.unpublished(at.partition, observed);
+        if self
+            .published
+            .get(&at.partition)
+            .is_some_and(|p| p.through.is_some_and(|through| at.offset >= through))
+        {
+            self.published.remove(&at.partition);
+        }
+        Ok(new)
     }
 
     fn tick(&mut self, now: Millis) -> Vec<EtaObserved> {
         self.tracker.expire(now);
-        // A leg is observed again only from the records of the replay window, whose legs end
-        // within the lateness after them; the lateness is at most the window.
-        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
-        let horizon = Millis(now.0.saturating_sub(window.saturating_mul(2)));
-        self.published.retain(|_, (_, at)| *at >= horizon);
         Vec::new()
     }
 
@@ -258,11 +278,26 @@ impl Service for EtaSettings {
         if self.eta_replay_secs < self.eta_lateness_secs {
             return Err("the eta replay window must cover the lateness");
         }
+        // The ETA topic keeps a week: observations older than that cannot be read back.
+        if self.eta_replay_secs > 7 * 86_400 {
+            return Err("the eta replay window must be at most 7 days");
+        }
         Ok(())
     }
 
     /// Runs the tracker until the context's token is cancelled.
     async fn run(self, cx: Context) -> Result<(), PartitionedError> {
+        // The figures start afresh with the tracker: no zone and hour of an earlier run's
+        // stays behind in the gauges.
+        for gauges in [
+            &*MAE,
+            &*BIAS,
+            &*OVERALL_MAE,
+            &*OVERALL_BIAS,
+            &*OVERALL_BASELINE_MAE,
+        ] {
+            gauges.reset();
+        }
         for leg in LEGS {
             let leg = leg_name(leg);
             OBSERVED.with_label_values(&[leg]);
@@ -271,10 +306,6 @@ impl Service for EtaSettings {
             OVERALL_BASELINE_MAE.with_label_values(&[leg]);
             ALREADY_PUBLISHED.with_label_values(&[leg]);
         }
-        // The figures start afresh with the tracker: no zone and hour of an earlier run's
-        // stays behind in the gauges.
-        MAE.reset();
-        BIAS.reset();
         let mut options = Options::new(self.group.clone(), "eta");
         options.fetch = Fetch::Batched;
         options.tick = Some(EXPIRE_EVERY);
