@@ -537,6 +537,21 @@ pub(crate) mod tests {
     }
 
     /// `driver` accepts `ride` and dispatch assigns it to them.
+    /// A driver's app reporting in before anything else: driver supply is read from here.
+    fn online(ledger: &mut Ledger, driver: &str, minutes: i64) {
+        ledger.supply(SupplyEvent::Location(DriverLocationUpdated {
+            event_id: format!("{driver}-moved-{minutes}"),
+            occurred_at: at(minutes),
+            driver_id: driver.into(),
+            position: GeoPoint {
+                lat: 52.36,
+                lng: 4.88,
+            },
+            region: "r".into(),
+            cell: "c".into(),
+        }));
+    }
+
     fn assign(ledger: &mut Ledger, ride: &str, driver: &str, minutes: i64) {
         ledger.supply(answered(ride, driver, OfferAnswer::Accepted, minutes));
         ledger.ride_event(assigned(ride, driver, minutes));
@@ -702,6 +717,7 @@ pub(crate) mod tests {
     #[test]
     fn a_clean_log_is_clean_and_every_check_counted_its_rides() {
         let mut ledger = Ledger::default();
+        online(&mut ledger, "driver-1", -1);
         completed_ride(&mut ledger, "ride-1", "driver-1");
         completed_ride(&mut ledger, "ride-2", "driver-2");
         // A ride nobody could take, and a rider who changed their mind at once: no fee.
@@ -993,6 +1009,7 @@ pub(crate) mod tests {
     #[test]
     fn an_assignment_no_driver_accepted_is_named() {
         let mut ledger = Ledger::default();
+        online(&mut ledger, "driver-1", -1);
         completed_ride(&mut ledger, "ride-accepted", "driver-1");
         // Declined by one driver, accepted by another, and given to the one who declined.
         ledger.request(requested("ride-imposed", 0));
@@ -1093,17 +1110,7 @@ pub(crate) mod tests {
         completed_ride(&mut ledger, "ride-1", "driver-1");
         // Written twice: both read, one taken.
         ledger.charge(charge("ride-1", "driver-1", ChargeKind::Trip, tariff(), 0));
-        ledger.supply(SupplyEvent::Location(DriverLocationUpdated {
-            event_id: "driver-1-moved".into(),
-            occurred_at: at(21),
-            driver_id: "driver-1".into(),
-            position: GeoPoint {
-                lat: 52.36,
-                lng: 4.88,
-            },
-            region: "r".into(),
-            cell: "c".into(),
-        }));
+        online(&mut ledger, "driver-1", 21);
         ledger.eta(observed("ride-1", EtaLeg::Trip, 540));
         ledger.surge(surge("cell-a", 0, 1_300));
         let report = ledger.audit(SETTLE, true);
