@@ -326,3 +326,69 @@ impl Service for EtaSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::tests::{ride, tracker};
+
+    /// A tracker that found `ids` of partition 0 already published, its ride events then
+    /// ending at offset `through`, and one id of partition 1.
+    fn eta(ids: &[&str], through: Option<i64>) -> Eta {
+        let published = |ids: &[&str], through| Published {
+            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            through,
+        };
+        Eta {
+            tracker: tracker(1.0),
+            figures: Figures::default(),
+            window: Duration::from_secs(3_600),
+            published: HashMap::from([
+                (0, published(ids, through)),
+                (1, published(&["r9/pickup"], None)),
+            ]),
+            eta_topic: "eta".into(),
+        }
+    }
+
+    /// Ride `id`'s records at offsets from `first` of partition 0; the ids published.
+    async fn drive(eta: &mut Eta, id: &str, first: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (n, event) in ride(id).into_iter().enumerate() {
+            let at = At {
+                topic: Topic::RideEvents,
+                partition: 0,
+                offset: first + n as i64,
+            };
+            let observed = eta.record(at, event).await.expect("taken");
+            out.extend(observed.into_iter().map(|o| o.event_id));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_leg_already_published_counts_in_the_figures_and_is_not_published_again() {
+        // The pickup went out before a crash; the trip did not.
+        let mut eta = eta(&["r1/pickup"], Some(4));
+        assert_eq!(drive(&mut eta, "r1", 0).await, ["r1/trip"]);
+        assert_eq!(eta.figures.overall(EtaLeg::Pickup).observations, 1);
+        // Read past the ride events held at takeover: partition 0's ids are forgotten, the
+        // other partition's kept until it is revoked.
+        assert_eq!(Vec::from_iter(eta.published.keys()), [&1]);
+        eta.revoked(&BTreeSet::from([1]));
+        assert!(eta.published.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_partition_keeps_its_ids_until_it_reads_past_its_takeover() {
+        // The window read back held ride events up to offset 20; the group resumes far
+        // behind, so the ids must outlive any clock.
+        let mut eta = eta(&["r1/pickup", "r1/trip", "r2/pickup"], Some(20));
+        assert!(drive(&mut eta, "r1", 0).await.is_empty());
+        assert!(eta.tick(Millis(i64::MAX / 2)).is_empty());
+        assert_eq!(drive(&mut eta, "r2", 5).await, ["r2/trip"]);
+        assert!(eta.published.contains_key(&0), "forgotten before offset 20");
+        assert_eq!(drive(&mut eta, "r3", 16).await, ["r3/pickup", "r3/trip"]);
+        assert!(!eta.published.contains_key(&0));
+    }
+}

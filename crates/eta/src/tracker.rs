@@ -227,7 +227,7 @@ pub fn hour_utc(at: Millis) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bimride_events::{
         DriverArrived, DriverAssigned, OfferSent, RideCancelled, TripCompleted, TripStarted,
         Vehicle,
@@ -245,7 +245,7 @@ mod tests {
         GeoPoint { lat, lng }
     }
 
-    fn ride(id: &str) -> Vec<RideEvent> {
+    pub(crate) fn ride(id: &str) -> Vec<RideEvent> {
         vec![
             RideEvent::OfferSent(OfferSent {
                 event_id: format!("{id}-offer"),
@@ -305,7 +305,7 @@ mod tests {
         ]
     }
 
-    fn tracker(time_scale: f64) -> Tracker {
+    pub(crate) fn tracker(time_scale: f64) -> Tracker {
         Tracker::new(
             bimride_domain::City::amsterdam(),
             TrackerConfig {
