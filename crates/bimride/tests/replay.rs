@@ -37,6 +37,32 @@ fn replay_command(p: &Pipeline, service: &str, group: &str, to: Point, more: &[&
         .expect("bimride runs")
 }
 
+/// `bimride audit` of the pipeline's topics from the beginning, its report in `dir`: how it
+/// ended, what it printed, and its JSON report.
+fn audit_command(p: &Pipeline, dir: &std::path::Path) -> (Output, String, serde_json::Value) {
+    let report = dir.join("audit.json");
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
+        .args(["audit", "--brokers", p.config.bootstrap_servers()])
+        .args(["--schema-registry", &p.registry.url(), "--settle", "0s"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--report")
+        .arg(&report)
+        .env("BIMRIDE_TOPIC_NAMESPACE", &p.config.namespace)
+        .env("BIMRIDE_LOG", "warn")
+        .output()
+        .expect("bimride audit runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let json = std::fs::read_to_string(&report)
+        .map(|text| serde_json::from_str(&text).expect("the report is JSON"))
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {printed}"));
+    (audit, printed, json)
+}
+
 /// Every record of `T`'s topic, by partition, in log order.
 async fn records<T: TopicValue>(p: &Pipeline) -> BTreeMap<i32, Vec<T>> {
     let config = p.config.clone();
@@ -422,8 +448,14 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
         first.difference(&republished).collect::<Vec<_>>()
     );
 
-    // The audit an operator runs afterwards finds nothing.
+    // The audit an operator runs afterwards finds nothing: the ledger, and `bimride audit`.
     p.audit(booked.len()).await;
+    let dir = std::env::temp_dir().join(format!("bimride-audit-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a directory for the report");
+    let (audit, printed, json) = audit_command(&p, &dir);
+    assert!(audit.status.success(), "the audit found discrepancies: {printed}");
+    assert_eq!(json["clean"], true, "{json}");
+    assert_eq!(json["rides"], booked.len(), "{json}");
 
     // A forged second charge of one ride, its split not its fare: `bimride audit` exits
     // non-zero, and its report names the ride under both rules.
@@ -440,29 +472,12 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
         .send_and_wait(&forged)
         .await
         .expect("the forged charge is written");
-    let dir = std::env::temp_dir().join(format!("bimride-audit-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a directory for the report");
-    let report = dir.join("audit.json");
-    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_bimride"))
-        .args(["audit", "--brokers", p.config.bootstrap_servers()])
-        .args(["--schema-registry", &p.registry.url(), "--settle", "0s"])
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--report")
-        .arg(&report)
-        .env("BIMRIDE_TOPIC_NAMESPACE", &p.config.namespace)
-        .env("BIMRIDE_LOG", "warn")
-        .output()
-        .expect("bimride audit runs");
-    let printed = String::from_utf8_lossy(&audit.stdout);
+    let (audit, printed, json) = audit_command(&p, &dir);
     assert!(
         !audit.status.success(),
         "the forged charge passed: {printed}"
     );
     assert!(printed.contains("DISCREPANCIES FOUND"), "{printed}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("the JSON report"))
-            .expect("JSON");
     assert_eq!(json["clean"], false, "{json}");
     let failed = |check: &str| -> Vec<String> {
         json["checks"]
