@@ -453,7 +453,10 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
     let dir = std::env::temp_dir().join(format!("bimride-audit-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a directory for the report");
     let (audit, printed, json) = audit_command(&p, &dir);
-    assert!(audit.status.success(), "the audit found discrepancies: {printed}");
+    assert!(
+        audit.status.success(),
+        "the audit found discrepancies: {printed}"
+    );
     assert_eq!(json["clean"], true, "{json}");
     assert_eq!(json["rides"], booked.len(), "{json}");
 
