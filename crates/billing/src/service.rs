@@ -15,7 +15,6 @@ use bimride_kafka::partitioned::{
     self, At, Fetch, Options, PartitionedError, Processor, RebuildError, Rejected, Takeover,
 };
 use bimride_kafka::service::{Context, Service};
-use rdkafka::Offset;
 
 use bimride_domain::Mode;
 
@@ -111,13 +110,8 @@ impl Processor for Billing {
     /// Replays the partitions' ride events up to the committed offsets, then marks every ride
     /// the payments log already charged.
     async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
-        let mut marks = takeover.committed.clone();
-        for p in takeover.partitions {
-            // Ride events and payments are co-partitioned by ride.
-            marks
-                .add_partition_offset(&self.payments, *p, Offset::End)
-                .map_err(|e| RebuildError(e.to_string()))?;
-        }
+        // Ride events and payments are co-partitioned by ride.
+        let marks = takeover.with_output(&self.payments)?;
         let history = takeover.read(marks, self.window).await?;
         let (mut replayed, mut charged) = (0, 0);
         for h in &history {

@@ -27,7 +27,6 @@ use bimride_kafka::partitioned::{
 use bimride_kafka::service::{Context, Service};
 use bimride_telemetry::{counter, measures};
 use prometheus::{GaugeVec, IntCounterVec};
-use rdkafka::Offset;
 
 use crate::figures::Figures;
 use crate::tracker::{Tracker, TrackerConfig, leg_name};
@@ -196,13 +195,8 @@ impl Processor for Eta {
     /// what they observed was published then. The observations on the ETA topic's same
     /// partitions are read too, so that a leg observed again is not published again.
     async fn assigned(&mut self, takeover: Takeover<'_>) -> Result<(), RebuildError> {
-        let mut marks = takeover.committed.clone();
-        for p in takeover.partitions {
-            // Ride events and observations are co-partitioned by ride.
-            marks
-                .add_partition_offset(&self.eta_topic, *p, Offset::End)
-                .map_err(|e| RebuildError(e.to_string()))?;
-        }
+        // Ride events and observations are co-partitioned by ride.
+        let marks = takeover.with_output(&self.eta_topic)?;
         let history = takeover.read(marks, self.window).await?;
         let (mut replayed, mut published) = (0, 0);
         for h in &history {

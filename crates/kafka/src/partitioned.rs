@@ -194,6 +194,18 @@ impl Takeover<'_> {
             .map_err(|e| RebuildError(e.to_string()))
     }
 
+    /// The committed offsets, plus the taken partitions of `output` (co-partitioned with the
+    /// inputs) read to their end: marks for [`Takeover::read`] of what the processor wrote.
+    pub fn with_output(&self, output: &str) -> Result<TopicPartitionList, RebuildError> {
+        let mut marks = self.committed.clone();
+        for p in self.partitions {
+            marks
+                .add_partition_offset(output, *p, Offset::End)
+                .map_err(|e| RebuildError(e.to_string()))?;
+        }
+        Ok(marks)
+    }
+
     /// Decodes a record read back, as its topic's input.
     pub async fn decode<I: Inputs>(&self, h: &Historic) -> Option<I> {
         let topic = self.kafka.topics().topic_of(&h.topic)?;
