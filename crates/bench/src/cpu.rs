@@ -1,7 +1,7 @@
-//! CPU time by party, read from /proc: this process (BimRide's services, the load generator and
-//! the simulated fleet), and the brokers, found as the processes listening on the bootstrap
-//! servers' ports. An embedded cluster listens in this process, so its brokers cannot be told
-//! apart from the rest and are reported as such.
+//! CPU time by party, read from /proc: a process (BimRide's services, the load generator, the
+//! simulated fleet), and the brokers, found as the processes listening on the bootstrap
+//! servers' ports. An embedded cluster listens in the city's process, so its brokers cannot be
+//! told apart from the services and are reported as such.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,8 +38,9 @@ pub struct Brokers {
 }
 
 impl Brokers {
-    /// The processes that listen on the ports of `bootstrap` (`host:port,…`) on this machine.
-    pub fn find(bootstrap: &str) -> Self {
+    /// The processes that listen on the ports of `bootstrap` (`host:port,…`) on this machine,
+    /// other than this one and `city` (where an embedded cluster listens).
+    pub fn find(bootstrap: &str, city: Option<i32>) -> Self {
         let ports: BTreeSet<u16> = bootstrap
             .split(',')
             .filter_map(|server| server.trim().rsplit(':').next()?.parse().ok())
@@ -64,7 +65,7 @@ impl Brokers {
                     |fd| matches!(fd.target, FDTarget::Socket(inode) if sockets.contains(&inode)),
                 )
             });
-            if listens && process.pid != me {
+            if listens && process.pid != me && Some(process.pid) != city {
                 pids.push(process.pid);
             }
         }
@@ -77,7 +78,7 @@ impl Brokers {
     }
 
     /// CPU the brokers have used, in all and by the role of their threads, or `None` where
-    /// none run outside this process.
+    /// none run outside the city's process.
     pub fn usage(&self) -> Option<BrokerCpu> {
         if self.pids.is_empty() {
             return None;
@@ -154,7 +155,10 @@ mod tests {
         // This process listens, and is not a broker of its own.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("addr").port();
-        assert_eq!(Brokers::find(&format!("127.0.0.1:{port}")).processes(), 0);
+        assert_eq!(
+            Brokers::find(&format!("127.0.0.1:{port}"), None).processes(),
+            0
+        );
         assert_eq!(Brokers::default().usage(), None);
 
         // A child process that listens is.
@@ -172,7 +176,13 @@ mod tests {
             &mut line,
         )
         .expect("port");
-        let brokers = Brokers::find(&format!("localhost:9,127.0.0.1:{}", line.trim()));
+        let bootstrap = format!("localhost:9,127.0.0.1:{}", line.trim());
+        // Unless it is the city's process, where an embedded cluster listens.
+        assert_eq!(
+            Brokers::find(&bootstrap, Some(child.id() as i32)).processes(),
+            0
+        );
+        let brokers = Brokers::find(&bootstrap, None);
         std::thread::sleep(std::time::Duration::from_millis(300));
         let busy = brokers.usage().expect("a broker apart");
         let _ = child.kill();

@@ -1,12 +1,13 @@
 //! `bimride bench`: an open-loop, fixed-rate booking load through the real HTTP API, with the
 //! latency of every stage of the booked rides (assigned, completed, charged, notified), the
-//! throughput and CPU it cost (this process's, and the brokers' where they run apart), and
+//! throughput and CPU it cost by party (BimRide's services, the load generator, the simulated
+//! fleet, and the brokers where they run apart), and
 //! baselines measured in the same run, before the load and three times each: raw rdkafka
 //! pass-through on the same brokers, and a bare axum handler beside the booking POST.
 
 pub mod baseline;
+pub mod child;
 pub mod cpu;
-pub mod fleet;
 pub mod report;
 pub mod track;
 
@@ -29,7 +30,7 @@ use rand::rngs::SmallRng;
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::Trials;
-use crate::fleet::{FleetError, FleetProcess};
+use crate::child::{ChildError, ChildProcess};
 use crate::report::{Baselines, Report, Step};
 use crate::track::{Percentiles, Stage, Tracker, histogram};
 
@@ -79,7 +80,7 @@ pub enum BenchError {
     #[error("warm-up: {0}")]
     WarmUp(&'static str),
     #[error(transparent)]
-    Fleet(#[from] FleetError),
+    Child(#[from] ChildError),
     #[error("the bare HTTP baseline could not listen: {0}")]
     Listen(std::io::Error),
 }
@@ -123,12 +124,14 @@ pub struct Target {
     pub passthrough_topic: String,
 }
 
-/// Runs the baselines, then the steps, and writes the report. The simulated fleet runs in
-/// `fleet`'s process, so that its CPU is measured apart.
+/// Runs the baselines, then the steps, and writes the report. BimRide's services run in
+/// `city`'s process and the simulated fleet in `fleet`'s, so that the CPU of each is measured
+/// apart from this process, the load generator.
 pub async fn run(
     target: Target,
     settings: BenchSettings,
-    mut fleet: FleetProcess,
+    mut city: ChildProcess,
+    mut fleet: ChildProcess,
     shutdown: CancellationToken,
 ) -> Result<Report, BenchError> {
     settings.validate()?;
@@ -145,10 +148,11 @@ pub async fn run(
         .build()?;
 
     warm_up(&target, &client, &tracker).await?;
-    let brokers = cpu::Brokers::find(target.kafka.bootstrap_servers());
+    // An embedded cluster listens in the city's process: its brokers are not apart.
+    let brokers = cpu::Brokers::find(target.kafka.bootstrap_servers(), city.pid());
     tracing::info!(
         processes = brokers.processes(),
-        "brokers found for CPU accounting (0: they run in this process)"
+        "brokers found for CPU accounting (0: they run in the city's process)"
     );
     // Baselines first, on a quiet city, so that no step's backlog slows them.
     let measured = if settings.no_baselines {
@@ -166,6 +170,7 @@ pub async fn run(
         }
         let parties = Parties {
             brokers: &brokers,
+            city: &mut city,
             fleet: &mut fleet,
         };
         let step = run_step(&target, &settings, &client, &tracker, parties, rate, n).await?;
@@ -201,6 +206,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = feeds.await;
     fleet.stop().await;
+    city.stop().await;
 
     let report = Report::new(&target, &settings, steps, sustained, baselines);
     if let Some(path) = &settings.report {
@@ -293,7 +299,7 @@ async fn feed(
 }
 
 /// Records produced by every service of this process so far, by topic.
-fn produced_by_topic() -> BTreeMap<String, f64> {
+pub(crate) fn produced_by_topic() -> BTreeMap<String, f64> {
     let mut by_topic = BTreeMap::new();
     for family in prometheus::gather()
         .iter()
@@ -311,17 +317,19 @@ fn produced_by_topic() -> BTreeMap<String, f64> {
     by_topic
 }
 
-/// Records produced so far by every service of this process and by the fleet, by topic, and
-/// the fewest drivers idle since the previous reading.
+/// Records produced so far by this process, the city and the fleet, by topic, and the fewest
+/// drivers idle since the previous reading.
 async fn produced_everywhere(
-    fleet: &mut FleetProcess,
-) -> Result<(BTreeMap<String, f64>, Option<u64>), FleetError> {
+    city: &mut ChildProcess,
+    fleet: &mut ChildProcess,
+) -> Result<(BTreeMap<String, f64>, Option<u64>), ChildError> {
     let mut by_topic = produced_by_topic();
-    let reading = fleet.reading().await?;
-    for (topic, n) in reading.produced {
+    let fleet = fleet.reading().await?;
+    let city = city.reading().await?;
+    for (topic, n) in city.produced.into_iter().chain(fleet.produced) {
         *by_topic.entry(topic).or_default() += n;
     }
-    Ok((by_topic, reading.fewest_idle))
+    Ok((by_topic, fleet.fewest_idle))
 }
 
 /// Simulated seconds a ride holds its driver: the drive to the pickup, boarding and the trip.
@@ -386,7 +394,11 @@ async fn run_step(
     rate: f64,
     step: u32,
 ) -> Result<Step, BenchError> {
-    let Parties { brokers, fleet } = parties;
+    let Parties {
+        brokers,
+        city,
+        fleet,
+    } = parties;
     tracker.clear();
     let total = (rate * settings.duration as f64).round() as u64;
     let url = format!("{}/v1/rides", target.api_url);
@@ -399,11 +411,12 @@ async fn run_step(
         tracing::info!(rate, drivers, "the fleet grew for this rate");
         tokio::time::sleep(FLEET_ONLINE).await;
     }
-    let cpu_before = cpu::own_seconds();
+    let load_before = cpu::own_seconds();
+    let city_before = city.seconds();
     let brokers_before = brokers.usage();
     let fleet_before = fleet.seconds();
     let cpu_since = Instant::now();
-    let (by_topic_before, _) = produced_everywhere(fleet).await?;
+    let (by_topic_before, _) = produced_everywhere(city, fleet).await?;
     let produced_before: f64 = by_topic_before.values().sum();
     let mut rng = SmallRng::seed_from_u64(u64::from(step) + 1);
     let started = Instant::now();
@@ -455,7 +468,7 @@ async fn run_step(
         let _ = r.await;
     }
     let load_secs = started.elapsed().as_secs_f64();
-    let (produced_by_now, fewest_idle) = produced_everywhere(fleet).await?;
+    let (produced_by_now, fewest_idle) = produced_everywhere(city, fleet).await?;
     let produced = produced_by_now.values().sum::<f64>() - produced_before;
     // Rides still driving finish within the settle time; stop early once all are told.
     let settle_until = Instant::now() + Duration::from_secs(settings.settle);
@@ -467,7 +480,12 @@ async fn run_step(
         tokio::time::sleep(Duration::from_secs(1)).await;
         progress(tracker.as_ref(), rate, total, total, started);
     }
-    let cpu = cpu::own_seconds() - cpu_before;
+    let load_cpu = cpu::own_seconds() - load_before;
+    let city_cpu = city
+        .seconds()
+        .zip(city_before)
+        .map(|(a, b)| a - b)
+        .ok_or(ChildError::Ended("city", None))?;
     let fleet_cpu = fleet.seconds().zip(fleet_before).map(|(a, b)| a - b);
     let broker_cpu = brokers
         .usage()
@@ -476,7 +494,7 @@ async fn run_step(
     let (accepted, _) = tracker.counts();
     // Over the load and its settling: a ride's later records (completion, charge, receipt)
     // come after the load ends.
-    let (produced_after, _) = produced_everywhere(fleet).await?;
+    let (produced_after, _) = produced_everywhere(city, fleet).await?;
     let records_per_ride = per_ride(&by_topic_before, produced_after, accepted);
     let outcomes = tracker.outcomes();
     let latencies = tracker.latencies();
@@ -492,7 +510,8 @@ async fn run_step(
         &latencies,
         report::Cpu {
             window_secs: cpu_since.elapsed().as_secs_f64(),
-            services_and_load: cpu,
+            services: city_cpu,
+            load: load_cpu,
             fleet: fleet_cpu,
             brokers: broker_cpu,
         },
@@ -511,7 +530,8 @@ const FLEET_ONLINE: Duration = Duration::from_secs(2);
 /// The processes besides this one whose CPU a step reads.
 struct Parties<'a> {
     brokers: &'a cpu::Brokers,
-    fleet: &'a mut FleetProcess,
+    city: &'a mut ChildProcess,
+    fleet: &'a mut ChildProcess,
 }
 
 #[allow(clippy::print_stderr)]
@@ -536,8 +556,10 @@ const HTTP_WINDOW: Duration = Duration::from_secs(2);
 
 /// The same-run baselines, each [`TRIALS`] times, before any load: raw Kafka pass-through, and
 /// the bare handler and the booking POST in turns, so that a drift of the machine reaches both.
-/// The bookings are then let through the city (decided, and driven to their receipts, or the
-/// settle time passed), so the first step starts on a quiet city.
+/// After each booking trial its bookings are let through the city (decided, and driven to their
+/// receipts, or the settle time passed), so that the next trial, and the first step, start on a
+/// quiet city: a bare trial measured while the city works through a flood would flatter the
+/// ratio.
 async fn baselines(
     target: &Target,
     client: &reqwest::Client,
@@ -613,10 +635,10 @@ async fn baselines(
             )
             .await,
         );
+        quieten(tracker, settle).await;
     }
     stop.cancel();
     let _ = server.await;
-    quieten(tracker, settle).await;
 
     let bare = Trials::of(bare, |r| r.requests_per_s);
     let bookings = Trials::of(bookings, |r| r.requests_per_s);

@@ -36,8 +36,11 @@ pub const BROKER_BOUND_SHARE: f64 = 0.8;
 #[derive(Debug, Clone, Default)]
 pub struct Cpu {
     pub window_secs: f64,
-    /// This process: BimRide's services and the load generator.
-    pub services_and_load: f64,
+    /// The city's process: BimRide's services (and an embedded cluster's brokers).
+    pub services: f64,
+    /// This process: the load generator (its HTTP client and the consumers that time each
+    /// stage).
+    pub load: f64,
     /// The simulated fleet's process.
     pub fleet: Option<f64>,
     /// The brokers' processes, where they run apart.
@@ -76,12 +79,17 @@ pub struct Step {
     pub latency: StageLatency,
     /// Wall time over which CPU was read: the load and its settling.
     pub cpu_window_secs: f64,
-    /// CPU of this process: BimRide's services and the load generator (its HTTP client and the
-    /// consumers that time each stage).
+    /// CPU of BimRide's services, the city's own process (an embedded cluster's brokers
+    /// included: they run in it).
     pub cpu_seconds: f64,
     pub cpu_ms_per_ride: f64,
-    /// Cores this process used on average over the window.
+    /// Cores the services used on average over the window.
     pub cores: f64,
+    /// CPU of the load generator, the benchmark's own process: its HTTP client, the riders'
+    /// tokens and the consumers that time each stage.
+    pub load_cpu_seconds: f64,
+    pub load_cpu_ms_per_ride: f64,
+    pub load_cores: f64,
     /// CPU of the simulated fleet's process.
     pub fleet_cpu_seconds: Option<f64>,
     pub fleet_cpu_ms_per_ride: Option<f64>,
@@ -121,7 +129,8 @@ impl Step {
     ) -> Self {
         let Cpu {
             window_secs: cpu_window_secs,
-            services_and_load: cpu_seconds,
+            services: cpu_seconds,
+            load: load_cpu_seconds,
             fleet: fleet_cpu_seconds,
             brokers: broker_cpu,
         } = cpu;
@@ -164,6 +173,9 @@ impl Step {
             cpu_seconds,
             cpu_ms_per_ride: per_ride(cpu_seconds),
             cores: cores(cpu_seconds),
+            load_cpu_seconds,
+            load_cpu_ms_per_ride: per_ride(load_cpu_seconds),
+            load_cores: cores(load_cpu_seconds),
             fleet_cpu_seconds,
             fleet_cpu_ms_per_ride: fleet_cpu_seconds.map(per_ride),
             fleet_cores: fleet_cpu_seconds.map(cores),
@@ -294,7 +306,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>10} {:>12} {:>6} {:>11} {:>13}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>9} {:>9} {:>10} {:>12} {:>6} {:>10} {:>11} {:>13}",
             "rate/s",
             "accepted",
             "assigned",
@@ -309,9 +321,11 @@ impl fmt::Display for Report {
             "charge p99",
             "notify p99",
             "cpu/ride",
+            "load/ride",
             "fleet/ride",
             "brokers/ride",
             "cores",
+            "load cores",
             "fleet cores",
             "brokers cores"
         )?;
@@ -319,7 +333,7 @@ impl fmt::Display for Report {
             let l = &s.latency;
             writeln!(
                 f,
-                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>10} {:>12} {:>6.2} {:>11} {:>13}",
+                "{:>8.0} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10.0}ms {:>9.0}ms {:>9.0}ms {:>7.2}ms {:>7.2}ms {:>10} {:>12} {:>6.2} {:>10.2} {:>11} {:>13}",
                 s.rate,
                 s.accepted,
                 s.outcomes.assigned,
@@ -334,11 +348,13 @@ impl fmt::Display for Report {
                 l.charged.p99_ms,
                 l.notified.p99_ms,
                 s.cpu_ms_per_ride,
+                s.load_cpu_ms_per_ride,
                 s.fleet_cpu_ms_per_ride
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms")),
                 s.broker_cpu_ms_per_ride
                     .map_or_else(|| "in process".to_owned(), |ms| format!("{ms:.2}ms")),
                 s.cores,
+                s.load_cores,
                 s.fleet_cores
                     .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                 s.broker_cores
@@ -415,7 +431,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "cpu/ride is this process (BimRide's services and the load generator); fleet/ride the simulated drivers' process; brokers/ride their own processes"
+            "cpu/ride is BimRide's services (the city's process); load/ride the load generator (this process: HTTP client, riders' tokens, stage timers); fleet/ride the simulated drivers' process; brokers/ride their own processes (in process: in the city's)"
         )?;
         if let Some(b) = &self.baselines {
             fn range<T>(t: &Trials<T>) -> String {
@@ -547,7 +563,8 @@ mod tests {
             &latencies,
             Cpu {
                 window_secs: 20.0,
-                services_and_load: 1.0,
+                services: 1.0,
+                load: 4.0,
                 fleet: Some(2.0),
                 brokers: broker_cpu,
             },
@@ -579,6 +596,8 @@ mod tests {
         let busy = measured(100, 100, 100, 1_000, Some(33.0));
         assert!((busy.broker_cores.expect("apart") - 1.65).abs() < 1e-9);
         assert!((busy.cores - 0.05).abs() < 1e-9);
+        assert!((busy.load_cores - 0.2).abs() < 1e-9);
+        assert!((busy.load_cpu_ms_per_ride - 40.0).abs() < 1e-9);
         assert!((busy.fleet_cores.expect("apart") - 0.1).abs() < 1e-9);
         assert!((busy.fleet_cpu_ms_per_ride.expect("apart") - 20.0).abs() < 1e-9);
         assert!(busy.brokers_bound(2));

@@ -95,6 +95,11 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub bench: BenchFlags,
 
+    /// Run only the city, announcing where it listens on stdout: how a benchmark starts the
+    /// process of BimRide's services, never typed by hand.
+    #[arg(long, hide = true, conflicts_with = "fleet_brokers")]
+    pub bench_city: bool,
+
     /// Run only the simulated fleet on these brokers: how a benchmark starts its fleet's
     /// process, never typed by hand.
     #[arg(long, hide = true, requires = "fleet_registry")]
@@ -308,11 +313,7 @@ impl AccessArgs {
                 tracing::warn!(
                     "no BIMRIDE_AUTH_SECRET: signing rider tokens with a random secret for this run"
                 );
-                Secret::new(format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                ))
+                Self::random_secret()
             }
             (None, false) => anyhow::bail!(
                 "no token secret: pass --auth-secret or set BIMRIDE_AUTH_SECRET (32 bytes or more)"
@@ -323,6 +324,15 @@ impl AccessArgs {
         Ok((
             authority.clone(),
             bimride_api::Access::new(authority, limit),
+        ))
+    }
+
+    /// A token secret for one run: 64 random hex digits.
+    pub fn random_secret() -> Secret {
+        Secret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
         ))
     }
 }

@@ -23,10 +23,7 @@ pub struct Running {
     pub info: SystemInfo,
     pub http: std::net::SocketAddr,
     pub kafka: bimride_kafka::KafkaConfig,
-    pub codec: Arc<bimride_codec::Codec>,
     pub shutdown: CancellationToken,
-    /// Signs rider tokens for this city's API.
-    pub authority: bimride_auth::Authority,
     server: JoinHandle<std::io::Result<()>>,
     services: Vec<JoinHandle<Result<(), service::Failed>>>,
     /// The embedded registry, stopped after the services that use it.
@@ -206,9 +203,7 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         info,
         http: http_addr,
         kafka,
-        codec: cx.codec,
         shutdown,
-        authority,
         server: front.server,
         services,
         registry,
