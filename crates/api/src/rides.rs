@@ -198,14 +198,21 @@ pub async fn book(
     };
     // Claim the key before producing, so that a retry reaching any instance, at any moment,
     // finds the same ride.
-    let (request_json, answer_json) = (json(&request)?, json(&booked)?);
-    let claim = key.as_deref().map(|key| KeyClaim {
-        rider_id: &request.rider_id,
-        key,
-        ride_id: &booked.ride_id,
-        request: &request_json,
-        answer: &answer_json,
-    });
+    // Only a keyed booking keeps its request and answer, for a retry to compare and replay.
+    let kept = match key {
+        Some(_) => Some((json(&request)?, json(&booked)?)),
+        None => None,
+    };
+    let claim = key
+        .as_deref()
+        .zip(kept.as_ref())
+        .map(|(key, (request_json, answer_json))| KeyClaim {
+            rider_id: &request.rider_id,
+            key,
+            ride_id: &booked.ride_id,
+            request: request_json,
+            answer: answer_json,
+        });
     if let Some(claim) = &claim
         && let Claim::Earlier {
             request: earlier,
