@@ -4,6 +4,7 @@
 //! the log when it starts again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bimride_eta::EtaSettings;
@@ -228,9 +229,21 @@ fn learned(leg: EtaLeg, zone: &bimride_domain::Zone, times: i64) -> Vec<EtaObser
 /// The loop closed on Apache Kafka: observations on `bimride.eta` say pickups near the Dam take
 /// three times, and trips twice, their distance-only estimates. The API's quote then doubles
 /// its duration, and dispatch gives a driver's pickup ETA tripled, keeping the distance-only one
-/// on the assignment for the tracker to learn from.
+/// on the assignment for the tracker to learn from. Dispatch feeds its own corrections, as
+/// `bimride dispatch` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
+    learned_corrections_reach_quotes_and_dispatch(false).await;
+}
+
+/// The same, with dispatch learning from the API's feed, as the services of `bimride up` share
+/// one: every observation is learned once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_learned_corrections_reach_dispatch_through_a_shared_feed() {
+    learned_corrections_reach_quotes_and_dispatch(true).await;
+}
+
+async fn learned_corrections_reach_quotes_and_dispatch(shared: bool) {
     use bimride_events::{
         DriverStatus, DriverStatusChanged, OfferAnswer, OfferAnswered, SupplyEvent,
     };
@@ -250,6 +263,7 @@ async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
             offer_timeout_ms: 10_000,
             max_wait_ms: 30_000,
             tick_ms: 50,
+            learned: shared.then(|| Arc::clone(&api.learned)),
             ..Default::default()
         },
         stop.clone(),
@@ -257,8 +271,9 @@ async fn kafka_learned_corrections_reach_quotes_and_dispatch() {
     let mut taught = learned(EtaLeg::Pickup, &zone, 3);
     taught.extend(learned(EtaLeg::Trip, &zone, 2));
     p.producer.send_all(&taught).await.expect("published");
-    // Both feeds, the API's and dispatch's, learn every observation.
-    let want = learned_before + 2 * taught.len() as u64;
+    // Every feed, the API's and dispatch's unless it shares the API's, learns every observation.
+    let feeds = if shared { 1 } else { 2 };
+    let want = learned_before + feeds * taught.len() as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while learned_taken() < want && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -63,6 +63,7 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Guarantee) {
             replay_window_secs: 600,
             supply_replay_secs: 120,
             tick_ms: 100,
+            ..DispatchSettings::default()
         },
         stop.clone(),
     ));

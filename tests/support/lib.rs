@@ -529,6 +529,8 @@ pub fn trace() {
 pub struct ApiServer {
     pub url: String,
     pub store: bimride_store::Store,
+    /// The learned ETA corrections the API's feed keeps, for a dispatch to share as in `up`.
+    pub learned: Arc<bimride_domain::eta::Learned>,
     pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -566,7 +568,7 @@ impl Pipeline {
             city,
             store: store.clone(),
             surge: surge_book,
-            learned,
+            learned: Arc::clone(&learned),
             access: bimride_api::Access::new(authority(), bimride_api::RateLimit::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -582,6 +584,7 @@ impl Pipeline {
         ApiServer {
             url,
             store,
+            learned,
             tasks: vec![projection, learner, sink, server],
         }
     }

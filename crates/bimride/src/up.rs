@@ -90,8 +90,10 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
         eta_time_scale: args.sim.speedup,
         ..args.eta.into()
     };
+    // Dispatch starts once the API's learned ETAs exist, to share them.
+    let mut dispatch = DispatchSettings::from(args.dispatch);
+    dispatch.validate()?;
     let mut services: Vec<Box<dyn AnyService>> = vec![
-        Box::new(DispatchSettings::from(args.dispatch)),
         Box::new(BillingSettings::from(args.billing)),
         Box::new(SurgeSettings::from(args.surge)),
         Box::new(NotificationSettings::from(args.notifications)),
@@ -189,6 +191,9 @@ pub async fn start(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Res
     if sim.drivers > 0 || sim.booking_rate > 0.0 {
         services.push(Box::new(sim));
     }
+    // Dispatch learns from the API's feed of the ETA topic: one consumer for both.
+    dispatch.learned = Some(Arc::clone(&front.learner.learned));
+    services.push(Box::new(dispatch));
     services.push(Box::new(front.feeds));
     services.push(Box::new(front.learner));
     services.push(Box::new(bimride_dashboard::Feeds {

@@ -213,6 +213,7 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
             replay_window_secs: 600,
             supply_replay_secs: 120,
             tick_ms: 100,
+            ..DispatchSettings::default()
         },
         first.clone(),
     ));

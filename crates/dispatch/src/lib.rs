@@ -5,12 +5,16 @@
 //! - [`DispatchSettings`], a [`Service`](bimride_kafka::Service): the engine on Kafka, with
 //!   state rebuilt from the log on every assignment.
 
+use std::sync::Arc;
+
+use bimride_domain::eta::Learned;
+
 pub mod engine;
 mod metrics;
 mod service;
 
-/// Dispatch settings. Each is a flag of `bimride` with an environment fallback, described
-/// by `--help`; the defaults here are the flags' defaults.
+/// Dispatch settings. Each but `learned` is a flag of `bimride` with an environment
+/// fallback, described by `--help`; the defaults here are the flags' defaults.
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     pub group: String,
@@ -21,6 +25,9 @@ pub struct DispatchSettings {
     /// their status (the simulated fleet: every 10 s).
     pub supply_replay_secs: u64,
     pub tick_ms: u64,
+    /// The learned ETA corrections, where another service of the process (the API in `up`)
+    /// already keeps them fed; without them, dispatch feeds its own from the ETA topic.
+    pub learned: Option<Arc<Learned>>,
 }
 
 impl Default for DispatchSettings {
@@ -32,6 +39,7 @@ impl Default for DispatchSettings {
             replay_window_secs: 600,
             supply_replay_secs: 120,
             tick_ms: 100,
+            learned: None,
         }
     }
 }

@@ -89,15 +89,27 @@ impl Service for DispatchSettings {
         let mut options = Options::new(self.group.clone(), "dispatch");
         options.tick = Some(Duration::from_millis(self.tick_ms));
         options.co_partitioned = true;
-        // Pickup ETAs learn from the observations of the ETA tracker, fed beside dispatch.
-        let learner = LearnedFeed::new(Arc::default());
+        // Pickup ETAs learn from the observations of the ETA tracker: from a feed another
+        // service of this process keeps, or from one fed beside dispatch.
+        let (learned, learner) = match self.learned.clone() {
+            Some(learned) => (learned, None),
+            None => {
+                let feed = LearnedFeed::new(Arc::default());
+                (Arc::clone(&feed.learned), Some(feed))
+            }
+        };
         let dispatcher = Dispatcher {
-            engine: Engine::new(cx.city.clone(), timing)
-                .learning_from(Arc::clone(&learner.learned)),
+            engine: Engine::new(cx.city.clone(), timing).learning_from(learned),
             settings: self,
             owned: BTreeSet::new(),
             worst_overdue_ms: 0,
             overdue_logged: Millis(i64::MIN),
+        };
+        let learning = async {
+            match learner {
+                Some(feed) => feed.run(cx.clone()).await,
+                None => Ok(()),
+            }
         };
         let (done, ()) = tokio::try_join!(
             partitioned::run(
@@ -107,7 +119,7 @@ impl Service for DispatchSettings {
                 options,
                 cx.shutdown.clone()
             ),
-            learner.run(cx.clone()),
+            learning,
         )?;
         tracing::info!(tally = ?done.engine.tally(), worst_overdue_ms = done.worst_overdue_ms, "dispatch stopped");
         Ok(())
