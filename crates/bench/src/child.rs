@@ -204,9 +204,14 @@ pub async fn announce(at: &Announced) -> std::io::Result<()> {
     stdout.flush().await
 }
 
-/// A child's side of the pipe: grows the fleet through `size`, answers each reading, and
-/// cancels `shutdown` when the pipe closes (its parent is done, or gone).
-pub async fn serve(size: Arc<AtomicUsize>, shutdown: CancellationToken) -> std::io::Result<()> {
+/// A child's side of the pipe: answers each reading, grows the fleet through its `fleet` size
+/// (the fleet's process only: the city's has none, and does not watch idle drivers, whose
+/// looks would be charged to BimRide's services), and cancels `shutdown` when the pipe closes
+/// (its parent is done, or gone).
+pub async fn serve(
+    fleet: Option<Arc<AtomicUsize>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let mut requests = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut looks = tokio::time::interval(IDLE_EVERY);
@@ -214,7 +219,7 @@ pub async fn serve(size: Arc<AtomicUsize>, shutdown: CancellationToken) -> std::
     let result = loop {
         let line = tokio::select! {
             line = requests.next_line() => line,
-            _ = looks.tick() => {
+            _ = looks.tick(), if fleet.is_some() => {
                 if let Some(idle) = idle_drivers() {
                     fewest_idle = Some(fewest_idle.map_or(idle, |f| f.min(idle)));
                 }
@@ -240,8 +245,10 @@ pub async fn serve(size: Arc<AtomicUsize>, shutdown: CancellationToken) -> std::
                 stdout.write_all(answer.as_bytes()).await?;
                 stdout.flush().await?;
             }
-            (Some(DRIVERS), Some(Ok(drivers))) => {
-                size.fetch_max(drivers, Ordering::Relaxed);
+            (Some(DRIVERS), Some(Ok(drivers))) if fleet.is_some() => {
+                if let Some(size) = &fleet {
+                    size.fetch_max(drivers, Ordering::Relaxed);
+                }
             }
             _ => tracing::warn!(request, "unknown request to a child"),
         }

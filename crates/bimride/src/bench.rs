@@ -132,7 +132,7 @@ async fn city(mut up: UpArgs) -> anyhow::Result<()> {
         bootstrap_servers: city.kafka.bootstrap_servers().to_owned(),
     })
     .await?;
-    let served = child::serve(Arc::new(AtomicUsize::new(0)), shutdown.clone()).await;
+    let served = child::serve(None, shutdown.clone()).await;
     shutdown.cancel();
     city.stopped().await?;
     Ok(served?)
@@ -160,7 +160,7 @@ async fn fleet(up: UpArgs, brokers: String, registry: &str) -> anyhow::Result<()
         shutdown: shutdown::on_signal(),
     };
     let stop = cx.shutdown.clone();
-    let pipe = tokio::spawn(child::serve(size, stop.clone()));
+    let pipe = tokio::spawn(child::serve(Some(size), stop.clone()));
     let ran = service::run(Box::new(sim), cx).await;
     stop.cancel();
     let piped = pipe.await;
