@@ -14,17 +14,10 @@ mod service;
 
 pub use service::BillingError;
 
-/// How billing makes its charges durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
-#[strum(serialize_all = "kebab-case")]
-pub enum Guarantee {
-    /// Kafka transactions: charges and input offsets commit together, or not at all.
-    ExactlyOnce,
-    /// For brokers without transactions: charges are acknowledged before offsets are
-    /// committed, and a ride already on the payments log is never charged again. After a
-    /// crash a charge may be written twice with the same event id; readers keep the first.
-    AtLeastOnce,
-}
+/// How billing makes its charges durable. At least once, a ride already on the payments log
+/// is never charged again; after a crash a charge may be written twice with the same event id,
+/// and readers keep the first.
+pub use bimride_kafka::partitioned::Guarantee;
 
 /// Billing settings. Each is a flag of `bimride` with an environment fallback, described
 /// by `--help`; the defaults here are the flags' defaults.

@@ -5,8 +5,8 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
-use bimride_billing::Guarantee;
 use bimride_kafka::config::{Compression, SaslMechanism, SecurityProtocol};
+use bimride_kafka::partitioned::Guarantee;
 
 /// Declares `$flags`, the command-line face of `$settings`. A field marked `= default` shows
 /// and takes the settings' default; the settings' fields left out keep theirs.
@@ -108,6 +108,20 @@ flags! {
         /// Consumer group of the dispatch instances.
         #[arg(long = "dispatch-group", env = "BIMRIDE_DISPATCH_GROUP")]
         group: String = default,
+        /// `exactly-once` or `at-least-once`. Exactly once, each decision commits in a Kafka
+        /// transaction with the input offsets that caused it, and an instance the group has
+        /// moved on from (frozen, or cut off past its session) cannot commit: no ride gets two
+        /// drivers across a hand-off. At least once is for brokers without transactions.
+        #[arg(id = "dispatch-delivery", long = "dispatch-delivery", value_name = "DELIVERY", env = "BIMRIDE_DISPATCH_DELIVERY")]
+        delivery: Guarantee = default,
+        /// Transactional id, unique among instances; stable across restarts of one instance
+        /// (a pod's name), a restart then aborts what its previous self left open at once
+        /// rather than after the transaction timeout. Empty: a new id at every start.
+        #[arg(id = "dispatch-transactional-id", long = "dispatch-transactional-id", value_name = "TRANSACTIONAL_ID", env = "BIMRIDE_DISPATCH_TRANSACTIONAL_ID")]
+        transactional_id: String = default,
+        /// How long a transaction collects decisions before it commits, in ms.
+        #[arg(id = "dispatch-commit-ms", long = "dispatch-commit-ms", value_name = "COMMIT_MS", env = "BIMRIDE_DISPATCH_COMMIT_MS")]
+        commit_ms: u64 = default,
         /// How long a driver has to answer an offer, in ms.
         #[arg(long, env = "BIMRIDE_OFFER_TIMEOUT_MS")]
         offer_timeout_ms: u64 = default,

@@ -1,6 +1,7 @@
 //! The city as separate `bimride` processes under sustained bookings, through faults: on a
 //! 3-node Apache Kafka cluster of the test's own, brokers and the KRaft controller killed,
-//! restarted one by one and frozen; on the embedded cluster, delays, leader moves, a broker
+//! restarted one by one and frozen, and dispatch instances frozen past their session; on the
+//! embedded cluster, delays, leader moves, a broker
 //! down, crashes (SIGKILL, no graceful shutdown) of every service, and dispatch instances
 //! joining and leaving. The audit of every topic (`bimride audit`'s ledger) then proves that no
 //! accepted booking was lost, no ride was assigned or charged twice, and no driver was given two
@@ -80,6 +81,22 @@ impl Service {
         assert!(sent.success());
         let status = child.wait().expect("wait");
         assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    /// SIGSTOP, then SIGCONT after `for`: the process keeps its state and its group membership
+    /// as it saw it, while the group moves on without it.
+    async fn freeze(&mut self, r#for: Duration) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = |name: &str| {
+            let sent = Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill {name} {pid}");
+        };
+        signal("-STOP");
+        tokio::time::sleep(r#for).await;
+        signal("-CONT");
     }
 
     /// Fails the test if the process died on its own.
@@ -502,6 +519,7 @@ impl City {
     fn service(&mut self, name: &str) -> &mut Service {
         match name {
             "dispatch-a" => &mut self.dispatch_a,
+            "dispatch-b" => &mut self.dispatch_b,
             "billing" => &mut self.billing,
             "notifications" => &mut self.notifications,
             "surge" => &mut self.surge,
@@ -820,10 +838,8 @@ fn busiest_leader(config: &KafkaConfig) -> u32 {
     u32::try_from(leader).expect("a node id")
 }
 
-/// On Apache Kafka (RF 3, min ISR 2, a real transaction and group coordinator), brokers fail
-/// under the city as they do in production: killed, restarted one by one, and frozen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail() {
+/// A 3-node Apache Kafka cluster of the test's own, its topics, and the city on it.
+async fn city_on_apache_kafka() -> (KafkaCluster, KafkaConfig, City) {
     let cluster = KafkaCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
     let config = city_config(cluster.bootstrap());
     Provisioner::Admin(&config)
@@ -831,7 +847,15 @@ async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail
         .await
         .expect("topics");
     let database = bimride_tests::databases::fresh_postgres().await;
-    let mut city = City::start(config.clone(), "", database).await;
+    let city = City::start(config.clone(), "", database).await;
+    (cluster, config, city)
+}
+
+/// On Apache Kafka (RF 3, min ISR 2, a real transaction and group coordinator), brokers fail
+/// under the city as they do in production: killed, restarted one by one, and frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail() {
+    let (cluster, config, mut city) = city_on_apache_kafka().await;
     let blocking = |f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>| async move {
         tokio::task::spawn_blocking(f)
             .await
@@ -895,5 +919,25 @@ async fn on_apache_kafka_the_city_loses_and_duplicates_nothing_when_brokers_fail
         &format!("broker {node} frozen (SIGSTOP) for 35 s, then resumed"),
         before,
     );
+    city.finish(None).await;
+}
+
+/// A dispatch instance frozen past its session timeout loses its regions to the other; when it
+/// wakes it still holds their state and the records it had fetched, and decides on them before
+/// it learns that the group moved on. Those decisions must never reach the topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_apache_kafka_a_frozen_dispatch_instance_decides_nothing_once_it_wakes() {
+    // Bound, not dropped: the cluster stops with it.
+    let (_cluster, _, mut city) = city_on_apache_kafka().await;
+    for name in ["dispatch-a", "dispatch-b", "dispatch-a"] {
+        let before = city.accepted();
+        // Past the session timeout (10 s), so that the other instance takes every region.
+        city.service(name).freeze(Duration::from_secs(16)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        city.phase(
+            &format!("{name} frozen (SIGSTOP) for 16 s, then resumed"),
+            before,
+        );
+    }
     city.finish(None).await;
 }

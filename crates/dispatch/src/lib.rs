@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use bimride_domain::eta::Learned;
+use bimride_kafka::partitioned::Guarantee;
 
 pub mod engine;
 mod metrics;
@@ -18,6 +19,10 @@ mod service;
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     pub group: String,
+    pub delivery: Guarantee,
+    /// Empty: a new one at every start, `<group>-<uuid>`.
+    pub transactional_id: String,
+    pub commit_ms: u64,
     pub offer_timeout_ms: u64,
     pub max_wait_ms: u64,
     pub replay_window_secs: u64,
@@ -34,6 +39,9 @@ impl Default for DispatchSettings {
     fn default() -> Self {
         Self {
             group: "bimride-dispatch".into(),
+            delivery: Guarantee::ExactlyOnce,
+            transactional_id: String::new(),
+            commit_ms: 2,
             offer_timeout_ms: 8_000,
             max_wait_ms: 45_000,
             replay_window_secs: 600,

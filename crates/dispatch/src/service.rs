@@ -16,8 +16,8 @@ use bimride_eta::learned::LearnedFeed;
 
 use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent, Topic};
 use bimride_kafka::partitioned::{
-    self, At, Either, Options, Outputs, PartitionedError, Processor, RebuildError, Rejected,
-    Takeover,
+    self, At, Either, Guarantee, Options, Outputs, PartitionedError, Processor, RebuildError,
+    Rejected, Takeover,
 };
 use bimride_kafka::producer::InFlight;
 use bimride_kafka::service::{Context, Service};
@@ -50,6 +50,9 @@ struct Dispatcher {
     overdue_logged: Millis,
 }
 
+/// Most records one transaction carries.
+const MAX_BATCH: usize = 1_000;
+
 /// An offer this overdue is worth a warning, repeated this often while it lasts.
 const OVERDUE_WARNING_MS: i64 = 10_000;
 const OVERDUE_WARNING_EVERY_MS: i64 = 60_000;
@@ -77,6 +80,9 @@ impl Service for DispatchSettings {
         if !(10..=5_000).contains(&self.tick_ms) {
             return Err("the tick must be 10 ms to 5 s");
         }
+        if !(1..=1_000).contains(&self.commit_ms) {
+            return Err("the commit interval must be 1 ms to 1 s");
+        }
         Ok(())
     }
 
@@ -89,6 +95,18 @@ impl Service for DispatchSettings {
         let mut options = Options::new(self.group.clone(), "dispatch");
         options.tick = Some(Duration::from_millis(self.tick_ms));
         options.co_partitioned = true;
+        if self.delivery == Guarantee::ExactlyOnce {
+            let transactional_id = if self.transactional_id.trim().is_empty() {
+                format!("{}-{}", self.group, uuid::Uuid::now_v7())
+            } else {
+                self.transactional_id.clone()
+            };
+            options.delivery = partitioned::Delivery::Transactional {
+                transactional_id,
+                linger: Duration::from_millis(self.commit_ms),
+                max_records: MAX_BATCH,
+            };
+        }
         // Pickup ETAs learn from the observations of the ETA tracker: from a feed another
         // service of this process keeps, or from one fed beside dispatch.
         let (learned, learner) = match self.learned.clone() {

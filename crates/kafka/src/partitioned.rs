@@ -18,7 +18,9 @@
 //!   transaction carries their outputs, their dead letters and their offsets. If it fails it
 //!   is aborted, the owned partitions are rebuilt from the log and the same records go again,
 //!   less those of partitions revoked meanwhile.
-//!   Revokes wait between transactions, so no partition is handed over with one open.
+//!   Revokes wait between transactions, so no partition is handed over with one open. Each
+//!   transaction carries this member's place in the group, so one the group has moved on from
+//!   cannot commit what it decided meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -272,6 +274,18 @@ pub trait Processor: Send + 'static {
     }
 }
 
+/// The guarantee a service is run with, as its operator chooses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Guarantee {
+    /// Kafka transactions: outputs and input offsets commit together, or not at all, and an
+    /// instance the group has moved on from cannot commit ([`Delivery::Transactional`]).
+    ExactlyOnce,
+    /// For brokers without transactions: outputs are acknowledged before offsets are stored
+    /// ([`Delivery::AtLeastOnce`]).
+    AtLeastOnce,
+}
+
 /// How a processor's effects become durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -386,6 +400,8 @@ const TXN_TIMEOUT_MS: &str = "30000";
 /// Bound on each call of the start-up probe, so that brokers without transactions are
 /// reported promptly.
 const PROBE_CALL: Duration = Duration::from_secs(10);
+/// Longest the offsets of records that decided nothing wait for a transaction to carry them.
+const OFFSETS_EVERY: Duration = Duration::from_secs(1);
 /// Pause before the records of a failed transaction go again.
 const FAILED_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a new transactional producer is retried while the brokers recover.
@@ -504,6 +520,12 @@ struct Driver<P: Processor> {
     owned: Owned,
     /// Timer decisions waiting for the next transaction.
     ticked: Vec<P::Output>,
+    /// Records applied that decided nothing, whose offsets wait for the next transaction.
+    unsaved: Vec<OwnedMessage>,
+    last_commit: Instant,
+    /// The next offset of owned partitions, as committed by this instance or found on
+    /// takeover: a transaction of timer decisions alone carries one, to be fenced too.
+    positions: BTreeMap<(String, i32), i64>,
     /// An input topic, whose offset the transactions probe carries.
     probe_topic: String,
     shutdown: CancellationToken,
@@ -614,6 +636,9 @@ pub async fn run<P: Processor>(
         options,
         owned: Owned::new(),
         ticked: Vec::new(),
+        unsaved: Vec::new(),
+        last_commit: Instant::now(),
+        positions: BTreeMap::new(),
         probe_topic,
         shutdown,
     };
@@ -841,6 +866,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// What became of a batch.
+enum Settled {
+    Committed,
+    /// It decided nothing: its offsets wait for the next transaction.
+    Waiting,
+    /// Nothing to commit, or shutdown came first.
+    Dropped,
+}
+
 /// A record's place and outputs, once they are acknowledged.
 type Acked<O> = Pin<Box<dyn Future<Output = Result<(Stored, Vec<O>), ProduceError>> + Send>>;
 type Stored = (String, i32, i64);
@@ -979,6 +1013,12 @@ impl<P: Processor> Driver<P> {
             }
             None => TopicPartitionList::new(),
         };
+        for e in committed.elements() {
+            if let Offset::Offset(next) = e.offset() {
+                self.positions
+                    .insert((e.topic().to_owned(), e.partition()), next);
+            }
+        }
         let started = Instant::now();
         self.processor
             .assigned(Takeover {
@@ -995,6 +1035,10 @@ impl<P: Processor> Driver<P> {
 
     fn revoked(&mut self, parts: &Owned) {
         self.processor.revoked(&numbers(parts));
+        let lost = |topic: &str, p: i32| parts.get(topic).is_some_and(|lost| lost.contains(&p));
+        self.positions.retain(|(topic, p), _| !lost(topic, *p));
+        // The next owner reads these again.
+        self.unsaved.retain(|m| !lost(m.topic(), m.partition()));
         for (topic, lost) in parts {
             if let Some(owned) = self.owned.get_mut(topic) {
                 owned.retain(|p| !lost.contains(p));
@@ -1107,10 +1151,11 @@ impl<P: Processor> Driver<P> {
             let (batch, stop) = self
                 .collect(polled, &mut ticker, linger, max_records, failed)
                 .await?;
-            failed = if batch.is_empty() && self.ticked.is_empty() {
+            let waiting = !self.unsaved.is_empty() && stop;
+            failed = if batch.is_empty() && self.ticked.is_empty() && !waiting {
                 Vec::new()
             } else {
-                self.settle(batch, &producer_config).await?
+                self.settle(batch, stop, &producer_config).await?
             };
             if stop {
                 return Ok(());
@@ -1181,21 +1226,28 @@ impl<P: Processor> Driver<P> {
     async fn settle(
         &mut self,
         batch: Vec<OwnedMessage>,
+        flush: bool,
         producer_config: &ClientConfig,
     ) -> Result<Vec<OwnedMessage>, PartitionedError> {
-        let error = match self.try_settle(&batch).await {
-            Ok(()) => {
+        let error = match self.try_settle(&batch, flush).await {
+            Ok(Settled::Committed) => {
                 metrics::TRANSACTIONS
                     .with_label_values(&[self.options.stage, "committed"])
                     .inc();
                 return Ok(Vec::new());
             }
+            Ok(Settled::Waiting) => {
+                self.unsaved.extend(batch);
+                return Ok(Vec::new());
+            }
+            Ok(Settled::Dropped) => return Ok(Vec::new()),
             Err(e) => e,
         };
+        let records = batch.len() + self.unsaved.len();
         metrics::TRANSACTIONS
             .with_label_values(&[self.options.stage, "aborted"])
             .inc();
-        tracing::warn!(stage = self.options.stage, error = %error, records = batch.len(), "transaction failed; aborting and trying again");
+        tracing::warn!(stage = self.options.stage, error = %error, records, "transaction failed; aborting and trying again");
         let fatal = matches!(&error, PartitionedError::Kafka(KafkaError::Transaction(t)) if t.is_fatal())
             || matches!(error, PartitionedError::Stuck(_));
         let p = self.producer.inner().clone();
@@ -1214,34 +1266,66 @@ impl<P: Processor> Driver<P> {
         let owned = self.owned.clone();
         self.processor.revoked(&numbers(&owned));
         self.rebuild(&owned, None).await?;
-        Ok(batch)
+        // The records whose offsets were waiting go again too: the rebuild stops at the
+        // committed offsets.
+        let mut retry = std::mem::take(&mut self.unsaved);
+        retry.extend(batch);
+        Ok(retry)
     }
 
-    async fn try_settle(&mut self, batch: &[OwnedMessage]) -> Result<(), PartitionedError> {
-        let p = self.producer.inner().clone();
-        blocking(move || p.begin_transaction()).await?;
+    /// Applies a batch, then commits what it decided with its offsets in one transaction. A
+    /// batch that decided nothing (driver supply, mostly) needs none: its offsets wait, for at
+    /// most [`OFFSETS_EVERY`], to go with the next transaction, and it stays at hand in case
+    /// that one fails. `flush` commits even so, at shutdown.
+    async fn try_settle(
+        &mut self,
+        batch: &[OwnedMessage],
+        flush: bool,
+    ) -> Result<Settled, PartitionedError> {
         // Timer decisions go first; if this transaction fails they are derived again.
         let mut all = std::mem::take(&mut self.ticked);
-        let mut pending = self.send(&all).await?;
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut letters = Vec::new();
         for m in batch {
-            next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let Some(outcome) = self.apply(m).await else {
-                return Err(PartitionedError::Kafka(KafkaError::Canceled));
+                // Shutdown: nothing of this batch is committed; the next owner reads it again.
+                return Ok(Settled::Dropped);
             };
             match outcome {
-                Ok(outputs) => {
-                    pending.extend(self.send(&outputs).await?);
-                    all.extend(outputs);
-                }
-                Err(letter) => self.dead_letter(m, &letter).await?,
+                Ok(outputs) => all.extend(outputs),
+                Err(letter) => letters.push((m, letter)),
             }
+        }
+        let decided = !all.is_empty() || !letters.is_empty();
+        if !decided && !flush && self.last_commit.elapsed() < OFFSETS_EVERY {
+            return Ok(Settled::Waiting);
+        }
+        if !decided && self.unsaved.is_empty() && batch.is_empty() {
+            return Ok(Settled::Dropped);
+        }
+        let p = self.producer.inner().clone();
+        blocking(move || p.begin_transaction()).await?;
+        let pending = self.send(&all).await?;
+        for (m, letter) in &letters {
+            self.dead_letter(m, letter).await?;
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in self.unsaved.iter().chain(batch) {
+            next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+        }
+        // Every transaction carries offsets with this member's place in the group, so that
+        // the group coordinator refuses it once the group has moved on without the member
+        // (KIP-447): one frozen or cut off past its session cannot publish what it decided
+        // for partitions that now belong to another. Timer decisions alone carry an owned
+        // partition's position, unchanged.
+        if next.is_empty()
+            && let Some((place, offset)) = self.positions.first_key_value()
+        {
+            next.insert(place.clone(), *offset);
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), offset) in &next {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
-        // Timer decisions alone carry no offsets.
         let group = (offsets.count() > 0)
             .then(|| self.consumer.group_metadata())
             .map(|g| g.ok_or(PartitionedError::NoGroupMetadata))
@@ -1263,9 +1347,12 @@ impl<P: Processor> Driver<P> {
         {
             tracing::debug!(error = %e, "group commit after the transaction failed");
         }
+        self.positions.extend(next);
+        self.unsaved.clear();
+        self.last_commit = Instant::now();
         wait_all(pending).await?;
         self.processor.settled(&all);
-        Ok(())
+        Ok(Settled::Committed)
     }
 
     /// Replaces the transactional producer; the new one fences the old.
