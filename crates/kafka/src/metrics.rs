@@ -56,6 +56,15 @@ pub static TRANSACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static TRANSACTION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "bimride_transaction_seconds",
+        "A committed Kafka transaction, from its begin to its commit's return, per service.",
+        &["stage"],
+        latency_buckets(),
+    )
+});
+
 pub static STAGE_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "bimride_stage_latency_seconds",

@@ -397,6 +397,7 @@ const TXN_CALL: Duration = Duration::from_secs(20);
 /// When a call given [`TXN_CALL`] (twice, for a commit) is taken to be stuck.
 const STUCK: Duration = Duration::from_secs(60);
 const TXN_TIMEOUT_MS: &str = "30000";
+const TXN_RETRY_BACKOFF_MS: &str = "10";
 /// Bound on each call of the start-up probe, so that brokers without transactions are
 /// reported promptly.
 const PROBE_CALL: Duration = Duration::from_secs(10);
@@ -784,6 +785,11 @@ fn producer_config(kafka: &KafkaConfig, delivery: &Delivery) -> ClientConfig {
         config
             .set("transactional.id", transactional_id)
             .set("transaction.timeout.ms", TXN_TIMEOUT_MS)
+            // A transaction begun while the coordinator still writes the previous one's
+            // markers is refused with CONCURRENT_TRANSACTIONS and retried after this backoff
+            // (librdkafka's default, 100 ms, is most of a transaction's time). It doubles on
+            // each further retry, up to `retry.backoff.max.ms`.
+            .set("retry.backoff.ms", TXN_RETRY_BACKOFF_MS)
             // A message may not outlive the transaction it belongs to.
             .set("message.timeout.ms", TXN_TIMEOUT_MS);
     }
@@ -1302,6 +1308,7 @@ impl<P: Processor> Driver<P> {
         if !decided && self.unsaved.is_empty() && batch.is_empty() {
             return Ok(Settled::Dropped);
         }
+        let began = Instant::now();
         let p = self.producer.inner().clone();
         blocking(move || p.begin_transaction()).await?;
         let pending = self.send(&all).await?;
@@ -1332,13 +1339,15 @@ impl<P: Processor> Driver<P> {
             .transpose()?;
         let p = self.producer.inner().clone();
         let committed = offsets.clone();
-        blocking(move || {
-            if let Some(group) = &group {
-                p.send_offsets_to_transaction(&offsets, group, TXN_CALL)?;
-            }
-            p.commit_transaction(TXN_CALL)
-        })
-        .await?;
+        if let Some(group) = group {
+            blocking(move || p.send_offsets_to_transaction(&offsets, &group, TXN_CALL)).await?;
+        }
+        // Acknowledged before the commit: rust-rdkafka's commit first flushes, and a flush
+        // with sends in flight waits on the event queue, which this producer's own polling
+        // thread serves, in steps of 100 ms.
+        wait_all(pending).await?;
+        let p = self.producer.inner().clone();
+        blocking(move || p.commit_transaction(TXN_CALL)).await?;
         // The same offsets again, through the group: a no-op where the transaction already
         // stored them, and needed on the embedded mock cluster, which acknowledges offsets
         // sent to a transaction without storing them. It only ever follows a commit.
@@ -1347,10 +1356,12 @@ impl<P: Processor> Driver<P> {
         {
             tracing::debug!(error = %e, "group commit after the transaction failed");
         }
+        metrics::TRANSACTION_SECONDS
+            .with_label_values(&[self.options.stage])
+            .observe(began.elapsed().as_secs_f64());
         self.positions.extend(next);
         self.unsaved.clear();
         self.last_commit = Instant::now();
-        wait_all(pending).await?;
         self.processor.settled(&all);
         Ok(Settled::Committed)
     }
