@@ -1157,7 +1157,8 @@ impl<P: Processor> Driver<P> {
             let (batch, stop) = self
                 .collect(polled, &mut ticker, linger, max_records, failed)
                 .await?;
-            let waiting = !self.unsaved.is_empty() && stop;
+            let waiting =
+                !self.unsaved.is_empty() && (stop || self.last_commit.elapsed() >= OFFSETS_EVERY);
             failed = if batch.is_empty() && self.ticked.is_empty() && !waiting {
                 Vec::new()
             } else {
@@ -1186,13 +1187,19 @@ impl<P: Processor> Driver<P> {
             FAILED_BACKOFF
         });
         tokio::pin!(until);
+        // Offsets waiting for a transaction go in one of their own once traffic stops, so
+        // that an idle group is committed to the end.
+        let idle = tokio::time::sleep_until((self.last_commit + OFFSETS_EVERY).into());
+        tokio::pin!(idle);
         let ticking = self.options.tick.is_some();
         loop {
             let lingering = !batch.is_empty() || !self.ticked.is_empty();
+            let waiting = !lingering && !self.unsaved.is_empty();
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok((batch, true)),
                 () = &mut until, if lingering => return Ok((batch, false)),
+                () = &mut idle, if waiting => return Ok((batch, false)),
                 _ = ticker.tick(), if ticking => {
                     let outputs = self.processor.tick(Millis::now());
                     if !outputs.is_empty() && !lingering {
