@@ -245,10 +245,8 @@ pub async fn serve(
                 stdout.write_all(answer.as_bytes()).await?;
                 stdout.flush().await?;
             }
-            (Some(DRIVERS), Some(Ok(drivers))) if fleet.is_some() => {
-                if let Some(size) = &fleet {
-                    size.fetch_max(drivers, Ordering::Relaxed);
-                }
+            (Some(DRIVERS), Some(Ok(drivers))) if let Some(size) = &fleet => {
+                size.fetch_max(drivers, Ordering::Relaxed);
             }
             _ => tracing::warn!(request, "unknown request to a child"),
         }

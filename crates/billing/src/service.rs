@@ -19,7 +19,7 @@ use bimride_kafka::service::{Context, Service};
 use bimride_domain::Mode;
 
 use crate::ledger::Ledger;
-use crate::{BillingSettings, Guarantee, metrics};
+use crate::{BillingSettings, metrics};
 
 /// How often rides charged longer ago than the replay window are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -78,13 +78,12 @@ impl Service for BillingSettings {
         let mut options = Options::new(self.group.clone(), "billing");
         options.fetch = Fetch::Batched;
         options.tick = Some(FORGET_EVERY);
-        if self.delivery == Guarantee::ExactlyOnce {
-            options.delivery = partitioned::Delivery::Transactional {
-                transactional_id: self.transactional_id.clone(),
-                linger: Duration::from_millis(self.commit_ms),
-                max_records: self.max_batch,
-            };
-        }
+        options.delivery = partitioned::Delivery::of(
+            self.delivery,
+            self.transactional_id.clone(),
+            Duration::from_millis(self.commit_ms),
+            self.max_batch,
+        );
         let billing = Billing {
             ledger: Ledger::new(self.commission_bp),
             payments: cx.kafka.topics().name(Topic::Payments).to_owned(),

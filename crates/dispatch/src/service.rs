@@ -6,7 +6,9 @@
 //! - On assignment, the new partitions' state is rebuilt from the log before live records
 //!   are processed: requests and supply within the replay window up to the committed offset,
 //!   plus the assignments and cancellations already written past it.
-//! - Offsets are stored at least once, after everything a record caused is acknowledged.
+//! - Exactly once (the default): decisions commit in transactions with the input offsets, and
+//!   the group coordinator refuses those of an instance the group has moved on from. At least
+//!   once: offsets are stored after everything a record caused is acknowledged.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use bimride_eta::learned::LearnedFeed;
 
 use bimride_events::{DispatchEvent, Millis, RideEvent, SupplyEvent, Topic};
 use bimride_kafka::partitioned::{
-    self, At, Either, Guarantee, Options, Outputs, PartitionedError, Processor, RebuildError,
+    self, At, Delivery, Either, Options, Outputs, PartitionedError, Processor, RebuildError,
     Rejected, Takeover,
 };
 use bimride_kafka::producer::InFlight;
@@ -95,18 +97,17 @@ impl Service for DispatchSettings {
         let mut options = Options::new(self.group.clone(), "dispatch");
         options.tick = Some(Duration::from_millis(self.tick_ms));
         options.co_partitioned = true;
-        if self.delivery == Guarantee::ExactlyOnce {
-            let transactional_id = if self.transactional_id.trim().is_empty() {
-                format!("{}-{}", self.group, uuid::Uuid::now_v7())
-            } else {
-                self.transactional_id.clone()
-            };
-            options.delivery = partitioned::Delivery::Transactional {
-                transactional_id,
-                linger: Duration::from_millis(self.commit_ms),
-                max_records: MAX_BATCH,
-            };
-        }
+        let transactional_id = if self.transactional_id.trim().is_empty() {
+            format!("{}-{}", self.group, uuid::Uuid::now_v7())
+        } else {
+            self.transactional_id.clone()
+        };
+        options.delivery = Delivery::of(
+            self.delivery,
+            transactional_id,
+            Duration::from_millis(self.commit_ms),
+            MAX_BATCH,
+        );
         // Pickup ETAs learn from the observations of the ETA tracker: from a feed another
         // service of this process keeps, or from one fed beside dispatch.
         let (learned, learner) = match self.learned.clone() {

@@ -298,6 +298,26 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// What a service's `guarantee` comes to: transactions under `transactional_id`, each
+    /// collecting records for `linger`, up to `max_records`; or at least once.
+    pub fn of(
+        guarantee: Guarantee,
+        transactional_id: String,
+        linger: Duration,
+        max_records: usize,
+    ) -> Self {
+        match guarantee {
+            Guarantee::ExactlyOnce => Self::Transactional {
+                transactional_id,
+                linger,
+                max_records,
+            },
+            Guarantee::AtLeastOnce => Self::AtLeastOnce,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub group: String,
