@@ -472,6 +472,34 @@ async fn a_riders_rides_come_newest_first_a_page_at_a_time() {
 
 /// The store as a service on both brokers: records in, rows out; stopped and started again,
 /// it resumes from its positions and repeats no row.
+/// Waits until every record of ride `n` (its request and its completed trip) is stored.
+/// The request and the trip lie on different topics, read in no set order, so a completed
+/// ride may be stored a moment before its request.
+async fn wait_stored(store: &Store, n: u32, deadline: tokio::time::Instant, what: &str) {
+    let id = ride_requested(n).ride_id;
+    let expected = 1 + completed_trip(n).len();
+    loop {
+        let completed = store
+            .ride(&id)
+            .await
+            .expect("reads")
+            .is_some_and(|v| v.status == RideStatus::Completed);
+        let stored = store.event_ids(&id).await.expect("ids").len();
+        assert!(
+            stored <= expected,
+            "{id}: {stored} records stored, {expected} sent"
+        );
+        if completed && stored == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} {what}: completed {completed}, {stored} of {expected} records stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn sink_resumes(broker: Broker) {
     let p = Pipeline::start(&broker).await;
     let database = bimride_store::Database {
@@ -502,19 +530,7 @@ async fn sink_resumes(broker: Broker) {
         async move {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
             for n in rides {
-                let id = ride_requested(n).ride_id;
-                loop {
-                    let done = store
-                        .ride(&id)
-                        .await
-                        .expect("reads")
-                        .is_some_and(|v| v.status == RideStatus::Completed);
-                    if done {
-                        break;
-                    }
-                    assert!(tokio::time::Instant::now() < deadline, "{id} never stored");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+                wait_stored(&store, n, deadline, "never stored").await;
             }
         }
     };
@@ -528,16 +544,8 @@ async fn sink_resumes(broker: Broker) {
     publish(10..20).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let sink = p.spawn(settings, stop.clone());
+    // The first ten again: resuming read nothing twice and skipped nothing.
     wait_for(0..20).await;
-    for n in 0..20 {
-        let id = ride_requested(n).ride_id;
-        let expected = 1 + completed_trip(n).len();
-        assert_eq!(
-            store.event_ids(&id).await.expect("ids").len(),
-            expected,
-            "{id}"
-        );
-    }
     stop.cancel();
     join_all(vec![sink]).await;
 }
@@ -615,23 +623,7 @@ async fn sink_starts_a_recreated_log_over(broker: Broker) {
     let sink = p.spawn(settings, stop.clone());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     for n in 0..10 {
-        let id = ride_requested(n).ride_id;
-        loop {
-            let view = store.ride(&id).await.expect("reads");
-            if view.is_some_and(|v| v.status == RideStatus::Completed) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} of the new log never stored"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert_eq!(
-            store.event_ids(&id).await.expect("ids").len(),
-            1 + completed_trip(n).len(),
-            "{id}"
-        );
+        wait_stored(&store, n, deadline, "of the new log never stored").await;
     }
     assert!(
         store.ride("old-ride").await.expect("reads").is_some(),
