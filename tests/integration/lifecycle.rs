@@ -102,9 +102,8 @@ async fn lifecycle(broker: Broker, rides: usize, delivery: Guarantee) {
         booked.extend(book(&api.url, first, 25.min(rides - first)).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Receipts follow the charges: the audit below waits for the last of them.
     wait_for_charges(&p, &booked, Duration::from_secs(240)).await;
-    // Receipts follow the charges; give the last of them a moment.
-    tokio::time::sleep(Duration::from_secs(3)).await;
 
     // The ride store follows the topics: a ride's view shows its fare and receipt.
     let some = booked.iter().next().expect("a ride");

@@ -275,8 +275,10 @@ async fn replayed_billing_eta_and_surge_recompute_what_they_published_on_apache_
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("live member"), "{said}");
 
-    // Everything stops; the log is what it will be.
+    // Everything stops; the log is what it will be. Notifications does not run again, so
+    // every ride's messages must be out first: the audit waits for them.
     both_caught_up(&p, [&billing.group, &eta.group]).await;
+    p.audit(booked.len()).await;
     first.cancel();
     join_all(tasks).await;
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -234,13 +234,15 @@ async fn scenario(up: Up, topics: &Topics, lifecycle_within: Duration) {
             .as_array()
             .map(|a| a.iter().filter_map(|n| n["template"].as_str()).collect())
             .unwrap_or_default();
+        // The store reads the ride's topics in no set order: its completion may come a
+        // moment after its charge and receipt.
         if view["fare"]["amount_minor"]
             .as_i64()
             .is_some_and(|f| f >= 1_000)
             && templates.contains(&"receipt")
+            && templates.contains(&"booking_confirmed")
+            && view["status"] == "completed"
         {
-            assert!(templates.contains(&"booking_confirmed"), "{templates:?}");
-            assert_eq!(view["status"], "completed");
             break;
         }
         assert!(
