@@ -207,24 +207,19 @@ async fn a_thousand_rides_each_get_one_driver_or_no_driver() {
     // the outcomes read above for a moment, never disagree with them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for ride in rides.iter().take(50) {
-        loop {
+        let view = loop {
             let view = city.api.store.ride(ride).await.expect("store");
             let decided = view
                 .as_ref()
                 .is_some_and(|v| v.driver_id.is_some() || v.cancel_reason.is_some());
             if decided || tokio::time::Instant::now() >= deadline {
-                let view = view.expect("the store has the ride");
-                match seen.drivers_of_ride.get(ride) {
-                    Some(drivers) => {
-                        assert_eq!(view.driver_id.as_ref(), drivers.first(), "{ride}");
-                    }
-                    None => {
-                        assert_eq!(view.cancel_reason.as_deref(), Some("no_driver"), "{ride}");
-                    }
-                }
-                break;
+                break view.expect("the store has the ride");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match seen.drivers_of_ride.get(ride) {
+            Some(drivers) => assert_eq!(view.driver_id.as_ref(), drivers.first(), "{ride}"),
+            None => assert_eq!(view.cancel_reason.as_deref(), Some("no_driver"), "{ride}"),
         }
     }
     city.stop().await;

@@ -470,8 +470,6 @@ async fn a_riders_rides_come_newest_first_a_page_at_a_time() {
     }
 }
 
-/// The store as a service on both brokers: records in, rows out; stopped and started again,
-/// it resumes from its positions and repeats no row.
 /// Waits until every record of ride `n` (its request and its completed trip) is stored.
 /// The request and the trip lie on different topics, read in no set order, so a completed
 /// ride may be stored a moment before its request.
@@ -500,6 +498,8 @@ async fn wait_stored(store: &Store, n: u32, deadline: tokio::time::Instant, what
     }
 }
 
+/// The store as a service on both brokers: records in, rows out; stopped and started again,
+/// it resumes from its positions and repeats no row.
 async fn sink_resumes(broker: Broker) {
     let p = Pipeline::start(&broker).await;
     let database = bimride_store::Database {
