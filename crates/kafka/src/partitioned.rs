@@ -416,6 +416,9 @@ const REVOKE_FLUSH: Duration = Duration::from_secs(70);
 const TXN_CALL: Duration = Duration::from_secs(20);
 /// When a call given [`TXN_CALL`] (twice, for a commit) is taken to be stuck.
 const STUCK: Duration = Duration::from_secs(60);
+/// How long a commit waits for acknowledged messages to be released; past it, the commit
+/// flushes the slow way.
+const RELEASE_WAIT: Duration = Duration::from_millis(20);
 const TXN_TIMEOUT_MS: &str = "30000";
 const TXN_RETRY_BACKOFF_MS: &str = "10";
 /// Bound on each call of the start-up probe, so that brokers without transactions are
@@ -889,6 +892,18 @@ async fn blocking<T: Send + 'static>(
     match tokio::time::timeout(STUCK, tokio::task::spawn_blocking(f)).await {
         Ok(done) => Ok(done??),
         Err(_) => Err(PartitionedError::Stuck(STUCK)),
+    }
+}
+
+/// Waits, briefly, until the producer has released every acknowledged message. A delivery
+/// wakes its waiter a moment before the polling thread releases the message, and a commit's
+/// flush that finds one not yet released polls the event queue for a whole 100 ms step.
+fn released(p: &rdkafka::producer::FutureProducer) {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while let Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) = p.flush(Duration::ZERO)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 
@@ -1374,7 +1389,11 @@ impl<P: Processor> Driver<P> {
         // thread serves, in steps of 100 ms.
         wait_all(pending).await?;
         let p = self.producer.inner().clone();
-        blocking(move || p.commit_transaction(TXN_CALL)).await?;
+        blocking(move || {
+            released(&p);
+            p.commit_transaction(TXN_CALL)
+        })
+        .await?;
         // The same offsets again, through the group: a no-op where the transaction already
         // stored them, and needed on the embedded mock cluster, which acknowledges offsets
         // sent to a transaction without storing them. It only ever follows a commit.
