@@ -345,7 +345,7 @@ pub enum Fetch {
 }
 
 /// Longest a batched consumer's fetch waits for its bytes.
-pub const BATCHED_WAIT_MS: u32 = 100;
+pub const BATCHED_WAIT_MS: u32 = 250;
 /// Bytes a batched consumer's fetch waits for.
 pub const BATCHED_BYTES: u32 = 64 * 1024;
 
